@@ -1,0 +1,53 @@
+# MCP: build, test, lint, demo and benchmark entry points.
+# `make test` on a fresh Debian host installs and configures everything the
+# tests need (podman, runc, an image registry, test images) first.
+
+CARGO      ?= cargo
+ENV_DIR    ?= $(CURDIR)/.test-env
+TEST_ENV    = $(ENV_DIR)/env
+
+.PHONY: all build test test-env lint fmt proto mcp mcp-agent demo demo-down bench clean
+
+all: lint test build
+
+build:
+	$(CARGO) build --workspace --release
+
+mcp:
+	$(CARGO) build --release -p mcp-cli --bin mcp
+
+mcp-agent:
+	$(CARGO) build --release -p mcp-agent --bin mcp-agent
+
+# Regenerates the gRPC code from proto/ (a pure-Rust protobuf compiler runs in
+# mcp-proto's build script; no system protoc is needed).
+proto:
+	touch mcp-proto/proto/mcp/v1/*.proto
+	$(CARGO) build -p mcp-proto
+
+test-env:
+	MCP_ENV_DIR=$(ENV_DIR) scripts/test-env.sh
+
+test: test-env
+	. $(TEST_ENV) && $(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo:
+	scripts/demo.sh up
+
+demo-down:
+	scripts/demo.sh down
+
+bench: test-env
+	. $(TEST_ENV) && $(CARGO) build --release --workspace --bins && \
+		$(CARGO) run --release -p mcp-e2e --bin mcp-bench -- --write BENCHMARKS.md
+
+clean:
+	$(CARGO) clean
+	rm -rf $(ENV_DIR)/containers.conf

@@ -1,0 +1,191 @@
+//! `make bench`: side-by-side measurements of MCP against what an operator
+//! would run instead, in one process on one host, medians of N rounds with
+//! the two sides interleaved. Prints a table and, with `--write FILE`,
+//! rewrites the results section of BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcp_e2e::{Node, unique};
+
+struct Row {
+    name: &'static str,
+    mcp: f64,
+    other: f64,
+    other_name: &'static str,
+    unit: &'static str,
+    target: &'static str,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.mcp / self.other
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn time(cmd: &mut Command) -> f64 {
+    let start = Instant::now();
+    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+fn mcp(node: &Node, args: &[&str]) -> Command {
+    let mut c = Command::new(mcp_e2e::bin_dir().join("mcp"));
+    c.args(args).env("MCP_CONFIG", node.cli_config());
+    c
+}
+
+fn podman(args: &[&str]) -> Command {
+    let mut c = Command::new("podman");
+    c.args(args);
+    c
+}
+
+fn def(service: &str, image: &str, components: usize) -> String {
+    let mut s = format!("name = \"{service}\"\n");
+    for i in 0..components {
+        s.push_str(&format!(
+            "\n[[components]]\nname = \"c{i}\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"3600\"]\n"
+        ));
+    }
+    s
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn podman_rm(names: &[String]) {
+    let mut args = vec!["rm", "-f", "-t", "0"];
+    args.extend(names.iter().map(String::as_str));
+    let _ = podman(&args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64) {
+    let image = node.env.image_v1.clone();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let service = unique("bench");
+        node.write_service(&service, &def(&service, &image, components));
+        ours.push(time(&mut mcp(node, &["deploy", &service])));
+        let _ = mcp(node, &["remove", &service]).stdout(Stdio::null()).status();
+
+        let names: Vec<String> = (0..components).map(|i| format!("{}-c{i}", unique("podman"))).collect();
+        let start = Instant::now();
+        for n in &names {
+            let out = podman(&["run", "-d", "--name", n, &image, "sleep", "3600"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .expect("podman run");
+            assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        theirs.push(start.elapsed().as_secs_f64());
+        podman_rm(&names);
+    }
+    (median(ours), median(theirs))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let write = args.iter().position(|a| a == "--write").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+
+    let mut node = Node::start();
+    // Warm up: the image on the node, podman's caches.
+    let warm = unique("warm");
+    node.write_service(&warm, &def(&warm, &node.env.image_v1.clone(), 1));
+    let _ = mcp(&node, &["deploy", &warm]).output();
+    let _ = mcp(&node, &["remove", &warm]).output();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = node.agent_pid().expect("agent pid");
+    let idle_rss = rss_kb(pid);
+
+    let mut rows = Vec::new();
+    let (a, b) = deploy_vs_run(&mut node, 1, rounds);
+    rows.push(Row { name: "deploy, 1 component", mcp: a, other: b, other_name: "podman run -d", unit: "s", target: "<= 1.15x" });
+    let (a, b) = deploy_vs_run(&mut node, 5, rounds);
+    rows.push(Row { name: "deploy, 5 components", mcp: a, other: b, other_name: "5 x podman run -d", unit: "s", target: "<= 0.6x" });
+
+    // 50 managed containers: 10 services of 5 components.
+    let mut services = Vec::new();
+    for _ in 0..10 {
+        let service = unique("fleet");
+        node.write_service(&service, &def(&service, &node.env.image_v1.clone(), 5));
+        let out = mcp(&node, &["deploy", &service]).output().expect("deploy");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        services.push(service);
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(10) {
+        ours.push(time(&mut mcp(&node, &["status"])));
+        theirs.push(time(&mut podman(&["ps", "-a", "--format", "json"])));
+    }
+    rows.push(Row { name: "status, 50 containers", mcp: median(ours), other: median(theirs), other_name: "podman ps -a --format json", unit: "s", target: "<= 0.5x" });
+    let busy_rss = rss_kb(pid);
+    for s in &services {
+        let _ = mcp(&node, &["remove", s]).output();
+    }
+
+    let mut table = String::new();
+    table.push_str("| measurement | mcp | alternative | alternative time | ratio | target |\n|---|---|---|---|---|---|\n");
+    for r in &rows {
+        table.push_str(&format!(
+            "| {} | {:.3} {} | {} | {:.3} {} | {:.2}x | {} |\n",
+            r.name, r.mcp, r.unit, r.other_name, r.other, r.unit, r.ratio(), r.target
+        ));
+    }
+    table.push_str(&format!(
+        "| agent RSS, idle | {:.1} MB | | | | <= 20 MB |\n| agent RSS, 50 containers managed | {:.1} MB | | | | <= 30 MB |\n",
+        idle_rss as f64 / 1024.0,
+        busy_rss as f64 / 1024.0
+    ));
+    println!("{table}");
+    if let Some(path) = write {
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        let begin = "<!-- bench:begin -->";
+        let end = "<!-- bench:end -->";
+        let block = format!(
+            "{begin}\nMeasured {} on this host ({} rounds, medians; `make bench`):\n\n{table}{end}",
+            chrono_like_now(),
+            rounds
+        );
+        let updated = match (existing.find(begin), existing.find(end)) {
+            (Some(b), Some(e)) if e > b => format!("{}{}{}", &existing[..b], block, &existing[e + end.len()..]),
+            _ => format!("{existing}\n{block}\n"),
+        };
+        std::fs::write(&path, updated).expect("write results");
+        println!("results written to {}", path.display());
+    }
+}
+
+fn chrono_like_now() -> String {
+    let out = Command::new("date").args(["-u", "+%Y-%m-%d"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,440 @@
+//! Test harness for MCP's end-to-end tests: real `mcp-agent` processes over
+//! real gRPC, each with its own podman API service, registry, port and
+//! temporary directory, sharing the host's podman storage and the local
+//! image registry that `scripts/test-env.sh` sets up.
+//!
+//! Nothing here skips: a missing prerequisite panics with what to do.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mcp_runtime::Runtime;
+use mcp_runtime::podman::{Podman, PodmanConfig};
+
+/// The prerequisites the test environment provides.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// `host:port` of the local image registry.
+    pub registry: String,
+    /// A busybox httpd image in that registry serving "hello from v1".
+    pub image_v1: String,
+    /// The same serving "hello from v2".
+    pub image_v2: String,
+}
+
+impl TestEnv {
+    /// Reads the environment `scripts/test-env.sh` writes, or panics saying how to get it.
+    pub fn require() -> TestEnv {
+        let get = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!(
+                    "{k} is not set: these tests need podman and the local image registry. \
+                     Run `make test`, or `scripts/test-env.sh && . .test-env/env` before `cargo test`."
+                )
+            })
+        };
+        assert!(
+            std::env::var_os("CONTAINERS_CONF").is_some(),
+            "CONTAINERS_CONF is not set: run `make test` or source .test-env/env"
+        );
+        TestEnv {
+            registry: get("MCP_TEST_REGISTRY"),
+            image_v1: get("MCP_TEST_IMAGE"),
+            image_v2: get("MCP_TEST_IMAGE_V2"),
+        }
+    }
+}
+
+/// A unique lower-case name for this test process: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// The directory holding the workspace's built binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for bin in ["mcp", "mcp-agent"] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build the binaries first (`cargo build --workspace --bins`; `make test` does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// A `podman system service` on its own socket, killed on drop.
+pub struct PodmanService {
+    child: Option<Child>,
+    socket: PathBuf,
+}
+
+impl PodmanService {
+    /// Starts a service listening on `socket` and waits until it answers.
+    pub fn start(socket: &Path) -> PodmanService {
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("podman is not installed: run `make test` (scripts/test-env.sh installs it)");
+        let svc = PodmanService {
+            child: Some(child),
+            socket: socket.to_path_buf(),
+        };
+        svc.wait_ready();
+        svc
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("podman service on {} did not come up", self.socket.display());
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Kills the service at once (SIGKILL) and removes its socket.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A podman API client on `socket`, for test set-up and inspection.
+pub fn podman_client(socket: &Path, env: &TestEnv) -> Podman {
+    Podman::new(PodmanConfig {
+        socket: socket.to_path_buf(),
+        insecure_registries: vec![env.registry.clone()],
+    })
+}
+
+/// One test node: a temp dir, a podman service, an agent process and a CLI
+/// configuration pointing at it.
+pub struct Node {
+    /// The test's environment.
+    pub env: TestEnv,
+    /// Temporary directory holding everything of this node.
+    pub dir: tempfile::TempDir,
+    /// The node's podman service.
+    pub podman: Option<PodmanService>,
+    /// The podman socket path the agent uses.
+    pub socket: PathBuf,
+    /// The agent's address.
+    pub addr: String,
+    /// The node's name.
+    pub name: String,
+    agent: Option<Child>,
+    services: Vec<String>,
+}
+
+impl Node {
+    /// A node with its own podman service and a running agent.
+    pub fn start() -> Node {
+        let mut node = Node::prepare(true);
+        node.start_agent();
+        node
+    }
+
+    /// A node whose podman service is not started (the socket is absent).
+    pub fn start_without_podman() -> Node {
+        let mut node = Node::prepare(false);
+        node.start_agent();
+        node
+    }
+
+    fn prepare(with_podman: bool) -> Node {
+        let env = TestEnv::require();
+        let dir = tempfile::Builder::new().prefix("mcp-e2e-").tempdir().expect("tempdir");
+        let socket = dir.path().join("podman.sock");
+        let podman = with_podman.then(|| PodmanService::start(&socket));
+        let port = free_port();
+        let name = unique("node");
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(dir.path().join("services")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("agent.toml"),
+            format!(
+                "node_name = \"{name}\"\nlisten = \"{addr}\"\ndb = \"{db}\"\nsrv_root = \"{srv}\"\n\n[podman]\nsocket = \"{sock}\"\ninsecure_registries = [\"{reg}\"]\nstop_timeout = 1\n",
+                db = dir.path().join("mcp.db").display(),
+                srv = dir.path().join("srv").display(),
+                sock = socket.display(),
+                reg = env.registry,
+            ),
+        )
+        .expect("write agent.toml");
+        std::fs::write(
+            dir.path().join("mcp.toml"),
+            format!(
+                "services_dir = \"{}\"\n\n[[nodes]]\nname = \"{name}\"\naddress = \"{addr}\"\n",
+                dir.path().join("services").display()
+            ),
+        )
+        .expect("write mcp.toml");
+        Node {
+            env,
+            dir,
+            podman,
+            socket,
+            addr,
+            name,
+            agent: None,
+            services: Vec::new(),
+        }
+    }
+
+    /// Starts (or restarts) the agent process and waits until it accepts connections.
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = Command::new(bin_dir().join("mcp-agent"))
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcp-agent");
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.agent.as_mut().map(Child::try_wait) {
+                panic!("mcp-agent exited with {status}; log:\n{}", self.agent_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mcp-agent did not listen on {}; log:\n{}", self.addr, self.agent_log());
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Stops the agent with SIGTERM and waits for it.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process id of the running agent.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
+    /// Path of the node's CLI configuration.
+    pub fn cli_config(&self) -> PathBuf {
+        self.dir.path().join("mcp.toml")
+    }
+
+    /// Path of the node's services dir.
+    pub fn services_dir(&self) -> PathBuf {
+        self.dir.path().join("services")
+    }
+
+    /// Writes `<services_dir>/<service>.toml` and registers the service for clean-up.
+    pub fn write_service(&mut self, service: &str, text: &str) -> PathBuf {
+        let path = self.services_dir().join(format!("{service}.toml"));
+        std::fs::write(&path, text).expect("write definition");
+        self.track(service);
+        path
+    }
+
+    /// Removes the service's containers when the node is dropped.
+    pub fn track(&mut self, service: &str) {
+        if !self.services.iter().any(|s| s == service) {
+            self.services.push(service.to_string());
+        }
+    }
+
+    /// Runs `mcp ARGS` against this node.
+    pub fn mcp(&self, args: &[&str]) -> CmdResult {
+        let out = Command::new(bin_dir().join("mcp"))
+            .args(args)
+            .env("MCP_CONFIG", self.cli_config())
+            .env_remove("MCP_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mcp");
+        CmdResult::from(out, args)
+    }
+
+    /// Runs `mcp --json ARGS`, asserts success and parses the output.
+    pub fn mcp_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let r = self.mcp(&all).success();
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("mcp {all:?}: bad JSON ({e}):\n{}", r.stdout))
+    }
+
+    /// A podman client on this node's socket.
+    pub fn podman_client(&self) -> Podman {
+        podman_client(&self.socket, &self.env)
+    }
+
+    /// Every instance on the node whose name starts with `<service>-`.
+    pub fn instances_of(&self, service: &str) -> Vec<mcp_runtime::InstanceInfo> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let podman = self.podman_client();
+        let prefix = format!("{service}-");
+        rt.block_on(podman.list())
+            .expect("list instances")
+            .into_iter()
+            .filter(|i| i.name.starts_with(&prefix))
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if self.podman.is_some() && !self.services.is_empty() {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(rt) = rt {
+                let podman = self.podman_client();
+                let _ = rt.block_on(async {
+                    if let Ok(list) = podman.list().await {
+                        for i in list {
+                            if self.services.iter().any(|s| i.name.starts_with(&format!("{s}-"))) {
+                                let _ = podman.remove(&i.name, true).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- agent log of {} ---\n{}", self.name, self.agent_log());
+        }
+    }
+}
+
+/// The outcome of a CLI run.
+#[derive(Debug)]
+pub struct CmdResult {
+    /// Exit code (-1 when killed).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    args: Vec<String>,
+}
+
+impl CmdResult {
+    fn from(out: Output, args: &[&str]) -> CmdResult {
+        CmdResult {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Asserts exit 0.
+    pub fn success(self) -> CmdResult {
+        assert_eq!(self.code, 0, "mcp {:?} failed:\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts a non-zero exit and returns stderr.
+    pub fn failure(self) -> String {
+        assert_ne!(self.code, 0, "mcp {:?} should have failed:\nstdout: {}", self.args, self.stdout);
+        self.stderr
+    }
+}
+
+/// GETs `/` from `127.0.0.1:port`, retrying for a few seconds; returns the body.
+pub fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+                let mut buf = String::new();
+                if s.read_to_string(&mut buf).is_ok() && buf.contains("\r\n\r\n") {
+                    if let Some((_, body)) = buf.split_once("\r\n\r\n") {
+                        return body.to_string();
+                    }
+                }
+                last = buf;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no HTTP answer on 127.0.0.1:{port}: {last}");
+}
+
+/// Polls `f` until it returns `Some`, for up to `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,537 @@
+//! End-to-end tests: real `mcp` and `mcp-agent` binaries, real gRPC, real
+//! podman, images pulled from the real local registry.
+
+use std::time::Duration;
+
+use mcp_e2e::{Node, free_port, http_get, unique, wait_for};
+use serde_json::Value;
+
+fn two_component_def(service: &str, image: &str, port: u16) -> String {
+    format!(
+        r#"# test service
+name = "{service}"
+active = true   # desired state
+
+[[components]]
+name = "web"
+image = "{image}"
+ports = ["127.0.0.1:{port}:8080"]
+restart = "unless-stopped"
+memory = "64M"
+
+[[components]]
+name = "worker"
+image = "{image}"
+cmd = ["/bin/sh", "-c", "echo worker up; while true; do sleep 1; done"]
+env = {{ GREETING = "hi" }}
+"#
+    )
+}
+
+fn components(status: &Value) -> Vec<Value> {
+    status["nodes"][0]["components"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn component<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|c| c["component"] == name)
+        .unwrap_or_else(|| panic!("no component {name} in {list:?}"))
+}
+
+fn actions(deploy: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = deploy["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["component"].as_str().unwrap_or_default().to_string(),
+                r["action"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn pair(c: &str, a: &str) -> (String, String) {
+    (c.to_string(), a.to_string())
+}
+
+#[test]
+fn deploy_update_stop_start_two_components() {
+    let mut node = Node::start();
+    let service = unique("hello");
+    let port = free_port();
+    let image = node.env.image_v1.clone();
+    let path = node.write_service(&service, &two_component_def(&service, &image, port));
+
+    // First deploy creates both, pulling from the registry.
+    let first = node.mcp_json(&["deploy", &service]);
+    assert_eq!(actions(&first), vec![pair("web", "created"), pair("worker", "created")]);
+    assert_eq!(http_get(port).trim(), "hello from v1");
+
+    let status = node.mcp_json(&["status", &service]);
+    let comps = components(&status);
+    assert_eq!(comps.len(), 2);
+    for c in &comps {
+        assert_eq!(c["observed_state"], "running", "{c}");
+        assert_eq!(c["drift"].as_array().map(Vec::len), Some(0), "{c}");
+    }
+    let web_id = component(&comps, "web")["container_id"].clone();
+
+    // Unchanged definition: nothing is touched.
+    let again = node.mcp_json(&["deploy", path.to_str().expect("utf8")]);
+    assert_eq!(actions(&again), vec![pair("web", "unchanged"), pair("worker", "unchanged")]);
+    let comps = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(component(&comps, "web")["container_id"], web_id);
+
+    // Changing one component's image replaces that one only.
+    let text = std::fs::read_to_string(&path).expect("read");
+    let v2 = text.replacen(
+        &format!("image = \"{image}\"\nports"),
+        &format!("image = \"{}\"\nports", node.env.image_v2),
+        1,
+    );
+    assert_ne!(text, v2);
+    std::fs::write(&path, &v2).expect("write");
+    let update = node.mcp_json(&["deploy", &service]);
+    assert_eq!(actions(&update), vec![pair("web", "updated"), pair("worker", "unchanged")]);
+    assert_eq!(http_get(port).trim(), "hello from v2");
+    let comps = components(&node.mcp_json(&["status", &service]));
+    assert_ne!(component(&comps, "web")["container_id"], web_id);
+    assert_eq!(component(&comps, "web")["desired_image"], node.env.image_v2.as_str());
+    // No renamed-aside instance is left behind.
+    let names: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // stop rewrites `active` only, then pushes.
+    node.mcp(&["stop", &service]).success();
+    let stopped_text = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(stopped_text, v2.replace("active = true   # desired state", "active = false   # desired state"));
+    let comps = components(&node.mcp_json(&["status", &service]));
+    for c in &comps {
+        assert_eq!(c["desired_active"], false);
+        assert_ne!(c["observed_state"], "running", "{c}");
+        assert_eq!(c["drift"].as_array().map(Vec::len), Some(0), "{c}");
+    }
+    let list = node.mcp_json(&["list"]);
+    let svc = list["nodes"][0]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == service.as_str())
+        .cloned()
+        .expect("service listed");
+    assert_eq!(svc["active"], false);
+
+    node.mcp(&["start", &service]).success();
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), v2);
+    assert_eq!(http_get(port).trim(), "hello from v2");
+
+    // restart keeps the definition and the containers' identity.
+    let before = components(&node.mcp_json(&["status", &service]));
+    let restarted = node.mcp_json(&["restart", &service, "--component", "worker"]);
+    assert_eq!(actions(&restarted), vec![pair("worker", "restarted")]);
+    let after = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(component(&before, "worker")["container_id"], component(&after, "worker")["container_id"]);
+    assert!(
+        component(&after, "worker")["started_at"].as_i64() >= component(&before, "worker")["started_at"].as_i64()
+    );
+
+    // logs of one component.
+    let logs = wait_for(Duration::from_secs(10), || {
+        let out = node.mcp(&["logs", &service, "worker"]).success().stdout;
+        out.contains("worker up").then_some(out)
+    });
+    assert!(logs.is_some(), "worker log line not seen");
+    // Human output is a table naming the service.
+    let table = node.mcp(&["status"]).success().stdout;
+    assert!(table.contains(&service) && table.contains("worker"), "{table}");
+
+    // remove forgets it and removes the containers.
+    node.mcp(&["remove", &service]).success();
+    assert!(node.instances_of(&service).is_empty());
+    let list = node.mcp_json(&["list"]);
+    assert!(
+        !list["nodes"][0]["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["name"] == service.as_str())
+    );
+}
+
+#[test]
+fn ps_shows_unmanaged_and_status_flags_drift() {
+    let mut node = Node::start();
+    let service = unique("drift");
+    let port = free_port();
+    let image = node.env.image_v1.clone();
+    node.write_service(&service, &two_component_def(&service, &image, port));
+    node.mcp(&["deploy", &service]).success();
+
+    // A container in the service's namespace that MCP did not create.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let podman = node.podman_client();
+    let stray = format!("{service}-stray");
+    rt.block_on(async {
+        use mcp_runtime::Runtime;
+        podman
+            .create(&mcp_runtime::InstanceSpec {
+                name: stray.clone(),
+                image: image.clone(),
+                cmd: vec!["sleep".into(), "300".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("create stray");
+        // And stop a managed one behind MCP's back.
+        podman
+            .stop(&format!("{service}-worker"), Duration::from_secs(1))
+            .await
+            .expect("stop worker");
+    });
+
+    let ps = node.mcp_json(&["ps"]);
+    let instances = ps["nodes"][0]["instances"].as_array().expect("instances").clone();
+    let find = |n: &str| instances.iter().find(|i| i["name"] == n).cloned();
+    assert_eq!(find(&stray).expect("stray in ps")["managed"], false);
+    assert_eq!(find(&format!("{service}-web")).expect("web in ps")["managed"], true);
+
+    let status = node.mcp_json(&["status", &service]);
+    let comps = components(&status);
+    assert_eq!(component(&comps, "worker")["drift"], serde_json::json!(["stopped"]));
+    assert_eq!(component(&comps, "web")["drift"], serde_json::json!([]));
+    let unmanaged = status["nodes"][0]["unmanaged"].as_array().expect("unmanaged");
+    assert!(unmanaged.iter().any(|u| u["name"] == stray.as_str()), "{unmanaged:?}");
+
+    // A deploy converges the stopped component.
+    let fixed = node.mcp_json(&["deploy", &service]);
+    assert_eq!(actions(&fixed), vec![pair("web", "unchanged"), pair("worker", "started")]);
+}
+
+#[test]
+fn missing_image_keeps_previous_container_running() {
+    let mut node = Node::start();
+    let service = unique("noimg");
+    let port = free_port();
+    let image = node.env.image_v1.clone();
+    let path = node.write_service(&service, &two_component_def(&service, &image, port));
+    node.mcp(&["deploy", &service]).success();
+    let before = components(&node.mcp_json(&["status", &service]));
+
+    let missing = format!("{}/mcp-test/does-not-exist:404", node.env.registry);
+    let text = std::fs::read_to_string(&path).expect("read").replacen(&image, &missing, 1);
+    std::fs::write(&path, text).expect("write");
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(err.contains("does-not-exist") && err.contains("web"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
+
+    let after = components(&node.mcp_json(&["status", &service]));
+    let web = component(&after, "web");
+    assert_eq!(web["container_id"], component(&before, "web")["container_id"]);
+    assert_eq!(web["observed_state"], "running");
+    assert_eq!(web["desired_image"], image.as_str(), "registry keeps the deployed definition");
+    assert_eq!(http_get(port).trim(), "hello from v1");
+}
+
+#[test]
+fn port_taken_fails_cleanly_and_keeps_old_instance() {
+    let mut node = Node::start();
+    let service = unique("port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+
+    // A new service whose port is taken: clear error, nothing left behind.
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), taken_port));
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(err.contains("address already in use") || err.contains("already"), "{err}");
+    let left: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
+    assert_eq!(left, vec![format!("{service}-worker")], "only the worker may exist");
+
+    // An update that moves to a taken port: the old instance comes back.
+    let good = free_port();
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), good));
+    node.mcp(&["deploy", &service]).success();
+    assert_eq!(http_get(good).trim(), "hello from v1");
+    let before = components(&node.mcp_json(&["status", &service]));
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), taken_port));
+    node.mcp(&["deploy", &service]).failure();
+    let after = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(component(&after, "web")["container_id"], component(&before, "web")["container_id"]);
+    assert_eq!(component(&after, "web")["observed_state"], "running");
+    assert_eq!(http_get(good).trim(), "hello from v1");
+    drop(taken);
+}
+
+#[test]
+fn bad_definitions_are_refused_before_anything_is_sent() {
+    let mut node = Node::start();
+    let service = unique("bad");
+    let cases = [
+        ("name = \"x\"\nbogus = 1\n[[components]]\nname = \"a\"\nimage = \"i\"\n", ":2:1:", "bogus"),
+        (
+            "name = \"x\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"80:abc\"]\n",
+            ":5:",
+            "80:abc",
+        ),
+        (
+            "name = \"x\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n[[components]]\nname = \"a\"\nimage = \"i\"\n",
+            ":6:",
+            "duplicate",
+        ),
+        ("name = \"x\"\n[[components]]\nname = \"a\"\n", ":", "image"),
+    ];
+    for (text, pos, word) in cases {
+        let path = node.write_service(&service, text);
+        let err = node.mcp(&["deploy", &service]).failure();
+        let file = path.display().to_string();
+        assert!(err.contains(&file), "error names the file: {err}");
+        assert!(err.contains(pos), "error has position {pos}: {err}");
+        assert!(err.to_lowercase().contains(word), "error mentions {word}: {err}");
+    }
+    let list = node.mcp_json(&["list"]);
+    assert_eq!(list["nodes"][0]["services"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn agent_restart_keeps_track_of_everything() {
+    let mut node = Node::start();
+    let service = unique("restart");
+    let port = free_port();
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+    node.mcp(&["deploy", &service]).success();
+    let before = components(&node.mcp_json(&["status", &service]));
+
+    node.stop_agent();
+    node.start_agent();
+    let after = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(before, after);
+    let again = node.mcp_json(&["deploy", &service]);
+    assert_eq!(actions(&again), vec![pair("web", "unchanged"), pair("worker", "unchanged")]);
+}
+
+#[test]
+fn sigkill_during_deploy_then_converges() {
+    let mut node = Node::start();
+    let service = unique("kill");
+    let image_v1 = node.env.image_v1.clone();
+    let image_v2 = node.env.image_v2.clone();
+    let def = |image: &str| {
+        let mut s = format!("name = \"{service}\"\n");
+        for i in 0..6 {
+            s.push_str(&format!(
+                "\n[[components]]\nname = \"c{i}\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"600\"]\n"
+            ));
+        }
+        s
+    };
+    node.write_service(&service, &def(&image_v1));
+    node.mcp(&["deploy", &service]).success();
+
+    // Kill the agent at several points of an update to v2 and back.
+    for (round, delay_ms) in [40u64, 150, 400].into_iter().enumerate() {
+        let image = if round % 2 == 0 { &image_v2 } else { &image_v1 };
+        node.write_service(&service, &def(image));
+        let cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+            .args(["deploy", &service])
+            .env("MCP_CONFIG", node.cli_config())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mcp");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        node.kill_agent();
+        let mut cli = cli;
+        let _ = cli.wait();
+        node.start_agent();
+
+        // The registry is intact and answers.
+        let list = node.mcp_json(&["list"]);
+        assert!(
+            list["nodes"][0]["services"]
+                .as_array()
+                .expect("services")
+                .iter()
+                .any(|s| s["name"] == service.as_str()),
+            "round {round}: service lost from the registry"
+        );
+        // The next deploy converges: one instance per component, all on the image asked for.
+        node.mcp(&["deploy", &service]).success();
+        let mut names: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
+        names.sort();
+        let expected: Vec<String> = (0..6).map(|i| format!("{service}-c{i}")).collect();
+        assert_eq!(names, expected, "round {round}: duplicate or orphan instances");
+        let comps = components(&node.mcp_json(&["status", &service]));
+        assert_eq!(comps.len(), 6);
+        for c in &comps {
+            assert_eq!(c["observed_state"], "running", "round {round}: {c}");
+            assert_eq!(c["observed_image"], image.as_str(), "round {round}: {c}");
+            assert_eq!(c["drift"], serde_json::json!([]), "round {round}: {c}");
+        }
+    }
+}
+
+#[test]
+fn podman_absent_at_start_then_recovers() {
+    let mut node = Node::start_without_podman();
+    let service = unique("late");
+    let port = free_port();
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+
+    let info = node.mcp_json(&["node", "info"]);
+    assert_eq!(info["nodes"][0]["runtime_available"], false, "{info}");
+    let err = node.mcp(&["status"]).failure();
+    assert!(err.contains("unavailable"), "{err}");
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(err.contains("unavailable") && err.contains("podman.sock"), "{err}");
+    // Registry-only queries keep working.
+    node.mcp(&["list"]).success();
+
+    node.podman = Some(mcp_e2e::PodmanService::start(&node.socket.clone()));
+    let info = node.mcp_json(&["node", "info"]);
+    assert_eq!(info["nodes"][0]["runtime_available"], true, "{info}");
+    node.mcp(&["deploy", &service]).success();
+    assert_eq!(http_get(port).trim(), "hello from v1");
+
+    // Killed mid-way: answers Unavailable, then recovers when it returns.
+    if let Some(p) = node.podman.as_mut() {
+        p.kill();
+    }
+    let err = node.mcp(&["status", &service]).failure();
+    assert!(err.contains("unavailable"), "{err}");
+    node.podman = Some(mcp_e2e::PodmanService::start(&node.socket.clone()));
+    let comps = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(comps.len(), 2);
+}
+
+#[test]
+fn podman_killed_while_following_logs_ends_the_stream() {
+    let mut node = Node::start();
+    let service = unique("logs");
+    let port = free_port();
+    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+    node.mcp(&["deploy", &service]).success();
+    let mut follower = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .args(["logs", &service, "worker", "-f"])
+        .env("MCP_CONFIG", node.cli_config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(follower.try_wait().expect("wait").is_none(), "logs -f should keep running");
+    if let Some(p) = node.podman.as_mut() {
+        p.kill();
+    }
+    let ended = wait_for(Duration::from_secs(15), || follower.try_wait().ok().flatten());
+    if ended.is_none() {
+        let _ = follower.kill();
+        panic!("logs -f did not end when podman went away");
+    }
+    node.podman = Some(mcp_e2e::PodmanService::start(&node.socket.clone()));
+}
+
+#[test]
+fn wildcard_listen_is_refused() {
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp-agent"))
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .expect("run agent");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wildcard") && err.contains("allow_wildcard"), "{err}");
+}
+
+#[test]
+fn dev_mode_writes_a_ready_cli_config() {
+    let env = mcp_e2e::TestEnv::require();
+    let home = tempfile::tempdir().expect("tempdir");
+    let socket = home.path().join("podman.sock");
+    let _podman = mcp_e2e::PodmanService::start(&socket);
+    let extra = home.path().join("extra.toml");
+    std::fs::write(
+        &extra,
+        format!("[podman]\nsocket = \"{}\"\ninsecure_registries = [\"{}\"]\n", socket.display(), env.registry),
+    )
+    .expect("write");
+    let port = free_port();
+    let mut agent = std::process::Command::new(mcp_e2e::bin_dir().join("mcp-agent"))
+        .args(["--dev", "--config"])
+        .arg(&extra)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env_remove("MCP_CONFIG")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent");
+    let config = home.path().join("config/mcp/mcp.toml");
+    let written = wait_for(Duration::from_secs(15), || config.exists().then_some(()));
+    let status = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .args(["--json", "node", "info"])
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .env_remove("MCP_CONFIG")
+        .output()
+        .expect("run mcp");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(written.is_some(), "dev mode did not write {}", config.display());
+    let text = std::fs::read_to_string(&config).expect("read config");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(home.path().join("data/mcp/mcp.db").exists(), "registry in the data dir");
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&status.stderr));
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["nodes"][0]["node_name"], "local");
+    assert_eq!(v["nodes"][0]["runtime_available"], true);
+}
+
+#[test]
+fn grpc_health_and_reflection_are_served() {
+    let node = Node::start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let res = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "mcp.v1.AgentService".into(),
+            })
+            .await
+            .expect("health check");
+        assert_eq!(res.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut refl = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let msg = stream.message().await.expect("message").expect("some");
+        let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"mcp.v1.AgentService".to_string()), "{names:?}");
+        assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    });
+}

@@ -1,0 +1,309 @@
+//! `mcp`: the operator's command-line client. Parses arguments, loads the
+//! CLI configuration and definitions through `mcp-core`, calls the agent
+//! through `mcp_core::client`, and prints tables or JSON. Nothing else.
+
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{CommandFactory, Parser, Subcommand};
+use futures::StreamExt;
+use mcp_core::client::Client;
+use mcp_core::config::{CliConfig, NodeEntry, cli_config_path};
+use mcp_core::reconcile::PullPolicy;
+use mcp_core::servicedef::{self, ServiceDef};
+
+use output::Output;
+
+/// Make the fleet match your service definitions.
+#[derive(Debug, Parser)]
+#[command(name = "mcp", version, propagate_version = true)]
+struct Cli {
+    /// CLI configuration file [default: $MCP_CONFIG or $XDG_CONFIG_HOME/mcp/mcp.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Node to talk to (default: the definition's `node`, else the first configured node).
+    #[arg(long, global = true, value_name = "NAME")]
+    node: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Pull {
+    /// Pull only images the node does not have.
+    Missing,
+    /// Always pull, picking up moved tags.
+    Always,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Push a definition; the agent pulls images and (re)creates what changed.
+    Deploy {
+        /// Service name (looked up in services_dir) or definition file.
+        target: String,
+        /// Deploy only this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// When to pull images.
+        #[arg(long, value_enum, default_value = "missing")]
+        pull: Pull,
+    },
+    /// Set `active = false` in the definition, then push it.
+    Stop {
+        /// Service name or definition file.
+        target: String,
+    },
+    /// Set `active = true` in the definition, then push it.
+    Start {
+        /// Service name or definition file.
+        target: String,
+    },
+    /// Restart a service's components without changing the definition.
+    Restart {
+        /// Service name or definition file.
+        target: String,
+        /// Restart only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// Stop and remove a service's components and forget the service.
+    Remove {
+        /// Service name or definition file.
+        target: String,
+    },
+    /// Desired versus observed state per component, drift flagged.
+    Status {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// Every container and VM on the node(s), managed or not.
+    Ps,
+    /// Services the node registries know.
+    List,
+    /// Component logs.
+    Logs {
+        /// Service name.
+        service: String,
+        /// Only this component.
+        component: Option<String>,
+        /// Keep following new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
+    /// Nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// The configured nodes.
+    List,
+    /// Each node's agent version and runtime availability.
+    Info,
+}
+
+struct Ctx {
+    config: CliConfig,
+    config_path: PathBuf,
+    node: Option<String>,
+    out: Output,
+}
+
+impl Ctx {
+    fn node_for(&self, def: Option<&ServiceDef>) -> anyhow::Result<&NodeEntry> {
+        let wanted = self.node.as_deref().or(def.and_then(|d| d.node.as_deref()));
+        self.config
+            .node(wanted)
+            .map_err(|e| anyhow::anyhow!("{e} (in {})", self.config_path.display()))
+    }
+
+    /// The nodes a query goes to: `--node`, else all configured nodes.
+    fn query_nodes(&self) -> anyhow::Result<Vec<&NodeEntry>> {
+        match &self.node {
+            Some(n) => Ok(vec![self.node_for(None).with_context(|| format!("node {n}"))?]),
+            None if self.config.nodes.is_empty() => {
+                bail!("no nodes configured in {}", self.config_path.display())
+            }
+            None => Ok(self.config.nodes.iter().collect()),
+        }
+    }
+
+    async fn client(&self, node: &NodeEntry) -> anyhow::Result<Client> {
+        let token = self.config.resolve_token()?;
+        Ok(Client::connect(&node.name, &node.address, token).await?)
+    }
+
+    fn load_def(&self, target: &str) -> anyhow::Result<ServiceDef> {
+        Ok(servicedef::load(&self.config.definition_path(target))?)
+    }
+
+    /// The service name an argument stands for: a name as is, a file by its `name`.
+    fn service_name(&self, target: &str) -> anyhow::Result<String> {
+        if target.contains('/') || target.ends_with(".toml") {
+            Ok(self.load_def(target)?.name)
+        } else {
+            Ok(target.to_string())
+        }
+    }
+}
+
+async fn deploy(ctx: &Ctx, def: &ServiceDef, component: Option<&str>, pull: PullPolicy) -> anyhow::Result<()> {
+    let node = ctx.node_for(Some(def))?;
+    let mut client = ctx.client(node).await?;
+    let res = client.deploy(def, component, pull).await?;
+    ctx.out.results(&node.name, &res.service, &res.results)?;
+    output::check_results(&res.service, &res.results)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "mcp", &mut std::io::stdout());
+        return Ok(());
+    }
+    let config_path = cli_config_path(cli.config.as_deref())?;
+    let config = CliConfig::load(&config_path).with_context(|| {
+"loading the CLI configuration (start `mcp-agent --dev` to create one, or pass --config)".to_string()
+    })?;
+    let ctx = Ctx {
+        config,
+        config_path,
+        node: cli.node.clone(),
+        out: Output::new(cli.json),
+    };
+    match cli.command {
+        Command::Deploy { target, component, pull } => {
+            let def = ctx.load_def(&target)?;
+            let pull = match pull {
+                Pull::Missing => PullPolicy::Missing,
+                Pull::Always => PullPolicy::Always,
+            };
+            deploy(&ctx, &def, component.as_deref(), pull).await
+        }
+        Command::Stop { target } => set_active_and_push(&ctx, &target, false).await,
+        Command::Start { target } => set_active_and_push(&ctx, &target, true).await,
+        Command::Restart { target, component } => {
+            let name = ctx.service_name(&target)?;
+            let node = ctx.node_for(None)?;
+            let res = ctx.client(node).await?.restart(&name, component.as_deref()).await?;
+            ctx.out.results(&node.name, &res.service, &res.results)?;
+            output::check_results(&res.service, &res.results)
+        }
+        Command::Remove { target } => {
+            let name = ctx.service_name(&target)?;
+            let node = ctx.node_for(None)?;
+            let res = ctx.client(node).await?.remove(&name).await?;
+            ctx.out.results(&node.name, &res.service, &res.results)?;
+            output::check_results(&res.service, &res.results)
+        }
+        Command::Status { service } => {
+            let mut reports = Vec::new();
+            for node in ctx.query_nodes()? {
+                reports.push(ctx.client(node).await?.status(service.as_deref()).await?);
+            }
+            ctx.out.status(&reports)
+        }
+        Command::Ps => {
+            let mut reports = Vec::new();
+            for node in ctx.query_nodes()? {
+                reports.push(ctx.client(node).await?.ps().await?);
+            }
+            ctx.out.ps(&reports)
+        }
+        Command::List => {
+            let mut lists = Vec::new();
+            for node in ctx.query_nodes()? {
+                lists.push((node.name.clone(), ctx.client(node).await?.list().await?));
+            }
+            ctx.out.list(&lists)
+        }
+        Command::Logs { service, component, follow, tail } => {
+            let node = ctx.node_for(None)?;
+            let mut stream = ctx
+                .client(node)
+                .await?
+                .logs(&service, component.as_deref(), follow, tail)
+                .await?;
+            let multi = component.is_none();
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                if ctx.out.json {
+                    ctx.out.log_json(&chunk)?;
+                    continue;
+                }
+                let mut w: Box<dyn Write> = if chunk.stream == "stderr" {
+                    Box::new(stderr.lock())
+                } else {
+                    Box::new(stdout.lock())
+                };
+                if multi {
+                    output::write_prefixed(&mut w, &chunk.component, &chunk.data)?;
+                } else {
+                    w.write_all(&chunk.data)?;
+                }
+                w.flush()?;
+            }
+            Ok(())
+        }
+        Command::Node { command: NodeCommand::List } => ctx.out.nodes(&ctx.config.nodes),
+        Command::Node { command: NodeCommand::Info } => {
+            let mut infos = Vec::new();
+            for node in ctx.query_nodes()? {
+                let info = match ctx.client(node).await {
+                    Ok(mut c) => c.node_info().await.map_err(anyhow::Error::from),
+                    Err(e) => Err(e),
+                };
+                infos.push((node.clone(), info));
+            }
+            ctx.out.node_info(&infos)
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+/// `mcp stop` / `mcp start`: rewrite `active` in the file, then push it.
+async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::Result<()> {
+    let path = ctx.config.definition_path(target);
+    // Validate before touching the file: a broken definition is reported, not edited.
+    servicedef::load(&path)?;
+    servicedef::write_active(&path, active)?;
+    let def = servicedef::load(&path)?;
+    deploy(ctx, &def, None, PullPolicy::Missing).await
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp: error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(err) = rt.block_on(run(cli)) {
+        if output::is_broken_pipe(&err) {
+            std::process::exit(0);
+        }
+        eprintln!("mcp: error: {}", output::one_line(&err));
+        std::process::exit(1);
+    }
+}

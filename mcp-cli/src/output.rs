@@ -1,0 +1,319 @@
+//! Printing: tables for people, JSON for scripts, one-line errors.
+
+use std::io::Write;
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use mcp_core::config::NodeEntry;
+use mcp_core::proto as pb;
+use serde_json::{Value, json};
+
+/// Where and how results are printed.
+pub struct Output {
+    /// JSON instead of tables.
+    pub json: bool,
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    t
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_table(t: &Table) -> anyhow::Result<()> {
+    writeln!(std::io::stdout().lock(), "{t}")?;
+    Ok(())
+}
+
+/// The lower-case word for a component action.
+pub fn action_word(action: i32) -> &'static str {
+    match pb::ComponentAction::try_from(action) {
+        Ok(pb::ComponentAction::Created) => "created",
+        Ok(pb::ComponentAction::Updated) => "updated",
+        Ok(pb::ComponentAction::Unchanged) => "unchanged",
+        Ok(pb::ComponentAction::Started) => "started",
+        Ok(pb::ComponentAction::Stopped) => "stopped",
+        Ok(pb::ComponentAction::Restarted) => "restarted",
+        Ok(pb::ComponentAction::Removed) => "removed",
+        Ok(pb::ComponentAction::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn ago(unix: i64) -> String {
+    if unix <= 0 {
+        return "-".into();
+    }
+    let secs = chrono::Utc::now().timestamp() - unix;
+    match secs {
+        s if s < 60 => format!("{}s", s.max(0)),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+impl Output {
+    /// An output in the chosen format.
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    /// Per-component results of a state-changing command.
+    pub fn results(&self, node: &str, service: &str, results: &[pb::ComponentResult]) -> anyhow::Result<()> {
+        if self.json {
+            let rows: Vec<Value> = results
+                .iter()
+                .map(|r| {
+                    json!({
+                        "component": r.component,
+                        "action": action_word(r.action),
+                        "container_id": r.container_id,
+                        "error": (!r.error.is_empty()).then_some(&r.error),
+                    })
+                })
+                .collect();
+            return print_json(&json!({"node": node, "service": service, "results": rows}));
+        }
+        let mut t = table(&["COMPONENT", "ACTION", "ID", "ERROR"]);
+        for r in results {
+            t.add_row(vec![
+                format!("{service}-{}", r.component),
+                action_word(r.action).to_string(),
+                short_id(&r.container_id).to_string(),
+                r.error.clone(),
+            ]);
+        }
+        print_table(&t)
+    }
+
+    /// `mcp status`.
+    pub fn status(&self, reports: &[pb::StatusResponse]) -> anyhow::Result<()> {
+        if self.json {
+            let nodes: Vec<Value> = reports
+                .iter()
+                .map(|r| {
+                    json!({
+                        "node": r.node,
+                        "components": r.components.iter().map(|c| json!({
+                            "service": c.service,
+                            "component": c.component,
+                            "container": c.container_name,
+                            "runtime": c.runtime,
+                            "desired_active": c.desired_active,
+                            "desired_image": c.desired_image,
+                            "observed_state": c.observed_state,
+                            "observed_image": c.observed_image,
+                            "container_id": c.container_id,
+                            "started_at": c.started_at,
+                            "drift": c.drift,
+                        })).collect::<Vec<_>>(),
+                        "unmanaged": r.unmanaged.iter().map(instance_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let mut t = table(&["NODE", "SERVICE", "COMPONENT", "DESIRED", "OBSERVED", "IMAGE", "UP", "DRIFT"]);
+        let mut unmanaged = Vec::new();
+        for r in reports {
+            for c in &r.components {
+                t.add_row(vec![
+                    r.node.clone(),
+                    c.service.clone(),
+                    c.component.clone(),
+                    if c.desired_active { "running" } else { "stopped" }.to_string(),
+                    c.observed_state.clone(),
+                    c.desired_image.clone(),
+                    if c.observed_state == "running" { ago(c.started_at) } else { "-".into() },
+                    if c.drift.is_empty() { "-".into() } else { format!("DRIFT: {}", c.drift.join(",")) },
+                ]);
+            }
+            unmanaged.extend(r.unmanaged.iter().map(|u| (r.node.clone(), u)));
+        }
+        print_table(&t)?;
+        if !unmanaged.is_empty() {
+            let mut u = table(&["NODE", "UNMANAGED", "IMAGE", "STATE"]);
+            for (node, i) in unmanaged {
+                u.add_row(vec![node, i.name.clone(), i.image.clone(), i.state.clone()]);
+            }
+            print_table(&u)?;
+        }
+        Ok(())
+    }
+
+    /// `mcp ps`.
+    pub fn ps(&self, reports: &[pb::PsResponse]) -> anyhow::Result<()> {
+        if self.json {
+            let nodes: Vec<Value> = reports
+                .iter()
+                .map(|r| json!({"node": r.node, "instances": r.instances.iter().map(instance_json).collect::<Vec<_>>()}))
+                .collect();
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let mut t = table(&["NODE", "NAME", "RUNTIME", "IMAGE", "STATE", "STATUS", "PORTS", "MANAGED"]);
+        for r in reports {
+            for i in &r.instances {
+                t.add_row(vec![
+                    r.node.clone(),
+                    i.name.clone(),
+                    i.runtime.clone(),
+                    i.image.clone(),
+                    i.state.clone(),
+                    i.status.clone(),
+                    i.ports.join(", "),
+                    if i.managed { "yes" } else { "no" }.to_string(),
+                ]);
+            }
+        }
+        print_table(&t)
+    }
+
+    /// `mcp list`.
+    pub fn list(&self, lists: &[(String, pb::ListResponse)]) -> anyhow::Result<()> {
+        if self.json {
+            let nodes: Vec<Value> = lists
+                .iter()
+                .map(|(node, l)| {
+                    json!({"node": node, "services": l.services.iter().map(|s| json!({
+                        "name": s.name, "active": s.active, "components": s.components, "updated_at": s.updated_at,
+                    })).collect::<Vec<_>>()})
+                })
+                .collect();
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let mut t = table(&["NODE", "SERVICE", "ACTIVE", "COMPONENTS", "UPDATED"]);
+        for (node, l) in lists {
+            for s in &l.services {
+                t.add_row(vec![
+                    node.clone(),
+                    s.name.clone(),
+                    s.active.to_string(),
+                    s.components.join(", "),
+                    s.updated_at.clone(),
+                ]);
+            }
+        }
+        print_table(&t)
+    }
+
+    /// `mcp node list`.
+    pub fn nodes(&self, nodes: &[NodeEntry]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let mut t = table(&["NODE", "ADDRESS"]);
+        for n in nodes {
+            t.add_row(vec![n.name.clone(), n.address.clone()]);
+        }
+        print_table(&t)
+    }
+
+    /// `mcp node info`.
+    pub fn node_info(&self, infos: &[(NodeEntry, anyhow::Result<pb::NodeInfoResponse>)]) -> anyhow::Result<()> {
+        if self.json {
+            let rows: Vec<Value> = infos
+                .iter()
+                .map(|(n, r)| match r {
+                    Ok(i) => json!({
+                        "node": n.name, "address": n.address, "reachable": true,
+                        "node_name": i.node_name, "agent_version": i.agent_version,
+                        "runtime_available": i.runtime_available, "runtime_version": i.runtime_version,
+                        "runtime_error": (!i.runtime_error.is_empty()).then_some(&i.runtime_error),
+                    }),
+                    Err(e) => json!({"node": n.name, "address": n.address, "reachable": false, "error": one_line(e)}),
+                })
+                .collect();
+            return print_json(&json!({ "nodes": rows }));
+        }
+        let mut t = table(&["NODE", "ADDRESS", "AGENT", "RUNTIME"]);
+        for (n, r) in infos {
+            let (agent, runtime) = match r {
+                Ok(i) if i.runtime_available => (i.agent_version.clone(), format!("podman {}", i.runtime_version)),
+                Ok(i) => (i.agent_version.clone(), format!("unavailable: {}", i.runtime_error)),
+                Err(e) => ("unreachable".to_string(), one_line(e)),
+            };
+            t.add_row(vec![n.name.clone(), n.address.clone(), agent, runtime]);
+        }
+        print_table(&t)
+    }
+
+    /// One log chunk as a JSON line.
+    pub fn log_json(&self, chunk: &pb::LogChunk) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer(
+            &mut out,
+            &json!({
+                "component": chunk.component,
+                "stream": chunk.stream,
+                "data": String::from_utf8_lossy(&chunk.data),
+            }),
+        )?;
+        writeln!(out)?;
+        Ok(())
+    }
+}
+
+fn instance_json(i: &pb::RuntimeInstance) -> Value {
+    json!({
+        "name": i.name, "id": i.id, "image": i.image, "state": i.state, "status": i.status,
+        "runtime": i.runtime, "managed": i.managed, "service": i.service, "component": i.component,
+        "ports": i.ports, "created_at": i.created_at,
+    })
+}
+
+/// Writes `data` with every line prefixed by `component | `.
+pub fn write_prefixed(w: &mut dyn Write, component: &str, data: &[u8]) -> std::io::Result<()> {
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        write!(w, "{component} | ")?;
+        w.write_all(line)?;
+    }
+    Ok(())
+}
+
+/// Fails when any component failed, naming them.
+pub fn check_results(service: &str, results: &[pb::ComponentResult]) -> anyhow::Result<()> {
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.action == pb::ComponentAction::Failed as i32)
+        .map(|r| format!("{service}-{}: {}", r.component, r.error))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} component(s) failed: {}", failed.len(), failed.join("; "))
+    }
+}
+
+/// An error chain as one line: `context: cause: root cause`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if parts.last().is_none_or(|p| !p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// Whether the error is a closed stdout (as with `mcp ps | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

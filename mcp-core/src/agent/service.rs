@@ -1,0 +1,251 @@
+//! The `mcp.v1.AgentService` implementation: converts between protobuf
+//! messages and [`Reconciler`] calls. No lifecycle logic lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use mcp_proto::v1 as pb;
+use mcp_proto::v1::agent_service_server::AgentService as AgentServiceApi;
+use mcp_runtime::{InstanceInfo, LogOptions};
+use tonic::{Request, Response, Status};
+
+use crate::error::AgentError;
+use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler};
+use crate::servicedef::ServiceDef;
+
+/// The agent's gRPC service.
+pub struct AgentService {
+    node_name: String,
+    reconciler: Arc<Reconciler>,
+}
+
+impl AgentService {
+    /// A service for node `node_name` driving `reconciler`.
+    pub fn new(node_name: String, reconciler: Arc<Reconciler>) -> Self {
+        AgentService {
+            node_name,
+            reconciler,
+        }
+    }
+}
+
+fn action(a: Action) -> pb::ComponentAction {
+    match a {
+        Action::Created => pb::ComponentAction::Created,
+        Action::Updated => pb::ComponentAction::Updated,
+        Action::Unchanged => pb::ComponentAction::Unchanged,
+        Action::Started => pb::ComponentAction::Started,
+        Action::Stopped => pb::ComponentAction::Stopped,
+        Action::Restarted => pb::ComponentAction::Restarted,
+        Action::Removed => pb::ComponentAction::Removed,
+        Action::Failed => pb::ComponentAction::Failed,
+    }
+}
+
+fn results(outcomes: Vec<ComponentOutcome>) -> Vec<pb::ComponentResult> {
+    outcomes
+        .into_iter()
+        .map(|o| pb::ComponentResult {
+            component: o.component,
+            action: action(o.action) as i32,
+            container_id: o.container_id.unwrap_or_default(),
+            error: o.error.unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn service_name(s: &str) -> Result<&str, Status> {
+    if s.is_empty() {
+        Err(Status::invalid_argument("a service name is required"))
+    } else {
+        Ok(s)
+    }
+}
+
+/// Converts a runtime instance to its wire form.
+pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
+    pb::RuntimeInstance {
+        name: i.name.clone(),
+        id: i.id.clone(),
+        image: i.image.clone(),
+        state: i.state.to_string(),
+        status: i.status.clone(),
+        runtime: i.runtime.to_string(),
+        managed: i.is_managed(),
+        service: i.label(mcp_runtime::labels::SERVICE).unwrap_or_default().to_string(),
+        component: i.label(mcp_runtime::labels::COMPONENT).unwrap_or_default().to_string(),
+        ports: i.ports.iter().map(ToString::to_string).collect(),
+        created_at: i.created_at,
+    }
+}
+
+fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
+    pb::ComponentStatus {
+        service: c.service,
+        component: c.component,
+        runtime: c.runtime,
+        desired_active: c.desired_active,
+        desired_image: c.desired_image,
+        observed_state: c.observed_state,
+        observed_image: c.observed_image,
+        container_id: c.container_id,
+        drift: c.drift,
+        started_at: c.started_at,
+        container_name: c.container_name,
+    }
+}
+
+type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentServiceApi for AgentService {
+    async fn deploy(&self, request: Request<pb::DeployRequest>) -> Result<Response<pb::DeployResponse>, Status> {
+        let req = request.into_inner();
+        let spec = req
+            .service
+            .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
+        let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
+        let pull = match pb::PullPolicy::try_from(req.pull) {
+            Ok(pb::PullPolicy::Always) => PullPolicy::Always,
+            _ => PullPolicy::Missing,
+        };
+        let outcomes = self
+            .reconciler
+            .deploy(&def, non_empty(&req.component), pull)
+            .await?;
+        Ok(Response::new(pb::DeployResponse {
+            service: def.name,
+            results: results(outcomes),
+        }))
+    }
+
+    async fn stop(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        let outcomes = self
+            .reconciler
+            .stop(service_name(&req.service)?, non_empty(&req.component))
+            .await?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            service: req.service,
+            results: results(outcomes),
+        }))
+    }
+
+    async fn start(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        let outcomes = self
+            .reconciler
+            .start(service_name(&req.service)?, non_empty(&req.component))
+            .await?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            service: req.service,
+            results: results(outcomes),
+        }))
+    }
+
+    async fn restart(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        let outcomes = self
+            .reconciler
+            .restart(service_name(&req.service)?, non_empty(&req.component))
+            .await?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            service: req.service,
+            results: results(outcomes),
+        }))
+    }
+
+    async fn remove(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        if !req.component.is_empty() {
+            return Err(Status::invalid_argument(
+                "remove takes a whole service; drop the component from the definition and deploy instead",
+            ));
+        }
+        let outcomes = self.reconciler.remove(service_name(&req.service)?).await?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            service: req.service,
+            results: results(outcomes),
+        }))
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let req = request.into_inner();
+        let report = self.reconciler.status(non_empty(&req.service)).await?;
+        Ok(Response::new(pb::StatusResponse {
+            node: self.node_name.clone(),
+            components: report.components.into_iter().map(component_status).collect(),
+            unmanaged: report.unmanaged.iter().map(instance).collect(),
+        }))
+    }
+
+    async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let registry = self.reconciler.registry();
+        let mut services = Vec::new();
+        for s in registry.list_services().map_err(AgentError::from)? {
+            let components = registry
+                .components(&s.name)
+                .map_err(AgentError::from)?
+                .into_iter()
+                .map(|c| c.name)
+                .collect();
+            services.push(pb::ServiceSummary {
+                name: s.name,
+                active: s.active,
+                components,
+                updated_at: s.updated_at,
+            });
+        }
+        Ok(Response::new(pb::ListResponse { services }))
+    }
+
+    async fn ps(&self, _request: Request<pb::PsRequest>) -> Result<Response<pb::PsResponse>, Status> {
+        let instances = self.reconciler.ps().await?;
+        Ok(Response::new(pb::PsResponse {
+            node: self.node_name.clone(),
+            instances: instances.iter().map(instance).collect(),
+        }))
+    }
+
+    type LogsStream = LogsStream;
+
+    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = request.into_inner();
+        let options = LogOptions {
+            follow: req.follow,
+            tail: u32::try_from(req.tail).ok().filter(|t| *t > 0),
+        };
+        let stream = self
+            .reconciler
+            .logs(service_name(&req.service)?, non_empty(&req.component), &options)
+            .await?;
+        let out = stream.map(|(component, item)| match item {
+            Ok(chunk) => Ok(pb::LogChunk {
+                component,
+                stream: chunk.stream.as_str().to_string(),
+                data: chunk.data.to_vec(),
+            }),
+            Err(e) => Err(Status::from(AgentError::from(e))),
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn node_info(&self, _request: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+        let (available, version, error) = match self.reconciler.runtime().ping().await {
+            Ok(v) => (true, v.version, String::new()),
+            Err(e) => (false, String::new(), e.to_string()),
+        };
+        Ok(Response::new(pb::NodeInfoResponse {
+            node_name: self.node_name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            runtime_available: available,
+            runtime_version: version,
+            runtime_error: error,
+        }))
+    }
+}

@@ -1,0 +1,709 @@
+//! Configuration of the agent (`mcp-agent`) and of the CLI (`mcp`).
+//!
+//! Agent configuration is layered: built-in defaults (or the `--dev`
+//! defaults), then the keys a `--config` file sets, then command-line flags.
+//! Every file key is optional, so a file changes only what it names; unknown
+//! keys are errors that name the file, line and column.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The port the agent listens on when the configuration does not say.
+pub const DEFAULT_AGENT_PORT: u16 = 9444;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-formed TOML but not acceptable.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file (or `<flags>`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No user directory could be found for the default paths.
+    #[error("cannot determine the {0} directory; set HOME or XDG_* variables")]
+    NoHome(&'static str),
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            col,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+        + 1;
+    (line, col)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The agent's configuration, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentConfig {
+    /// This node's name, reported in status and events.
+    pub node_name: String,
+    /// Address to listen on; `None` when `listen_interface` chooses it.
+    pub listen: Option<SocketAddr>,
+    /// Interface whose address to listen on (such as `wg0`).
+    pub listen_interface: Option<String>,
+    /// Port used with `listen_interface`.
+    pub port: u16,
+    /// Allow a wildcard listen address such as `0.0.0.0`.
+    pub allow_wildcard: bool,
+    /// The SQLite registry file.
+    pub db: PathBuf,
+    /// Root of the per-service file trees (`<srv_root>/<service>/`).
+    pub srv_root: PathBuf,
+    /// Podman settings.
+    pub podman: PodmanSettings,
+    /// Monitor settings.
+    pub monitor: MonitorSettings,
+    /// Unikernel (QEMU) settings.
+    pub unikernel: UnikernelSettings,
+    /// Log output format.
+    pub log_format: LogFormat,
+}
+
+/// How the agent reaches podman.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodmanSettings {
+    /// Path of podman's API socket.
+    pub socket: PathBuf,
+    /// Registries (`host[:port]`) to pull from without TLS verification.
+    pub insecure_registries: Vec<String>,
+    /// Grace period before a stopped container is killed.
+    pub stop_timeout: Duration,
+}
+
+/// Monitor settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonitorSettings {
+    /// Interval of the full sweep.
+    pub interval: Duration,
+    /// Program and arguments run for each alert (exec-style, never a shell).
+    pub alert_command: Vec<String>,
+}
+
+/// Unikernel (QEMU) settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnikernelSettings {
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: String,
+}
+
+/// Log output format of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The agent configuration file: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentConfigFile {
+    node_name: Option<String>,
+    listen: Option<String>,
+    listen_interface: Option<String>,
+    port: Option<u16>,
+    allow_wildcard: Option<bool>,
+    db: Option<PathBuf>,
+    srv_root: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    #[serde(default)]
+    podman: PodmanFile,
+    #[serde(default)]
+    monitor: MonitorFile,
+    #[serde(default)]
+    unikernel: UnikernelFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PodmanFile {
+    socket: Option<PathBuf>,
+    insecure_registries: Option<Vec<String>>,
+    stop_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorFile {
+    interval: Option<u64>,
+    alert_command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnikernelFile {
+    qemu: Option<PathBuf>,
+    accel: Option<String>,
+}
+
+fn default_podman_socket() -> PathBuf {
+    let is_root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::fs::metadata("/proc/self").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        });
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !is_root => PathBuf::from(dir).join("podman/podman.sock"),
+        _ => PathBuf::from("/run/podman/podman.sock"),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl AgentConfig {
+    /// Built-in defaults for a production node: listens nowhere until
+    /// `listen` or `listen_interface` is set, registry under `/var/lib/mcp`.
+    pub fn defaults() -> AgentConfig {
+        AgentConfig {
+            node_name: hostname(),
+            listen: None,
+            listen_interface: None,
+            port: DEFAULT_AGENT_PORT,
+            allow_wildcard: false,
+            db: PathBuf::from("/var/lib/mcp/mcp.db"),
+            srv_root: PathBuf::from("/srv"),
+            podman: PodmanSettings {
+                socket: default_podman_socket(),
+                insecure_registries: Vec::new(),
+                stop_timeout: Duration::from_secs(10),
+            },
+            monitor: MonitorSettings {
+                interval: Duration::from_secs(60),
+                alert_command: Vec::new(),
+            },
+            unikernel: UnikernelSettings {
+                qemu: PathBuf::from("qemu-system-x86_64"),
+                accel: "auto".to_string(),
+            },
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Defaults for `mcp-agent --dev`: listens on 127.0.0.1, keeps its data in
+    /// `data_dir` (the user's data directory, `~/.local/share/mcp`).
+    pub fn dev_defaults(data_dir: &Path) -> AgentConfig {
+        let mut config = AgentConfig::defaults();
+        config.node_name = "local".to_string();
+        config.listen = Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_AGENT_PORT)));
+        config.db = data_dir.join("mcp.db");
+        config.srv_root = data_dir.join("srv");
+        config.podman.stop_timeout = Duration::from_secs(5);
+        config
+    }
+
+    /// The data directory `--dev` uses: `$XDG_DATA_HOME/mcp`.
+    pub fn dev_data_dir() -> Result<PathBuf, ConfigError> {
+        dirs::data_dir()
+            .map(|d| d.join("mcp"))
+            .ok_or(ConfigError::NoHome("data"))
+    }
+
+    /// Applies the keys set in the TOML file at `path` over `self`.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = read(path)?;
+        self.apply_toml(path, &text)
+    }
+
+    /// Applies the keys set in `text` (the contents of `path`) over `self`.
+    pub fn apply_toml(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let file: AgentConfigFile = parse_toml(path, text)?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(v) = file.node_name {
+            self.node_name = v;
+        }
+        if let Some(v) = file.listen {
+            self.listen = Some(parse_listen(&v, file.port.unwrap_or(self.port)).map_err(invalid)?);
+            self.listen_interface = None;
+        }
+        if let Some(v) = file.listen_interface {
+            self.listen_interface = Some(v);
+            self.listen = None;
+        }
+        if let Some(v) = file.port {
+            self.port = v;
+        }
+        if let Some(v) = file.allow_wildcard {
+            self.allow_wildcard = v;
+        }
+        if let Some(v) = file.db {
+            self.db = v;
+        }
+        if let Some(v) = file.srv_root {
+            self.srv_root = v;
+        }
+        if let Some(v) = file.log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = file.podman.socket {
+            self.podman.socket = v;
+        }
+        if let Some(v) = file.podman.insecure_registries {
+            self.podman.insecure_registries = v;
+        }
+        if let Some(v) = file.podman.stop_timeout {
+            self.podman.stop_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.monitor.interval {
+            if v == 0 {
+                return Err(invalid("monitor.interval must be at least 1 second".into()));
+            }
+            self.monitor.interval = Duration::from_secs(v);
+        }
+        if let Some(v) = file.monitor.alert_command {
+            if v.first().is_some_and(|p| p.is_empty()) {
+                return Err(invalid("monitor.alert_command: the program name is empty".into()));
+            }
+            self.monitor.alert_command = v;
+        }
+        if let Some(v) = file.unikernel.qemu {
+            self.unikernel.qemu = v;
+        }
+        if let Some(v) = file.unikernel.accel {
+            if !matches!(v.as_str(), "auto" | "kvm" | "tcg") {
+                return Err(invalid(format!(
+                    "unikernel.accel = {v:?}: expected \"auto\", \"kvm\" or \"tcg\""
+                )));
+            }
+            self.unikernel.accel = v;
+        }
+        Ok(())
+    }
+
+    /// Applies a `--listen ADDR` flag.
+    pub fn apply_listen_flag(&mut self, addr: &str) -> Result<(), ConfigError> {
+        self.listen = Some(parse_listen(addr, self.port).map_err(|message| {
+            ConfigError::Invalid {
+                path: PathBuf::from("--listen"),
+                message,
+            }
+        })?);
+        self.listen_interface = None;
+        Ok(())
+    }
+
+    /// The address to bind, after the overlay-only checks: an explicit
+    /// address or the address of `listen_interface`; a wildcard address is
+    /// refused unless `allow_wildcard` is set.
+    pub fn bind_address(&self) -> Result<SocketAddr, ConfigError> {
+        let flags = || PathBuf::from("<config>");
+        let addr = match (&self.listen, &self.listen_interface) {
+            (Some(addr), _) => *addr,
+            (None, Some(iface)) => {
+                let ip = interface_address(iface).map_err(|message| ConfigError::Invalid {
+                    path: flags(),
+                    message,
+                })?;
+                SocketAddr::new(ip, self.port)
+            }
+            (None, None) => {
+                return Err(ConfigError::Invalid {
+                    path: flags(),
+                    message: "no listen address: set `listen = \"ADDR:PORT\"` (an overlay address) or `listen_interface = \"wg0\"`".into(),
+                });
+            }
+        };
+        if addr.ip().is_unspecified() && !self.allow_wildcard {
+            return Err(ConfigError::Invalid {
+                path: flags(),
+                message: format!(
+                    "refusing to listen on the wildcard address {addr}: bind an overlay address, or set allow_wildcard = true"
+                ),
+            });
+        }
+        Ok(addr)
+    }
+}
+
+/// Parses `ADDR:PORT`, `[V6]:PORT` or a bare address (with `default_port`).
+fn parse_listen(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    Err(format!(
+        "invalid listen address {s:?}: expected an IP address with an optional port, such as 100.64.0.1:{default_port}"
+    ))
+}
+
+/// The first IPv4 (else IPv6) address of a network interface.
+fn interface_address(name: &str) -> Result<IpAddr, String> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| format!("cannot list network interfaces: {e}"))?;
+    let mut v6 = None;
+    let mut seen = false;
+    for ifa in addrs.filter(|a| a.interface_name == name) {
+        seen = true;
+        let Some(addr) = ifa.address else { continue };
+        if let Some(sin) = addr.as_sockaddr_in() {
+            return Ok(IpAddr::V4(sin.ip()));
+        }
+        if let Some(sin6) = addr.as_sockaddr_in6() {
+            let ip = sin6.ip();
+            // Link-local addresses need a scope id and are no overlay address.
+            if (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                v6.get_or_insert(IpAddr::V6(ip));
+            }
+        }
+    }
+    match (v6, seen) {
+        (Some(ip), _) => Ok(ip),
+        (None, true) => Err(format!("interface {name:?} has no usable IP address")),
+        (None, false) => Err(format!("no network interface named {name:?}")),
+    }
+}
+
+/// One node the CLI can talk to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's name.
+    pub name: String,
+    /// `host:port` of its agent.
+    pub address: String,
+}
+
+/// TLS settings of the CLI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CliTls {
+    /// CA certificate that signs the agents' certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate, when agents require one.
+    pub cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    pub key: Option<PathBuf>,
+}
+
+/// The CLI's configuration (`mcp.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CliConfig {
+    /// Directory of service definitions (`<name>.toml`).
+    #[serde(default = "default_services_dir")]
+    pub services_dir: PathBuf,
+    /// Bearer token sent to agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// TLS settings; absent for plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<CliTls>,
+    /// The nodes, in order; the first is the default.
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_services_dir() -> PathBuf {
+    dirs::config_dir()
+        .map(|d| d.join("mcp/services"))
+        .unwrap_or_else(|| PathBuf::from("services"))
+}
+
+impl CliConfig {
+    /// `$XDG_CONFIG_HOME/mcp/mcp.toml`.
+    pub fn default_path() -> Result<PathBuf, ConfigError> {
+        dirs::config_dir()
+            .map(|d| d.join("mcp/mcp.toml"))
+            .ok_or(ConfigError::NoHome("config"))
+    }
+
+    /// Loads the file at `path`; relative `services_dir`, `token_file` and
+    /// TLS paths are taken relative to the file's directory.
+    pub fn load(path: &Path) -> Result<CliConfig, ConfigError> {
+        let text = read(path)?;
+        let mut config: CliConfig = parse_toml(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.services_dir);
+        if let Some(p) = config.token_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(tls) = config.tls.as_mut() {
+            for p in [&mut tls.ca_cert, &mut tls.cert, &mut tls.key].into_iter().flatten() {
+                rebase(p);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for node in &config.nodes {
+            if !seen.insert(node.name.as_str()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("node {:?} is listed twice", node.name),
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// The node called `name`, or the first configured node when `None`.
+    pub fn node(&self, name: Option<&str>) -> Result<&NodeEntry, String> {
+        match name {
+            Some(n) => self.nodes.iter().find(|e| e.name == n).ok_or_else(|| {
+                let known: Vec<_> = self.nodes.iter().map(|e| e.name.as_str()).collect();
+                format!("unknown node {n:?} (configured: {})", known.join(", "))
+            }),
+            None => self
+                .nodes
+                .first()
+                .ok_or_else(|| "no nodes configured: add a [[nodes]] entry to the CLI config".to_string()),
+        }
+    }
+
+    /// The bearer token: `MCP_TOKEN`, else `token`, else the contents of `token_file`.
+    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Ok(t) = std::env::var("MCP_TOKEN") {
+            if !t.is_empty() {
+                return Ok(Some(t));
+            }
+        }
+        if let Some(t) = &self.token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.token_file {
+            Some(p) => Ok(Some(read(p)?.trim().to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the configuration to `path` unless a file exists there already;
+    /// returns whether it wrote. The file is created with mode 0600.
+    pub fn write_if_absent(&self, path: &Path) -> Result<bool, ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_sets() {
+        let mut c = AgentConfig::dev_defaults(Path::new("/tmp/d"));
+        c.apply_toml(Path::new("x.toml"), "node_name = \"rift\"\n[podman]\nstop_timeout = 2\n")
+            .unwrap();
+        assert_eq!(c.node_name, "rift");
+        assert_eq!(c.podman.stop_timeout, Duration::from_secs(2));
+        assert_eq!(c.db, PathBuf::from("/tmp/d/mcp.db"));
+        assert_eq!(c.listen, Some("127.0.0.1:9444".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let mut c = AgentConfig::defaults();
+        let err = c
+            .apply_toml(Path::new("agent.toml"), "node_name = \"a\"\n[podman]\nsockt = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("agent.toml:3:1:"), "{err}");
+        assert!(err.contains("sockt"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_refused_unless_allowed() {
+        let mut c = AgentConfig::defaults();
+        c.apply_listen_flag("0.0.0.0:9444").unwrap();
+        let err = c.bind_address().unwrap_err().to_string();
+        assert!(err.contains("wildcard"), "{err}");
+        c.apply_listen_flag("[::]:9444").unwrap();
+        assert!(c.bind_address().is_err());
+        c.allow_wildcard = true;
+        assert_eq!(c.bind_address().unwrap(), "[::]:9444".parse().unwrap());
+    }
+
+    #[test]
+    fn listen_without_port_uses_default_port() {
+        let mut c = AgentConfig::defaults();
+        c.apply_toml(Path::new("a.toml"), "listen = \"100.64.0.7\"\n").unwrap();
+        assert_eq!(c.bind_address().unwrap(), "100.64.0.7:9444".parse().unwrap());
+        let err = c.apply_toml(Path::new("a.toml"), "listen = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("invalid listen address \"nope\""));
+    }
+
+    #[test]
+    fn listen_interface_resolves_loopback() {
+        let mut c = AgentConfig::defaults();
+        c.apply_toml(Path::new("a.toml"), "listen_interface = \"lo\"\nport = 7000\n").unwrap();
+        assert_eq!(c.bind_address().unwrap(), "127.0.0.1:7000".parse().unwrap());
+        c.apply_toml(Path::new("a.toml"), "listen_interface = \"nosuch0\"\n").unwrap();
+        let err = c.bind_address().unwrap_err().to_string();
+        assert!(err.contains("no network interface named \"nosuch0\""), "{err}");
+    }
+
+    #[test]
+    fn no_listen_address_is_an_error() {
+        let err = AgentConfig::defaults().bind_address().unwrap_err().to_string();
+        assert!(err.contains("no listen address"), "{err}");
+    }
+
+    #[test]
+    fn cli_config_round_trip_and_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcp.toml");
+        let config = CliConfig {
+            services_dir: PathBuf::from("services"),
+            token: None,
+            token_file: Some(PathBuf::from("token")),
+            tls: None,
+            nodes: vec![NodeEntry {
+                name: "local".into(),
+                address: "127.0.0.1:9444".into(),
+            }],
+        };
+        assert!(config.write_if_absent(&path).unwrap());
+        assert!(!config.write_if_absent(&path).unwrap());
+        let loaded = CliConfig::load(&path).unwrap();
+        assert_eq!(loaded.services_dir, dir.path().join("services"));
+        assert_eq!(loaded.token_file, Some(dir.path().join("token")));
+        assert_eq!(loaded.node(None).unwrap().name, "local");
+        assert!(loaded.node(Some("rift")).unwrap_err().contains("unknown node \"rift\""));
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}
+
+/// Where the CLI reads its configuration: `--config`, else `MCP_CONFIG`,
+/// else [`CliConfig::default_path`].
+pub fn cli_config_path(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    match std::env::var_os("MCP_CONFIG") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => CliConfig::default_path(),
+    }
+}
+
+impl CliConfig {
+    /// The definition file a CLI argument names: anything containing `/` or
+    /// ending in `.toml` is a path, anything else a service name looked up
+    /// as `<services_dir>/<name>.toml`.
+    pub fn definition_path(&self, target: &str) -> PathBuf {
+        if target.contains('/') || target.ends_with(".toml") {
+            PathBuf::from(target)
+        } else {
+            self.services_dir.join(format!("{target}.toml"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        let c = CliConfig {
+            services_dir: PathBuf::from("/etc/mcp/services"),
+            token: None,
+            token_file: None,
+            tls: None,
+            nodes: vec![],
+        };
+        assert_eq!(c.definition_path("web"), PathBuf::from("/etc/mcp/services/web.toml"));
+        assert_eq!(c.definition_path("./web"), PathBuf::from("./web"));
+        assert_eq!(c.definition_path("web.toml"), PathBuf::from("web.toml"));
+    }
+}

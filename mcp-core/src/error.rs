@@ -1,0 +1,73 @@
+//! The agent's error type and its mapping to gRPC status codes. This is the
+//! one place where library errors become `tonic::Status`.
+
+use mcp_runtime::RuntimeError;
+
+use crate::registry::RegistryError;
+use crate::servicedef::ServiceDefError;
+
+/// Why an agent operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The definition sent is invalid.
+    #[error("invalid service definition: {0}")]
+    Definition(#[from] ServiceDefError),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request conflicts with what is on the node.
+    #[error("{0}")]
+    Conflict(String),
+    /// The runtime failed or cannot be reached.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(err: AgentError) -> tonic::Status {
+        use tonic::Code;
+        let code = match &err {
+            AgentError::Definition(_) | AgentError::InvalidArgument(_) => Code::InvalidArgument,
+            AgentError::NotFound(_) => Code::NotFound,
+            AgentError::Conflict(_) => Code::FailedPrecondition,
+            AgentError::Runtime(e) => match e {
+                RuntimeError::Unavailable { .. } => Code::Unavailable,
+                RuntimeError::NotFound(_) => Code::NotFound,
+                RuntimeError::Pull { .. } => Code::FailedPrecondition,
+                RuntimeError::Conflict(_) => Code::FailedPrecondition,
+                RuntimeError::Invalid(_) => Code::InvalidArgument,
+                RuntimeError::Api { .. } | RuntimeError::Protocol(_) => Code::Internal,
+            },
+            AgentError::Registry(_) => Code::Internal,
+        };
+        tonic::Status::new(code, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_unavailable_maps_to_unavailable() {
+        let err = AgentError::Runtime(RuntimeError::Unavailable {
+            endpoint: "/run/podman/podman.sock".into(),
+            reason: "no such file".into(),
+        });
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("/run/podman/podman.sock"));
+    }
+
+    #[test]
+    fn not_found_maps_to_not_found() {
+        let status = tonic::Status::from(AgentError::NotFound("no service \"x\"".into()));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+    }
+}

@@ -1,0 +1,22 @@
+//! MCP's orchestration logic as libraries.
+//!
+//! - [`servicedef`]: service definition files: parse, validate, edit `active`.
+//! - [`registry`]: the agent's SQLite registry of services, components and events.
+//! - [`config`]: agent and CLI configuration, layered defaults, `--dev` set-up.
+//! - [`reconcile`]: turning a definition into running instances, and comparing
+//!   desired with observed state.
+//! - [`agent`]: the agent's gRPC service and server wiring.
+//! - [`client`]: the client used by `mcp`, the Python bindings and tests.
+//! - [`error`]: the agent's error type and its one mapping to gRPC status codes.
+//!
+//! The binaries `mcp` and `mcp-agent` are thin shells over these modules.
+
+pub mod agent;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod reconcile;
+pub mod registry;
+pub mod servicedef;
+
+pub use mcp_proto::v1 as proto;

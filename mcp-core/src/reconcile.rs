@@ -1,0 +1,736 @@
+//! Turning service definitions into running instances, and comparing what
+//! the registry wants with what the runtime has.
+//!
+//! [`Reconciler`] owns the node-side lifecycle: deploy (pull, create, start,
+//! replace what changed, leave what did not), stop, start, restart, remove,
+//! status and logs. Each operation takes the service's lock, so two deploys
+//! of one service never interleave, while different services and the
+//! components of one service proceed in parallel.
+//!
+//! Replacing a changed instance is done so that a failure leaves the old one
+//! as it was: the image is pulled first; then the old instance is stopped and
+//! renamed aside (`<name>.mcp-old`), the new one created and started, and only
+//! then the old one removed. If anything fails the new one is removed and the
+//! old one renamed back and restarted. A crash in between leaves a
+//! `.mcp-old` instance that the next deploy (or agent start) resolves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use futures::stream::{self, StreamExt};
+use mcp_runtime::{
+    InstanceInfo, InstanceState, LogChunk, LogOptions, LogStream, Runtime, RuntimeError, labels,
+};
+use serde::Serialize;
+
+use crate::error::AgentError;
+use crate::registry::{ComponentRecord, Registry, ServiceRecord};
+use crate::servicedef::{ComponentDef, ServiceDef};
+
+/// Suffix of an instance renamed aside while its replacement starts.
+pub const OLD_SUFFIX: &str = ".mcp-old";
+
+/// When the agent pulls an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Only when the image is not on the node.
+    #[default]
+    Missing,
+    /// Every deploy, so a moved tag is picked up.
+    Always,
+}
+
+/// What happened to one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A new instance was created (and started when active).
+    Created,
+    /// The instance was replaced because its definition changed.
+    Updated,
+    /// Nothing needed doing.
+    Unchanged,
+    /// The instance was started.
+    Started,
+    /// The instance was stopped.
+    Stopped,
+    /// The instance was restarted.
+    Restarted,
+    /// The instance was removed.
+    Removed,
+    /// The operation failed; see the error.
+    Failed,
+}
+
+/// The result of an operation on one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentOutcome {
+    /// Component name.
+    pub component: String,
+    /// What was done.
+    pub action: Action,
+    /// Id of the instance afterwards, when there is one.
+    pub container_id: Option<String>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+impl ComponentOutcome {
+    fn ok(component: &str, action: Action, id: Option<String>) -> Self {
+        ComponentOutcome {
+            component: component.to_string(),
+            action,
+            container_id: id,
+            error: None,
+        }
+    }
+
+    fn failed(component: &str, err: &AgentError) -> Self {
+        ComponentOutcome {
+            component: component.to_string(),
+            action: Action::Failed,
+            container_id: None,
+            error: Some(err.to_string()),
+        }
+    }
+}
+
+/// Desired versus observed state of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentStatus {
+    /// Service name.
+    pub service: String,
+    /// Component name.
+    pub component: String,
+    /// `container` or `unikernel`.
+    pub runtime: String,
+    /// Whether the service should be running.
+    pub desired_active: bool,
+    /// The image the definition names.
+    pub desired_image: String,
+    /// The instance's state, or `missing`.
+    pub observed_state: String,
+    /// The image the instance runs, when there is one.
+    pub observed_image: String,
+    /// The instance's id, when there is one.
+    pub container_id: String,
+    /// The instance's name.
+    pub container_name: String,
+    /// Drift kinds found: `missing`, `stopped`, `wrong-image`, `unexpected`.
+    pub drift: Vec<String>,
+    /// Unix seconds of the last start, 0 when unknown.
+    pub started_at: i64,
+}
+
+/// A status report for a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusReport {
+    /// Per managed component.
+    pub components: Vec<ComponentStatus>,
+    /// Instances named like a known service's components that MCP does not manage.
+    pub unmanaged: Vec<InstanceInfo>,
+}
+
+/// Per-service locks: operations on one service run one at a time.
+#[derive(Default)]
+struct ServiceLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ServiceLocks {
+    async fn lock(&self, service: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(service.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+/// Drives one runtime to match the registry. Cheap to share behind an `Arc`.
+pub struct Reconciler {
+    runtime: Arc<dyn Runtime>,
+    registry: Arc<Registry>,
+    stop_timeout: Duration,
+    locks: ServiceLocks,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn component_record(service: &str, def: &ComponentDef, container_id: Option<String>) -> ComponentRecord {
+    ComponentRecord {
+        service: service.to_string(),
+        name: def.name.clone(),
+        runtime: def.runtime,
+        image: def.image.clone(),
+        definition: def.clone(),
+        spec_hash: def.spec_hash(),
+        memory: def.memory.as_ref().map(|m| m.bytes()),
+        vcpus: def.vcpus,
+        container_id,
+        updated_at: now(),
+    }
+}
+
+fn service_record(def: &ServiceDef, previous: Option<&ServiceRecord>) -> ServiceRecord {
+    let ts = now();
+    ServiceRecord {
+        name: def.name.clone(),
+        active: def.active,
+        node: def.node.clone(),
+        tier: def.tier.as_str().to_string(),
+        created_at: previous.map_or_else(|| ts.clone(), |p| p.created_at.clone()),
+        updated_at: ts,
+    }
+}
+
+impl Reconciler {
+    /// A reconciler over `runtime` and `registry`; instances get
+    /// `stop_timeout` to stop before they are killed.
+    pub fn new(runtime: Arc<dyn Runtime>, registry: Arc<Registry>, stop_timeout: Duration) -> Self {
+        Reconciler {
+            runtime,
+            registry,
+            stop_timeout,
+            locks: ServiceLocks::default(),
+        }
+    }
+
+    /// The runtime driven.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// The registry kept.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Deploys a service definition: pulls images, creates what is new,
+    /// replaces what changed, leaves what did not, and removes components the
+    /// definition no longer has. With `only`, touches that component alone.
+    ///
+    /// A component that fails keeps its previous instance and registry record.
+    pub async fn deploy(
+        &self,
+        def: &ServiceDef,
+        only: Option<&str>,
+        pull: PullPolicy,
+    ) -> Result<Vec<ComponentOutcome>, AgentError> {
+        if let Some(name) = only {
+            if !def.components.iter().any(|c| c.name == name) {
+                return Err(AgentError::NotFound(format!(
+                    "service {:?} has no component {name:?}",
+                    def.name
+                )));
+            }
+        }
+        let _guard = self.locks.lock(&def.name).await;
+        self.runtime.ping().await?;
+        let previous_service = self.registry.get_service(&def.name)?;
+        let previous: BTreeMap<String, ComponentRecord> = self
+            .registry
+            .components(&def.name)?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let targets: Vec<&ComponentDef> = def
+            .components
+            .iter()
+            .filter(|c| only.is_none_or(|o| o == c.name))
+            .collect();
+        let dropped: Vec<&ComponentRecord> = if only.is_none() {
+            previous
+                .values()
+                .filter(|p| !def.components.iter().any(|c| c.name == p.name))
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        // Record the intent first, so a crash mid-way leaves the registry
+        // naming what the operator asked for.
+        let service = service_record(def, previous_service.as_ref());
+        let intent: Vec<ComponentRecord> = targets
+            .iter()
+            .map(|c| {
+                let id = previous.get(&c.name).and_then(|p| p.container_id.clone());
+                component_record(&def.name, c, id)
+            })
+            .collect();
+        self.registry.record_deploy(&service, &intent, &[])?;
+
+        let converged = join_all(
+            targets
+                .iter()
+                .map(|c| self.converge(&def.name, c, def.active, pull)),
+        )
+        .await;
+        let removed = join_all(dropped.iter().map(|p| self.remove_instance(&def.name, &p.name))).await;
+
+        // Settle the registry: successes keep their new record, failures get
+        // their previous record back (or none, when they are new).
+        let mut settled = Vec::new();
+        let mut forget = Vec::new();
+        let mut outcomes = Vec::new();
+        for (component, result) in targets.iter().zip(converged) {
+            match result {
+                Ok((action, id)) => {
+                    settled.push(component_record(&def.name, component, id.clone()));
+                    outcomes.push(ComponentOutcome::ok(&component.name, action, id));
+                }
+                Err(err) => {
+                    tracing::warn!(service = %def.name, component = %component.name, error = %err, "deploy failed");
+                    match previous.get(&component.name) {
+                        Some(p) => settled.push(p.clone()),
+                        None => forget.push(component.name.clone()),
+                    }
+                    outcomes.push(ComponentOutcome::failed(&component.name, &err));
+                }
+            }
+        }
+        for (record, result) in dropped.iter().zip(removed) {
+            match result {
+                Ok(()) => {
+                    forget.push(record.name.clone());
+                    outcomes.push(ComponentOutcome::ok(&record.name, Action::Removed, None));
+                }
+                Err(err) => outcomes.push(ComponentOutcome::failed(&record.name, &err)),
+            }
+        }
+        let all_failed = !outcomes.is_empty() && outcomes.iter().all(|o| o.action == Action::Failed);
+        if all_failed && previous_service.is_none() {
+            self.registry.delete_service(&def.name)?;
+        } else {
+            let service = match (&previous_service, all_failed) {
+                (Some(prev), true) => prev.clone(),
+                _ => service,
+            };
+            self.registry.record_deploy(&service, &settled, &forget)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Makes one component's instance match `def`; returns what was done and
+    /// the instance id.
+    async fn converge(
+        &self,
+        service: &str,
+        def: &ComponentDef,
+        active: bool,
+        pull: PullPolicy,
+    ) -> Result<(Action, Option<String>), AgentError> {
+        let spec = def.instance_spec(service);
+        let name = spec.name.clone();
+        self.resolve_leftover(&name).await?;
+        let current = self.runtime.inspect(&name).await?;
+        let hash = def.spec_hash();
+        match current {
+            Some(cur) if !cur.is_managed() => Err(AgentError::Conflict(format!(
+                "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
+            ))),
+            Some(cur) if cur.label(labels::SPEC_HASH) == Some(hash.as_str()) => {
+                let running = cur.state == InstanceState::Running;
+                if active && !running {
+                    self.runtime.start(&name).await?;
+                    Ok((Action::Started, Some(cur.id)))
+                } else if !active && running {
+                    self.runtime.stop(&name, self.stop_timeout).await?;
+                    Ok((Action::Stopped, Some(cur.id)))
+                } else {
+                    Ok((Action::Unchanged, Some(cur.id)))
+                }
+            }
+            Some(cur) => {
+                self.ensure_image(&def.image, pull).await?;
+                let id = self.replace(&cur, &spec, active).await?;
+                Ok((Action::Updated, Some(id)))
+            }
+            None => {
+                self.ensure_image(&def.image, pull).await?;
+                let id = self.runtime.create(&spec).await?;
+                if active {
+                    if let Err(err) = self.runtime.start(&name).await {
+                        self.discard(&name).await;
+                        return Err(err.into());
+                    }
+                }
+                Ok((Action::Created, Some(id)))
+            }
+        }
+    }
+
+    async fn ensure_image(&self, image: &str, pull: PullPolicy) -> Result<(), AgentError> {
+        if pull == PullPolicy::Always || !self.runtime.image_exists(image).await? {
+            self.runtime.pull(image).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `old` with a new instance from `spec`, putting `old` back if
+    /// the new one cannot be created or started.
+    async fn replace(
+        &self,
+        old: &InstanceInfo,
+        spec: &mcp_runtime::InstanceSpec,
+        active: bool,
+    ) -> Result<String, AgentError> {
+        let name = &spec.name;
+        let aside = format!("{name}{OLD_SUFFIX}");
+        let was_running = old.state == InstanceState::Running;
+        self.runtime.stop(name, self.stop_timeout).await?;
+        if let Err(err) = self.runtime.rename(name, &aside).await {
+            if was_running {
+                let _ = self.runtime.start(name).await;
+            }
+            return Err(err.into());
+        }
+        let attempt = async {
+            let id = self.runtime.create(spec).await?;
+            if active {
+                self.runtime.start(name).await?;
+            }
+            Ok::<_, RuntimeError>(id)
+        }
+        .await;
+        match attempt {
+            Ok(id) => {
+                if let Err(err) = self.runtime.remove(&aside, true).await {
+                    tracing::warn!(instance = %aside, error = %err, "could not remove replaced instance; the next deploy will");
+                }
+                Ok(id)
+            }
+            Err(err) => {
+                self.discard(name).await;
+                let restored = async {
+                    self.runtime.rename(&aside, name).await?;
+                    if was_running {
+                        self.runtime.start(name).await?;
+                    }
+                    Ok::<_, RuntimeError>(())
+                }
+                .await;
+                if let Err(restore_err) = restored {
+                    tracing::error!(instance = %name, error = %restore_err, "could not restore the previous instance");
+                }
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Removes an instance that failed to start, logging (not returning) errors.
+    async fn discard(&self, name: &str) {
+        match self.runtime.remove(name, true).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(err) => tracing::warn!(instance = %name, error = %err, "could not remove failed instance"),
+        }
+    }
+
+    /// Resolves a `<name>.mcp-old` instance left by an interrupted replace:
+    /// removed when `<name>` exists, renamed back to `<name>` otherwise.
+    async fn resolve_leftover(&self, name: &str) -> Result<(), AgentError> {
+        let aside = format!("{name}{OLD_SUFFIX}");
+        if self.runtime.inspect(&aside).await?.is_none() {
+            return Ok(());
+        }
+        if self.runtime.inspect(name).await?.is_some() {
+            tracing::info!(instance = %aside, "removing instance left by an interrupted deploy");
+            self.runtime.remove(&aside, true).await?;
+        } else {
+            tracing::info!(instance = %aside, "restoring instance left by an interrupted deploy");
+            self.runtime.rename(&aside, name).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves every leftover of interrupted deploys on the node and starts
+    /// restored instances whose service is active. Run at agent start.
+    pub async fn recover(&self) -> Result<usize, AgentError> {
+        let mut fixed = 0;
+        for inst in self.runtime.list().await? {
+            let Some(base) = inst.name.strip_suffix(OLD_SUFFIX) else {
+                continue;
+            };
+            if !inst.is_managed() {
+                continue;
+            }
+            let Some(service) = inst.label(labels::SERVICE).map(str::to_string) else {
+                continue;
+            };
+            let _guard = self.locks.lock(&service).await;
+            let restored = self.runtime.inspect(base).await?.is_none();
+            self.resolve_leftover(base).await?;
+            if restored && self.registry.get_service(&service)?.is_some_and(|s| s.active) {
+                self.runtime.start(base).await?;
+            }
+            fixed += 1;
+        }
+        Ok(fixed)
+    }
+
+    fn selected(&self, service: &str, component: Option<&str>) -> Result<(ServiceRecord, Vec<ComponentRecord>), AgentError> {
+        let record = self
+            .registry
+            .get_service(service)?
+            .ok_or_else(|| AgentError::NotFound(format!("no service named {service:?} on this node")))?;
+        let mut comps = self.registry.components(service)?;
+        if let Some(only) = component {
+            comps.retain(|c| c.name == only);
+            if comps.is_empty() {
+                return Err(AgentError::NotFound(format!(
+                    "service {service:?} has no component {only:?}"
+                )));
+            }
+        }
+        Ok((record, comps))
+    }
+
+    /// Stops a service's instances (or one component's) and, for the whole
+    /// service, marks it inactive.
+    pub async fn stop(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+        let _guard = self.locks.lock(service).await;
+        let (_, comps) = self.selected(service, component)?;
+        self.runtime.ping().await?;
+        if component.is_none() {
+            self.registry.set_active(service, false)?;
+        }
+        let results = join_all(comps.iter().map(|c| async move {
+            let name = mcp_runtime::instance_name(service, &c.name);
+            match self.runtime.stop(&name, self.stop_timeout).await {
+                Ok(()) => Ok(Action::Stopped),
+                Err(RuntimeError::NotFound(_)) => Ok(Action::Unchanged),
+                Err(e) => Err(AgentError::from(e)),
+            }
+        }))
+        .await;
+        Ok(outcomes(&comps, results))
+    }
+
+    /// Starts a service's instances (or one component's), creating missing
+    /// ones from the registry, and, for the whole service, marks it active.
+    pub async fn start(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+        let _guard = self.locks.lock(service).await;
+        let (_, comps) = self.selected(service, component)?;
+        self.runtime.ping().await?;
+        if component.is_none() {
+            self.registry.set_active(service, true)?;
+        }
+        let results = join_all(comps.iter().map(|c| async move {
+            let (action, id) = self.converge(service, &c.definition, true, PullPolicy::Missing).await?;
+            if id.is_some() && id != c.container_id {
+                self.registry.set_container_id(service, &c.name, id.as_deref())?;
+            }
+            Ok(match action {
+                Action::Unchanged => Action::Unchanged,
+                Action::Created | Action::Updated => action,
+                _ => Action::Started,
+            })
+        }))
+        .await;
+        Ok(outcomes(&comps, results))
+    }
+
+    /// Restarts a service's instances (or one component's) without changing
+    /// the definition; missing instances are created.
+    pub async fn restart(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+        let _guard = self.locks.lock(service).await;
+        let (record, comps) = self.selected(service, component)?;
+        if !record.active {
+            return Err(AgentError::Conflict(format!(
+                "service {service:?} is stopped (active = false); start it instead"
+            )));
+        }
+        self.runtime.ping().await?;
+        let results = join_all(comps.iter().map(|c| async move {
+            let name = mcp_runtime::instance_name(service, &c.name);
+            match self.runtime.stop(&name, self.stop_timeout).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(AgentError::from(e)),
+            }
+            let (action, id) = self.converge(service, &c.definition, true, PullPolicy::Missing).await?;
+            if id.is_some() && id != c.container_id {
+                self.registry.set_container_id(service, &c.name, id.as_deref())?;
+            }
+            Ok(match action {
+                Action::Created | Action::Updated => action,
+                _ => Action::Restarted,
+            })
+        }))
+        .await;
+        Ok(outcomes(&comps, results))
+    }
+
+    /// Stops and removes a service's instances and forgets the service.
+    pub async fn remove(&self, service: &str) -> Result<Vec<ComponentOutcome>, AgentError> {
+        let _guard = self.locks.lock(service).await;
+        let (_, comps) = self.selected(service, None)?;
+        self.runtime.ping().await?;
+        let results = join_all(comps.iter().map(|c| async move {
+            self.remove_instance(service, &c.name).await.map(|()| Action::Removed)
+        }))
+        .await;
+        let out = outcomes(&comps, results);
+        if out.iter().all(|o| o.action != Action::Failed) {
+            self.registry.delete_service(service)?;
+        } else {
+            let gone: Vec<String> = out
+                .iter()
+                .filter(|o| o.action == Action::Removed)
+                .map(|o| o.component.clone())
+                .collect();
+            if let Some(record) = self.registry.get_service(service)? {
+                self.registry.record_deploy(&record, &[], &gone)?;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_instance(&self, service: &str, component: &str) -> Result<(), AgentError> {
+        let name = mcp_runtime::instance_name(service, component);
+        for n in [format!("{name}{OLD_SUFFIX}"), name] {
+            match self.runtime.remove(&n, true).await {
+                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Desired versus observed state of every component (of one service when
+    /// `service` is given), with the drift found.
+    pub async fn status(&self, service: Option<&str>) -> Result<StatusReport, AgentError> {
+        let services = match service {
+            Some(name) => vec![self.registry.get_service(name)?.ok_or_else(|| {
+                AgentError::NotFound(format!("no service named {name:?} on this node"))
+            })?],
+            None => self.registry.list_services()?,
+        };
+        let instances = self.runtime.list().await?;
+        let by_name: HashMap<&str, &InstanceInfo> =
+            instances.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut components = Vec::new();
+        let mut expected = std::collections::HashSet::new();
+        for svc in &services {
+            for comp in self.registry.components(&svc.name)? {
+                let name = mcp_runtime::instance_name(&svc.name, &comp.name);
+                let observed = by_name.get(name.as_str()).copied();
+                components.push(component_status(svc, &comp, &name, observed));
+                expected.insert(name);
+            }
+        }
+        let unmanaged = instances
+            .iter()
+            .filter(|i| {
+                !expected.contains(&i.name)
+                    && !i.name.ends_with(OLD_SUFFIX)
+                    && services.iter().any(|s| {
+                        i.name
+                            .strip_prefix(s.name.as_str())
+                            .is_some_and(|rest| rest.starts_with('-'))
+                    })
+            })
+            .cloned()
+            .collect();
+        Ok(StatusReport {
+            components,
+            unmanaged,
+        })
+    }
+
+    /// Everything the runtime has, managed or not.
+    pub async fn ps(&self) -> Result<Vec<InstanceInfo>, AgentError> {
+        let mut all = self.runtime.list().await?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Logs of a service's components (or one), merged as they arrive; each
+    /// chunk is tagged with its component.
+    pub async fn logs(
+        &self,
+        service: &str,
+        component: Option<&str>,
+        options: &LogOptions,
+    ) -> Result<futures::stream::BoxStream<'static, (String, Result<LogChunk, RuntimeError>)>, AgentError> {
+        let (_, comps) = self.selected(service, component)?;
+        let mut streams = Vec::new();
+        for c in &comps {
+            let name = mcp_runtime::instance_name(service, &c.name);
+            let s: LogStream = match self.runtime.logs(&name, options).await {
+                Ok(s) => s,
+                Err(RuntimeError::NotFound(_)) if comps.len() > 1 => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let comp = c.name.clone();
+            streams.push(s.map(move |item| (comp.clone(), item)).boxed());
+        }
+        Ok(stream::select_all(streams).boxed())
+    }
+}
+
+fn outcomes(comps: &[ComponentRecord], results: Vec<Result<Action, AgentError>>) -> Vec<ComponentOutcome> {
+    comps
+        .iter()
+        .zip(results)
+        .map(|(c, r)| match r {
+            Ok(action) => ComponentOutcome::ok(&c.name, action, c.container_id.clone()),
+            Err(e) => ComponentOutcome::failed(&c.name, &e),
+        })
+        .collect()
+}
+
+/// Compares one registry component with the instance observed for it.
+fn component_status(
+    svc: &ServiceRecord,
+    comp: &ComponentRecord,
+    name: &str,
+    observed: Option<&InstanceInfo>,
+) -> ComponentStatus {
+    let mut drift = Vec::new();
+    let (state, image, id, started) = match observed {
+        None => {
+            if svc.active {
+                drift.push("missing".to_string());
+            }
+            ("missing".to_string(), String::new(), String::new(), 0)
+        }
+        Some(inst) => {
+            let running = inst.state == InstanceState::Running;
+            if svc.active && !running {
+                drift.push("stopped".to_string());
+            }
+            if !svc.active && running {
+                drift.push("unexpected".to_string());
+            }
+            if inst.image != comp.image {
+                drift.push("wrong-image".to_string());
+            }
+            (
+                inst.state.to_string(),
+                inst.image.clone(),
+                inst.id.clone(),
+                inst.started_at,
+            )
+        }
+    };
+    ComponentStatus {
+        service: svc.name.clone(),
+        component: comp.name.clone(),
+        runtime: comp.runtime.to_string(),
+        desired_active: svc.active,
+        desired_image: comp.image.clone(),
+        observed_state: state,
+        observed_image: image,
+        container_id: id,
+        container_name: name.to_string(),
+        drift,
+        started_at: started,
+    }
+}

@@ -1,0 +1,312 @@
+//! Service definitions: parses, validates and edits service definition files.
+//!
+//! A service is one TOML file (see the format in `SPEC.md` section 3): the
+//! service's `name`, whether it should run (`active`), optional `node` and
+//! `tier`, and one or more `[[components]]`, each a container or unikernel
+//! VM named `<service>-<component>` on the node.
+//!
+//! - [`parse`] / [`load`] read and validate a file. Every problem is reported
+//!   with the file, line and column of the offending key or value
+//!   ([`ServiceDefError`]).
+//! - [`ServiceDef::from_proto`] applies the same validation to a definition
+//!   received over gRPC, and [`ServiceDef::to_proto`] produces one.
+//! - [`set_active`] / [`write_active`] rewrite the `active` key and nothing
+//!   else, keeping the file byte-for-byte (comments, order, spacing).
+//! - [`ComponentDef::instance_spec`] and [`ComponentDef::spec_hash`] give what
+//!   a runtime needs to create the component, and a stable digest of it.
+//!
+//! ```
+//! use std::path::Path;
+//! use mcp_core::servicedef::{self, Tier};
+//!
+//! let def = servicedef::parse(r#"
+//! name = "metacrypt"
+//! active = true
+//!
+//! [[components]]
+//! name = "api"
+//! image = "registry.example:5000/metacrypt:1.4"
+//! ports = ["127.0.0.1:8443:8443"]
+//! memory = "256M"
+//! "#, Path::new("metacrypt.toml"))?;
+//!
+//! assert_eq!(def.name, "metacrypt");
+//! assert_eq!(def.tier, Tier::Worker);
+//! let api = &def.components[0];
+//! assert_eq!(api.ports[0].host_port, 8443);
+//! assert_eq!(api.memory.as_ref().map(|m| m.bytes()), Some(256 << 20));
+//! assert_eq!(api.instance_spec(&def.name).name, "metacrypt-api");
+//!
+//! let err = servicedef::parse("name = \"Bad\"\n", Path::new("bad.toml")).unwrap_err();
+//! assert_eq!(err.to_string(),
+//!     "bad.toml:1:8: invalid service name \"Bad\": must start with a lower-case letter or a digit");
+//! # Ok::<(), servicedef::ServiceDefError>(())
+//! ```
+//!
+//! Validation is written once: both readers (TOML and protobuf) produce the
+//! same located raw model, which one validator turns into a [`ServiceDef`].
+
+mod edit;
+mod error;
+mod raw;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::Path;
+
+use mcp_proto::v1 as pb;
+use mcp_runtime::{InstanceSpec, PortMapping, RuntimeKind, VolumeMount, instance_name, labels};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use edit::{set_active, write_active};
+pub use error::{REQUEST_ORIGIN, ServiceDefError};
+pub use values::{
+    InvalidValue, MAX_INSTANCE_NAME_LEN, MAX_NAME_LEN, Memory, VOLUME_OPTIONS, format_port,
+    format_volume, parse_port, parse_volume,
+};
+
+/// A validated service definition.
+///
+/// Build one with [`parse`], [`load`] or [`ServiceDef::from_proto`]; the serde
+/// implementations are for storage (the registry) and do not validate.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceDef {
+    /// The service's name, `[a-z0-9][a-z0-9-]*`, at most 63 characters.
+    pub name: String,
+    /// The desired state: whether the service's components should run.
+    /// Defaults to `true` when the file has no `active` key.
+    pub active: bool,
+    /// The node to run on (v1: the target node; v2: a placement pin).
+    pub node: Option<String>,
+    /// Where the service is placed (v2).
+    #[serde(default)]
+    pub tier: Tier,
+    /// The components, in file order; at least one, names unique.
+    pub components: Vec<ComponentDef>,
+}
+
+/// Placement tier of a service (v2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Runs on the master's node.
+    Core,
+    /// Placed on a worker with capacity (the default).
+    #[default]
+    Worker,
+}
+
+impl Tier {
+    /// `"core"` or `"worker"`, as in definitions and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Core => "core",
+            Tier::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One component of a service: a container or a unikernel VM.
+///
+/// Fields missing from stored JSON take their defaults, so definitions
+/// recorded by older versions still load.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComponentDef {
+    /// The component's name; the instance is `<service>-<component>`.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Container (podman, the default) or unikernel (QEMU).
+    pub runtime: RuntimeKind,
+    /// Command and arguments; empty for the image's default.
+    pub cmd: Vec<String>,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Mounts.
+    pub volumes: Vec<VolumeMount>,
+    /// Network to join.
+    pub network: Option<String>,
+    /// User (`uid[:gid]` or a name) to run as.
+    pub user: Option<String>,
+    /// Restart policy: `no`, `always`, `on-failure[:N]`, `unless-stopped`.
+    pub restart: Option<String>,
+    /// Memory limit (container) or size (unikernel).
+    pub memory: Option<Memory>,
+    /// Virtual CPUs (unikernel), 1 to 64.
+    pub vcpus: Option<u32>,
+    /// Edge routes (v2).
+    pub routes: Vec<RouteDef>,
+}
+
+/// A route for edge routing (v2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct RouteDef {
+    /// Host name served, non-empty.
+    pub hostname: String,
+    /// Port of the component the route leads to, 1 to 65535.
+    pub port: u16,
+    /// Whether an edge node publishes the route.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// Parses and validates a definition's TOML text; `origin` names the file in
+/// errors.
+pub fn parse(source: &str, origin: &Path) -> Result<ServiceDef, ServiceDefError> {
+    raw::from_toml(source)
+        .and_then(validate::service)
+        .map_err(|issue| ServiceDefError::from_issue(origin, source, issue))
+}
+
+/// Reads, parses and validates the definition file at `path`.
+pub fn load(path: &Path) -> Result<ServiceDef, ServiceDefError> {
+    let source = fs::read_to_string(path)
+        .map_err(|e| ServiceDefError::io(path, "cannot read service definition", e))?;
+    parse(&source, path)
+}
+
+impl ServiceDef {
+    /// The definition as sent on the wire. Ports and volumes are in their
+    /// canonical text forms ([`format_port`], [`format_volume`]), memory as
+    /// written; unset optional fields are empty strings (and `vcpus` 0).
+    pub fn to_proto(&self) -> pb::ServiceSpec {
+        pb::ServiceSpec {
+            name: self.name.clone(),
+            active: self.active,
+            node: self.node.clone().unwrap_or_default(),
+            tier: self.tier.as_str().to_string(),
+            components: self.components.iter().map(ComponentDef::to_proto).collect(),
+        }
+    }
+
+    /// Validates a definition received on the wire, with exactly the rules
+    /// [`parse`] applies to a file. Errors are
+    /// [`ServiceDefError::InvalidRequest`], naming the field path
+    /// (e.g. `components[1].ports[0]`).
+    pub fn from_proto(spec: &pb::ServiceSpec) -> Result<ServiceDef, ServiceDefError> {
+        validate::service(raw::from_proto(spec))
+            .map_err(|issue| ServiceDefError::from_issue(Path::new(REQUEST_ORIGIN), "", issue))
+    }
+
+    /// The component called `name`.
+    pub fn component(&self, name: &str) -> Option<&ComponentDef> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+impl ComponentDef {
+    /// The component as sent on the wire (see [`ServiceDef::to_proto`]).
+    pub fn to_proto(&self) -> pb::ComponentSpec {
+        pb::ComponentSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            runtime: self.runtime.as_str().to_string(),
+            cmd: self.cmd.clone(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ports: self.ports.iter().map(format_port).collect(),
+            volumes: self.volumes.iter().map(format_volume).collect(),
+            network: self.network.clone().unwrap_or_default(),
+            user: self.user.clone().unwrap_or_default(),
+            restart: self.restart.clone().unwrap_or_default(),
+            memory: self
+                .memory
+                .as_ref()
+                .map(|m| m.text().to_string())
+                .unwrap_or_default(),
+            vcpus: self.vcpus.unwrap_or(0),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| pb::Route {
+                    hostname: r.hostname.clone(),
+                    port: u32::from(r.port),
+                    public: r.public,
+                })
+                .collect(),
+        }
+    }
+
+    /// What a runtime needs to create this component of `service`: named
+    /// `<service>-<component>` and labelled as managed by MCP, with the
+    /// service, component and [`spec_hash`](Self::spec_hash).
+    pub fn instance_spec(&self, service: &str) -> InstanceSpec {
+        let labels = BTreeMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::SERVICE.to_string(), service.to_string()),
+            (labels::COMPONENT.to_string(), self.name.clone()),
+            (labels::SPEC_HASH.to_string(), self.spec_hash()),
+        ]);
+        InstanceSpec {
+            name: instance_name(service, &self.name),
+            image: self.image.clone(),
+            cmd: self.cmd.clone(),
+            env: self.env.clone(),
+            ports: self.ports.clone(),
+            volumes: self.volumes.clone(),
+            network: self.network.clone(),
+            user: self.user.clone(),
+            restart: self.restart.clone(),
+            memory_bytes: self.memory.as_ref().map(Memory::bytes),
+            vcpus: self.vcpus,
+            labels,
+        }
+    }
+
+    /// A digest of everything that shapes the instance: lower-case hex
+    /// SHA-256, 64 characters. Two definitions with the same digest create
+    /// the same instance, so an unchanged digest means no recreate.
+    ///
+    /// Covered: image, runtime, cmd, env, ports, volumes, network, user,
+    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree) and vcpus.
+    /// Not covered: the name (it is the instance's identity) and routes (the
+    /// edge's business, not the instance's).
+    ///
+    /// Stability: the digest is taken over an explicit canonical encoding,
+    /// not over an in-memory layout or a map's iteration order: a JSON array
+    /// whose first element is the encoding's version tag, then each field in
+    /// the fixed order above; env as `[key, value]` pairs sorted by key;
+    /// ports and volumes in their canonical text forms, in definition order;
+    /// unset options as `null`. The same definition therefore gives the same
+    /// digest in every process and every version of MCP. Changing the
+    /// encoding means a new version tag (and every instance recreated once).
+    pub fn spec_hash(&self) -> String {
+        let canonical = serde_json::json!([
+            "mcp-spec-hash/v1",
+            self.image,
+            self.runtime.as_str(),
+            self.cmd,
+            self.env
+                .iter()
+                .map(|(k, v)| [k.as_str(), v.as_str()])
+                .collect::<Vec<_>>(),
+            self.ports.iter().map(format_port).collect::<Vec<_>>(),
+            self.volumes.iter().map(format_volume).collect::<Vec<_>>(),
+            self.network,
+            self.user,
+            self.restart,
+            self.memory.as_ref().map(Memory::bytes),
+            self.vcpus,
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}

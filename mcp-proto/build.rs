@@ -1,0 +1,22 @@
+//! Compiles `proto/mcp/v1/*.proto` with the pure-Rust `protox` compiler (no
+//! system `protoc`) and generates the tonic client and server code, plus the
+//! encoded file descriptor set served by gRPC reflection.
+
+use std::path::PathBuf;
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/mcp/v1/agent.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("mcp_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Runtime backends for MCP: the async [`Runtime`] trait that the agent's
+//! reconcile logic drives, and its implementations.
+//!
+//! - [`podman::Podman`] speaks podman's libpod REST API over its unix socket
+//!   (one HTTP request per operation, never one `podman` process per call).
+//!
+//! Every instance MCP creates carries the labels in [`labels`], so MCP can
+//! tell its own containers from the others on the node.
+
+pub mod error;
+pub mod podman;
+pub mod spec;
+
+pub use error::{RuntimeError, RuntimeResult};
+pub use spec::{
+    InstanceInfo, InstanceSpec, InstanceState, LogChunk, LogOptions, LogStream, LogStreamKind,
+    PortMapping, RuntimeKind, RuntimeVersion, VolumeMount,
+};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Label keys MCP puts on every instance it creates.
+pub mod labels {
+    /// Present (value `"true"`) on every instance MCP manages.
+    pub const MANAGED: &str = "mcp.managed";
+    /// The service the instance belongs to.
+    pub const SERVICE: &str = "mcp.service";
+    /// The component of the service the instance runs.
+    pub const COMPONENT: &str = "mcp.component";
+    /// A digest of the component definition the instance was created from;
+    /// an unchanged digest means the instance need not be recreated.
+    pub const SPEC_HASH: &str = "mcp.spec-hash";
+}
+
+/// The instance name of a component: `<service>-<component>`.
+pub fn instance_name(service: &str, component: &str) -> String {
+    format!("{service}-{component}")
+}
+
+/// A backend that runs service components: containers or VMs.
+///
+/// Names are instance names (`<service>-<component>`); an id works wherever a
+/// name does. Operations on an instance that does not exist return
+/// [`RuntimeError::NotFound`], except [`Runtime::inspect`] which returns `None`.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Which kind of runtime this is.
+    fn kind(&self) -> RuntimeKind;
+
+    /// Checks that the backend answers, and reports its version.
+    async fn ping(&self) -> RuntimeResult<RuntimeVersion>;
+
+    /// Whether `image` is present on the node.
+    async fn image_exists(&self, image: &str) -> RuntimeResult<bool>;
+
+    /// Pulls `image` onto the node.
+    async fn pull(&self, image: &str) -> RuntimeResult<()>;
+
+    /// Creates (but does not start) an instance; returns its id.
+    async fn create(&self, spec: &InstanceSpec) -> RuntimeResult<String>;
+
+    /// Starts a created or stopped instance. Starting a running one is not an error.
+    async fn start(&self, name: &str) -> RuntimeResult<()>;
+
+    /// Stops an instance, killing it after `timeout`. Stopping a stopped one is not an error.
+    async fn stop(&self, name: &str, timeout: Duration) -> RuntimeResult<()>;
+
+    /// Removes an instance; `force` stops it first if it runs.
+    async fn remove(&self, name: &str, force: bool) -> RuntimeResult<()>;
+
+    /// Renames an instance.
+    async fn rename(&self, name: &str, new_name: &str) -> RuntimeResult<()>;
+
+    /// Everything the runtime knows of one instance, or `None` if it does not exist.
+    async fn inspect(&self, name: &str) -> RuntimeResult<Option<InstanceInfo>>;
+
+    /// Every instance on the node, managed or not, running or not.
+    async fn list(&self) -> RuntimeResult<Vec<InstanceInfo>>;
+
+    /// The logs of an instance, optionally followed until it stops or the
+    /// stream is dropped.
+    async fn logs(&self, name: &str, options: &LogOptions) -> RuntimeResult<LogStream>;
+}

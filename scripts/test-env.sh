@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Installs and configures what MCP's tests, demo and benchmarks need on a
+# Debian host: podman with runc, a local image registry, and busybox test
+# images pushed to it. Idempotent: run it as often as you like.
+#
+# Writes $MCP_ENV_DIR/env (default .test-env/env) with the variables the tests
+# read; source it or let the Makefile do so.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+env_dir=${MCP_ENV_DIR:-$root/.test-env}
+registry_addr=${MCP_TEST_REGISTRY:-127.0.0.1:5000}
+mkdir -p "$env_dir"
+
+need=()
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
+command -v catatonit >/dev/null || need+=(catatonit)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "test-env: installing ${need[*]}"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# containers.conf for these hosts: crun fails on hybrid cgroups, the default
+# ulimits cannot be raised, and there is no systemd or journald.
+conf=$env_dir/containers.conf
+cat >"$conf" <<CONF
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+export CONTAINERS_CONF=$conf
+
+# The image registry.
+reg_dir=$env_dir/registry
+mkdir -p "$reg_dir/data"
+if ! curl -fsS "http://$registry_addr/v2/" >/dev/null 2>&1; then
+    cat >"$reg_dir/config.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $reg_dir/data
+  delete:
+    enabled: true
+http:
+  addr: $registry_addr
+YML
+    setsid nohup docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 < /dev/null &
+    echo $! >"$reg_dir/pid"
+    for _ in $(seq 1 50); do
+        curl -fsS "http://$registry_addr/v2/" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fsS "http://$registry_addr/v2/" >/dev/null || { echo "test-env: registry did not start; see $reg_dir/log" >&2; exit 1; }
+fi
+
+# Busybox images: two versions of a tiny web service (they differ in the page
+# they serve, so their ids differ).
+make_image() {
+    local tag=$1 page=$2
+    local ref=$registry_addr/mcp-test/busybox:$tag
+    if curl -fsS "http://$registry_addr/v2/mcp-test/busybox/manifests/$tag" \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' >/dev/null 2>&1; then
+        return
+    fi
+    local rootfs
+    rootfs=$(mktemp -d)
+    mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp" "$rootfs/srv"
+    cp /bin/busybox "$rootfs/bin/busybox"
+    for app in $(/bin/busybox --list); do
+        [ "$app" = busybox ] || ln -s busybox "$rootfs/bin/$app"
+    done
+    echo "$page" >"$rootfs/www/index.html"
+    tar -C "$rootfs" -cf "$rootfs.tar" .
+    podman import -q \
+        --change 'CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]' \
+        --change 'ENV PATH=/bin' \
+        "$rootfs.tar" "localhost/mcp-test/busybox:$tag" >/dev/null
+    podman push -q --tls-verify=false "localhost/mcp-test/busybox:$tag" "docker://$ref"
+    rm -rf "$rootfs" "$rootfs.tar"
+    echo "test-env: pushed $ref"
+}
+make_image 1 "hello from v1"
+make_image 2 "hello from v2"
+
+cat >"$env_dir/env" <<ENV
+export CONTAINERS_CONF=$conf
+export MCP_TEST_REGISTRY=$registry_addr
+export MCP_TEST_IMAGE=$registry_addr/mcp-test/busybox:1
+export MCP_TEST_IMAGE_V2=$registry_addr/mcp-test/busybox:2
+ENV
+echo "test-env: ready ($env_dir/env)"
