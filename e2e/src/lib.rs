@@ -51,7 +51,11 @@ impl TestEnv {
 /// A unique lower-case name for this test process: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -114,7 +118,10 @@ impl PodmanService {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("podman service on {} did not come up", self.socket.display());
+        panic!(
+            "podman service on {} did not come up",
+            self.socket.display()
+        );
     }
 
     /// The socket path.
@@ -127,8 +134,8 @@ impl PodmanService {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            let _ = std::fs::remove_file(&self.socket);
         }
-        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -182,7 +189,10 @@ impl Node {
 
     fn prepare(with_podman: bool) -> Node {
         let env = TestEnv::require();
-        let dir = tempfile::Builder::new().prefix("mcp-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let socket = dir.path().join("podman.sock");
         let podman = with_podman.then(|| PodmanService::start(&socket));
         let port = free_port();
@@ -248,7 +258,11 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("mcp-agent did not listen on {}; log:\n{}", self.addr, self.agent_log());
+        panic!(
+            "mcp-agent did not listen on {}; log:\n{}",
+            self.addr,
+            self.agent_log()
+        );
     }
 
     /// The agent's log so far.
@@ -320,7 +334,8 @@ impl Node {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let r = self.mcp(&all).success();
-        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("mcp {all:?}: bad JSON ({e}):\n{}", r.stdout))
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("mcp {all:?}: bad JSON ({e}):\n{}", r.stdout))
     }
 
     /// A podman client on this node's socket.
@@ -330,7 +345,10 @@ impl Node {
 
     /// Every instance on the node whose name starts with `<service>-`.
     pub fn instances_of(&self, service: &str) -> Vec<mcp_runtime::InstanceInfo> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         let podman = self.podman_client();
         let prefix = format!("{service}-");
         rt.block_on(podman.list())
@@ -345,13 +363,19 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill_agent();
         if self.podman.is_some() && !self.services.is_empty() {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 let podman = self.podman_client();
-                let _ = rt.block_on(async {
+                rt.block_on(async {
                     if let Ok(list) = podman.list().await {
                         for i in list {
-                            if self.services.iter().any(|s| i.name.starts_with(&format!("{s}-"))) {
+                            if self
+                                .services
+                                .iter()
+                                .any(|s| i.name.starts_with(&format!("{s}-")))
+                            {
                                 let _ = podman.remove(&i.name, true).await;
                             }
                         }
@@ -389,13 +413,21 @@ impl CmdResult {
 
     /// Asserts exit 0.
     pub fn success(self) -> CmdResult {
-        assert_eq!(self.code, 0, "mcp {:?} failed:\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "mcp {:?} failed:\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
         self
     }
 
     /// Asserts a non-zero exit and returns stderr.
     pub fn failure(self) -> String {
-        assert_ne!(self.code, 0, "mcp {:?} should have failed:\nstdout: {}", self.args, self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "mcp {:?} should have failed:\nstdout: {}",
+            self.args, self.stdout
+        );
         self.stderr
     }
 }
@@ -411,10 +443,11 @@ pub fn http_get(port: u16) -> String {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
                 let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
                 let mut buf = String::new();
-                if s.read_to_string(&mut buf).is_ok() && buf.contains("\r\n\r\n") {
-                    if let Some((_, body)) = buf.split_once("\r\n\r\n") {
-                        return body.to_string();
-                    }
+                if s.read_to_string(&mut buf).is_ok()
+                    && buf.contains("\r\n\r\n")
+                    && let Some((_, body)) = buf.split_once("\r\n\r\n")
+                {
+                    return body.to_string();
                 }
                 last = buf;
             }

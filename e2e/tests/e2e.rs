@@ -71,7 +71,10 @@ fn deploy_update_stop_start_two_components() {
 
     // First deploy creates both, pulling from the registry.
     let first = node.mcp_json(&["deploy", &service]);
-    assert_eq!(actions(&first), vec![pair("web", "created"), pair("worker", "created")]);
+    assert_eq!(
+        actions(&first),
+        vec![pair("web", "created"), pair("worker", "created")]
+    );
     assert_eq!(http_get(port).trim(), "hello from v1");
 
     let status = node.mcp_json(&["status", &service]);
@@ -85,7 +88,10 @@ fn deploy_update_stop_start_two_components() {
 
     // Unchanged definition: nothing is touched.
     let again = node.mcp_json(&["deploy", path.to_str().expect("utf8")]);
-    assert_eq!(actions(&again), vec![pair("web", "unchanged"), pair("worker", "unchanged")]);
+    assert_eq!(
+        actions(&again),
+        vec![pair("web", "unchanged"), pair("worker", "unchanged")]
+    );
     let comps = components(&node.mcp_json(&["status", &service]));
     assert_eq!(component(&comps, "web")["container_id"], web_id);
 
@@ -99,19 +105,35 @@ fn deploy_update_stop_start_two_components() {
     assert_ne!(text, v2);
     std::fs::write(&path, &v2).expect("write");
     let update = node.mcp_json(&["deploy", &service]);
-    assert_eq!(actions(&update), vec![pair("web", "updated"), pair("worker", "unchanged")]);
+    assert_eq!(
+        actions(&update),
+        vec![pair("web", "updated"), pair("worker", "unchanged")]
+    );
     assert_eq!(http_get(port).trim(), "hello from v2");
     let comps = components(&node.mcp_json(&["status", &service]));
     assert_ne!(component(&comps, "web")["container_id"], web_id);
-    assert_eq!(component(&comps, "web")["desired_image"], node.env.image_v2.as_str());
+    assert_eq!(
+        component(&comps, "web")["desired_image"],
+        node.env.image_v2.as_str()
+    );
     // No renamed-aside instance is left behind.
-    let names: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
+    let names: Vec<String> = node
+        .instances_of(&service)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
     // stop rewrites `active` only, then pushes.
     node.mcp(&["stop", &service]).success();
     let stopped_text = std::fs::read_to_string(&path).expect("read");
-    assert_eq!(stopped_text, v2.replace("active = true   # desired state", "active = false   # desired state"));
+    assert_eq!(
+        stopped_text,
+        v2.replace(
+            "active = true   # desired state",
+            "active = false   # desired state"
+        )
+    );
     let comps = components(&node.mcp_json(&["status", &service]));
     for c in &comps {
         assert_eq!(c["desired_active"], false);
@@ -137,9 +159,13 @@ fn deploy_update_stop_start_two_components() {
     let restarted = node.mcp_json(&["restart", &service, "--component", "worker"]);
     assert_eq!(actions(&restarted), vec![pair("worker", "restarted")]);
     let after = components(&node.mcp_json(&["status", &service]));
-    assert_eq!(component(&before, "worker")["container_id"], component(&after, "worker")["container_id"]);
+    assert_eq!(
+        component(&before, "worker")["container_id"],
+        component(&after, "worker")["container_id"]
+    );
     assert!(
-        component(&after, "worker")["started_at"].as_i64() >= component(&before, "worker")["started_at"].as_i64()
+        component(&after, "worker")["started_at"].as_i64()
+            >= component(&before, "worker")["started_at"].as_i64()
     );
 
     // logs of one component.
@@ -150,7 +176,10 @@ fn deploy_update_stop_start_two_components() {
     assert!(logs.is_some(), "worker log line not seen");
     // Human output is a table naming the service.
     let table = node.mcp(&["status"]).success().stdout;
-    assert!(table.contains(&service) && table.contains("worker"), "{table}");
+    assert!(
+        table.contains(&service) && table.contains("worker"),
+        "{table}"
+    );
 
     // remove forgets it and removes the containers.
     node.mcp(&["remove", &service]).success();
@@ -175,7 +204,10 @@ fn ps_shows_unmanaged_and_status_flags_drift() {
     node.mcp(&["deploy", &service]).success();
 
     // A container in the service's namespace that MCP did not create.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let podman = node.podman_client();
     let stray = format!("{service}-stray");
     rt.block_on(async {
@@ -197,21 +229,38 @@ fn ps_shows_unmanaged_and_status_flags_drift() {
     });
 
     let ps = node.mcp_json(&["ps"]);
-    let instances = ps["nodes"][0]["instances"].as_array().expect("instances").clone();
+    let instances = ps["nodes"][0]["instances"]
+        .as_array()
+        .expect("instances")
+        .clone();
     let find = |n: &str| instances.iter().find(|i| i["name"] == n).cloned();
     assert_eq!(find(&stray).expect("stray in ps")["managed"], false);
-    assert_eq!(find(&format!("{service}-web")).expect("web in ps")["managed"], true);
+    assert_eq!(
+        find(&format!("{service}-web")).expect("web in ps")["managed"],
+        true
+    );
 
     let status = node.mcp_json(&["status", &service]);
     let comps = components(&status);
-    assert_eq!(component(&comps, "worker")["drift"], serde_json::json!(["stopped"]));
+    assert_eq!(
+        component(&comps, "worker")["drift"],
+        serde_json::json!(["stopped"])
+    );
     assert_eq!(component(&comps, "web")["drift"], serde_json::json!([]));
-    let unmanaged = status["nodes"][0]["unmanaged"].as_array().expect("unmanaged");
-    assert!(unmanaged.iter().any(|u| u["name"] == stray.as_str()), "{unmanaged:?}");
+    let unmanaged = status["nodes"][0]["unmanaged"]
+        .as_array()
+        .expect("unmanaged");
+    assert!(
+        unmanaged.iter().any(|u| u["name"] == stray.as_str()),
+        "{unmanaged:?}"
+    );
 
     // A deploy converges the stopped component.
     let fixed = node.mcp_json(&["deploy", &service]);
-    assert_eq!(actions(&fixed), vec![pair("web", "unchanged"), pair("worker", "started")]);
+    assert_eq!(
+        actions(&fixed),
+        vec![pair("web", "unchanged"), pair("worker", "started")]
+    );
 }
 
 #[test]
@@ -225,17 +274,29 @@ fn missing_image_keeps_previous_container_running() {
     let before = components(&node.mcp_json(&["status", &service]));
 
     let missing = format!("{}/mcp-test/does-not-exist:404", node.env.registry);
-    let text = std::fs::read_to_string(&path).expect("read").replacen(&image, &missing, 1);
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replacen(&image, &missing, 1);
     std::fs::write(&path, text).expect("write");
     let err = node.mcp(&["deploy", &service]).failure();
-    assert!(err.contains("does-not-exist") && err.contains("web"), "{err}");
+    assert!(
+        err.contains("does-not-exist") && err.contains("web"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
 
     let after = components(&node.mcp_json(&["status", &service]));
     let web = component(&after, "web");
-    assert_eq!(web["container_id"], component(&before, "web")["container_id"]);
+    assert_eq!(
+        web["container_id"],
+        component(&before, "web")["container_id"]
+    );
     assert_eq!(web["observed_state"], "running");
-    assert_eq!(web["desired_image"], image.as_str(), "registry keeps the deployed definition");
+    assert_eq!(
+        web["desired_image"],
+        image.as_str(),
+        "registry keeps the deployed definition"
+    );
     assert_eq!(http_get(port).trim(), "hello from v1");
 }
 
@@ -247,22 +308,45 @@ fn port_taken_fails_cleanly_and_keeps_old_instance() {
     let taken_port = taken.local_addr().expect("addr").port();
 
     // A new service whose port is taken: clear error, nothing left behind.
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), taken_port));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), taken_port),
+    );
     let err = node.mcp(&["deploy", &service]).failure();
-    assert!(err.contains("address already in use") || err.contains("already"), "{err}");
-    let left: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
-    assert_eq!(left, vec![format!("{service}-worker")], "only the worker may exist");
+    assert!(
+        err.contains("address already in use") || err.contains("already"),
+        "{err}"
+    );
+    let left: Vec<String> = node
+        .instances_of(&service)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(
+        left,
+        vec![format!("{service}-worker")],
+        "only the worker may exist"
+    );
 
     // An update that moves to a taken port: the old instance comes back.
     let good = free_port();
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), good));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), good),
+    );
     node.mcp(&["deploy", &service]).success();
     assert_eq!(http_get(good).trim(), "hello from v1");
     let before = components(&node.mcp_json(&["status", &service]));
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), taken_port));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), taken_port),
+    );
     node.mcp(&["deploy", &service]).failure();
     let after = components(&node.mcp_json(&["status", &service]));
-    assert_eq!(component(&after, "web")["container_id"], component(&before, "web")["container_id"]);
+    assert_eq!(
+        component(&after, "web")["container_id"],
+        component(&before, "web")["container_id"]
+    );
     assert_eq!(component(&after, "web")["observed_state"], "running");
     assert_eq!(http_get(good).trim(), "hello from v1");
     drop(taken);
@@ -273,7 +357,11 @@ fn bad_definitions_are_refused_before_anything_is_sent() {
     let mut node = Node::start();
     let service = unique("bad");
     let cases = [
-        ("name = \"x\"\nbogus = 1\n[[components]]\nname = \"a\"\nimage = \"i\"\n", ":2:1:", "bogus"),
+        (
+            "name = \"x\"\nbogus = 1\n[[components]]\nname = \"a\"\nimage = \"i\"\n",
+            ":2:1:",
+            "bogus",
+        ),
         (
             "name = \"x\"\n[[components]]\nname = \"a\"\nimage = \"i\"\nports = [\"80:abc\"]\n",
             ":5:",
@@ -292,10 +380,16 @@ fn bad_definitions_are_refused_before_anything_is_sent() {
         let file = path.display().to_string();
         assert!(err.contains(&file), "error names the file: {err}");
         assert!(err.contains(pos), "error has position {pos}: {err}");
-        assert!(err.to_lowercase().contains(word), "error mentions {word}: {err}");
+        assert!(
+            err.to_lowercase().contains(word),
+            "error mentions {word}: {err}"
+        );
     }
     let list = node.mcp_json(&["list"]);
-    assert_eq!(list["nodes"][0]["services"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        list["nodes"][0]["services"].as_array().map(Vec::len),
+        Some(0)
+    );
 }
 
 #[test]
@@ -303,7 +397,10 @@ fn agent_restart_keeps_track_of_everything() {
     let mut node = Node::start();
     let service = unique("restart");
     let port = free_port();
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), port),
+    );
     node.mcp(&["deploy", &service]).success();
     let before = components(&node.mcp_json(&["status", &service]));
 
@@ -312,7 +409,10 @@ fn agent_restart_keeps_track_of_everything() {
     let after = components(&node.mcp_json(&["status", &service]));
     assert_eq!(before, after);
     let again = node.mcp_json(&["deploy", &service]);
-    assert_eq!(actions(&again), vec![pair("web", "unchanged"), pair("worker", "unchanged")]);
+    assert_eq!(
+        actions(&again),
+        vec![pair("web", "unchanged"), pair("worker", "unchanged")]
+    );
 }
 
 #[test]
@@ -362,10 +462,17 @@ fn sigkill_during_deploy_then_converges() {
         );
         // The next deploy converges: one instance per component, all on the image asked for.
         node.mcp(&["deploy", &service]).success();
-        let mut names: Vec<String> = node.instances_of(&service).into_iter().map(|i| i.name).collect();
+        let mut names: Vec<String> = node
+            .instances_of(&service)
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
         names.sort();
         let expected: Vec<String> = (0..6).map(|i| format!("{service}-c{i}")).collect();
-        assert_eq!(names, expected, "round {round}: duplicate or orphan instances");
+        assert_eq!(
+            names, expected,
+            "round {round}: duplicate or orphan instances"
+        );
         let comps = components(&node.mcp_json(&["status", &service]));
         assert_eq!(comps.len(), 6);
         for c in &comps {
@@ -381,14 +488,20 @@ fn podman_absent_at_start_then_recovers() {
     let mut node = Node::start_without_podman();
     let service = unique("late");
     let port = free_port();
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), port),
+    );
 
     let info = node.mcp_json(&["node", "info"]);
     assert_eq!(info["nodes"][0]["runtime_available"], false, "{info}");
     let err = node.mcp(&["status"]).failure();
     assert!(err.contains("unavailable"), "{err}");
     let err = node.mcp(&["deploy", &service]).failure();
-    assert!(err.contains("unavailable") && err.contains("podman.sock"), "{err}");
+    assert!(
+        err.contains("unavailable") && err.contains("podman.sock"),
+        "{err}"
+    );
     // Registry-only queries keep working.
     node.mcp(&["list"]).success();
 
@@ -414,7 +527,10 @@ fn podman_killed_while_following_logs_ends_the_stream() {
     let mut node = Node::start();
     let service = unique("logs");
     let port = free_port();
-    node.write_service(&service, &two_component_def(&service, &node.env.image_v1.clone(), port));
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), port),
+    );
     node.mcp(&["deploy", &service]).success();
     let mut follower = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
         .args(["logs", &service, "worker", "-f"])
@@ -424,11 +540,16 @@ fn podman_killed_while_following_logs_ends_the_stream() {
         .spawn()
         .expect("spawn logs -f");
     std::thread::sleep(Duration::from_millis(800));
-    assert!(follower.try_wait().expect("wait").is_none(), "logs -f should keep running");
+    assert!(
+        follower.try_wait().expect("wait").is_none(),
+        "logs -f should keep running"
+    );
     if let Some(p) = node.podman.as_mut() {
         p.kill();
     }
-    let ended = wait_for(Duration::from_secs(15), || follower.try_wait().ok().flatten());
+    let ended = wait_for(Duration::from_secs(15), || {
+        follower.try_wait().ok().flatten()
+    });
     if ended.is_none() {
         let _ = follower.kill();
         panic!("logs -f did not end when podman went away");
@@ -444,7 +565,10 @@ fn wildcard_listen_is_refused() {
         .expect("run agent");
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("wildcard") && err.contains("allow_wildcard"), "{err}");
+    assert!(
+        err.contains("wildcard") && err.contains("allow_wildcard"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -456,7 +580,11 @@ fn dev_mode_writes_a_ready_cli_config() {
     let extra = home.path().join("extra.toml");
     std::fs::write(
         &extra,
-        format!("[podman]\nsocket = \"{}\"\ninsecure_registries = [\"{}\"]\n", socket.display(), env.registry),
+        format!(
+            "[podman]\nsocket = \"{}\"\ninsecure_registries = [\"{}\"]\n",
+            socket.display(),
+            env.registry
+        ),
     )
     .expect("write");
     let port = free_port();
@@ -482,12 +610,24 @@ fn dev_mode_writes_a_ready_cli_config() {
         .expect("run mcp");
     let _ = agent.kill();
     let _ = agent.wait();
-    assert!(written.is_some(), "dev mode did not write {}", config.display());
+    assert!(
+        written.is_some(),
+        "dev mode did not write {}",
+        config.display()
+    );
     let text = std::fs::read_to_string(&config).expect("read config");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
-    assert!(home.path().join("data/mcp/mcp.db").exists(), "registry in the data dir");
+    assert!(
+        home.path().join("data/mcp/mcp.db").exists(),
+        "registry in the data dir"
+    );
     let out = String::from_utf8_lossy(&status.stdout);
-    assert_eq!(status.status.code(), Some(0), "{out} {}", String::from_utf8_lossy(&status.stderr));
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{out} {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["nodes"][0]["node_name"], "local");
     assert_eq!(v["nodes"][0]["runtime_available"], true);
@@ -496,7 +636,10 @@ fn dev_mode_writes_a_ready_cli_config() {
 #[test]
 fn grpc_health_and_reflection_are_served() {
     let node = Node::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
             .expect("uri")
@@ -510,12 +653,15 @@ fn grpc_health_and_reflection_are_served() {
             })
             .await
             .expect("health check");
-        assert_eq!(res.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+        assert_eq!(
+            res.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
 
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut refl = ServerReflectionClient::new(channel);
         let req = ServerReflectionRequest {
             host: String::new(),
@@ -531,7 +677,13 @@ fn grpc_health_and_reflection_are_served() {
             panic!("unexpected reflection answer");
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(names.contains(&"mcp.v1.AgentService".to_string()), "{names:?}");
-        assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"mcp.v1.AgentService".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_string()),
+            "{names:?}"
+        );
     });
 }

@@ -138,7 +138,9 @@ impl Ctx {
     /// The nodes a query goes to: `--node`, else all configured nodes.
     fn query_nodes(&self) -> anyhow::Result<Vec<&NodeEntry>> {
         match &self.node {
-            Some(n) => Ok(vec![self.node_for(None).with_context(|| format!("node {n}"))?]),
+            Some(n) => Ok(vec![
+                self.node_for(None).with_context(|| format!("node {n}"))?,
+            ]),
             None if self.config.nodes.is_empty() => {
                 bail!("no nodes configured in {}", self.config_path.display())
             }
@@ -165,7 +167,12 @@ impl Ctx {
     }
 }
 
-async fn deploy(ctx: &Ctx, def: &ServiceDef, component: Option<&str>, pull: PullPolicy) -> anyhow::Result<()> {
+async fn deploy(
+    ctx: &Ctx,
+    def: &ServiceDef,
+    component: Option<&str>,
+    pull: PullPolicy,
+) -> anyhow::Result<()> {
     let node = ctx.node_for(Some(def))?;
     let mut client = ctx.client(node).await?;
     let res = client.deploy(def, component, pull).await?;
@@ -189,7 +196,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out: Output::new(cli.json),
     };
     match cli.command {
-        Command::Deploy { target, component, pull } => {
+        Command::Deploy {
+            target,
+            component,
+            pull,
+        } => {
             let def = ctx.load_def(&target)?;
             let pull = match pull {
                 Pull::Missing => PullPolicy::Missing,
@@ -202,7 +213,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { target, component } => {
             let name = ctx.service_name(&target)?;
             let node = ctx.node_for(None)?;
-            let res = ctx.client(node).await?.restart(&name, component.as_deref()).await?;
+            let res = ctx
+                .client(node)
+                .await?
+                .restart(&name, component.as_deref())
+                .await?;
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)
         }
@@ -234,7 +249,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ctx.out.list(&lists)
         }
-        Command::Logs { service, component, follow, tail } => {
+        Command::Logs {
+            service,
+            component,
+            follow,
+            tail,
+        } => {
             let node = ctx.node_for(None)?;
             let mut stream = ctx
                 .client(node)
@@ -264,8 +284,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Node { command: NodeCommand::List } => ctx.out.nodes(&ctx.config.nodes),
-        Command::Node { command: NodeCommand::Info } => {
+        Command::Node {
+            command: NodeCommand::List,
+        } => ctx.out.nodes(&ctx.config.nodes),
+        Command::Node {
+            command: NodeCommand::Info,
+        } => {
             let mut infos = Vec::new();
             for node in ctx.query_nodes()? {
                 let info = match ctx.client(node).await {
@@ -292,7 +316,10 @@ async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::R
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcp: error: {e}");

@@ -73,7 +73,12 @@ impl Output {
     }
 
     /// Per-component results of a state-changing command.
-    pub fn results(&self, node: &str, service: &str, results: &[pb::ComponentResult]) -> anyhow::Result<()> {
+    pub fn results(
+        &self,
+        node: &str,
+        service: &str,
+        results: &[pb::ComponentResult],
+    ) -> anyhow::Result<()> {
         if self.json {
             let rows: Vec<Value> = results
                 .iter()
@@ -127,7 +132,16 @@ impl Output {
                 .collect();
             return print_json(&json!({ "nodes": nodes }));
         }
-        let mut t = table(&["NODE", "SERVICE", "COMPONENT", "DESIRED", "OBSERVED", "IMAGE", "UP", "DRIFT"]);
+        let mut t = table(&[
+            "NODE",
+            "SERVICE",
+            "COMPONENT",
+            "DESIRED",
+            "OBSERVED",
+            "IMAGE",
+            "UP",
+            "DRIFT",
+        ]);
         let mut unmanaged = Vec::new();
         for r in reports {
             for c in &r.components {
@@ -135,11 +149,24 @@ impl Output {
                     r.node.clone(),
                     c.service.clone(),
                     c.component.clone(),
-                    if c.desired_active { "running" } else { "stopped" }.to_string(),
+                    if c.desired_active {
+                        "running"
+                    } else {
+                        "stopped"
+                    }
+                    .to_string(),
                     c.observed_state.clone(),
                     c.desired_image.clone(),
-                    if c.observed_state == "running" { ago(c.started_at) } else { "-".into() },
-                    if c.drift.is_empty() { "-".into() } else { format!("DRIFT: {}", c.drift.join(",")) },
+                    if c.observed_state == "running" {
+                        ago(c.started_at)
+                    } else {
+                        "-".into()
+                    },
+                    if c.drift.is_empty() {
+                        "-".into()
+                    } else {
+                        format!("DRIFT: {}", c.drift.join(","))
+                    },
                 ]);
             }
             unmanaged.extend(r.unmanaged.iter().map(|u| (r.node.clone(), u)));
@@ -164,7 +191,9 @@ impl Output {
                 .collect();
             return print_json(&json!({ "nodes": nodes }));
         }
-        let mut t = table(&["NODE", "NAME", "RUNTIME", "IMAGE", "STATE", "STATUS", "PORTS", "MANAGED"]);
+        let mut t = table(&[
+            "NODE", "NAME", "RUNTIME", "IMAGE", "STATE", "STATUS", "PORTS", "MANAGED",
+        ]);
         for r in reports {
             for i in &r.instances {
                 t.add_row(vec![
@@ -223,7 +252,10 @@ impl Output {
     }
 
     /// `mcp node info`.
-    pub fn node_info(&self, infos: &[(NodeEntry, anyhow::Result<pb::NodeInfoResponse>)]) -> anyhow::Result<()> {
+    pub fn node_info(
+        &self,
+        infos: &[(NodeEntry, anyhow::Result<pb::NodeInfoResponse>)],
+    ) -> anyhow::Result<()> {
         if self.json {
             let rows: Vec<Value> = infos
                 .iter()
@@ -242,8 +274,14 @@ impl Output {
         let mut t = table(&["NODE", "ADDRESS", "AGENT", "RUNTIME"]);
         for (n, r) in infos {
             let (agent, runtime) = match r {
-                Ok(i) if i.runtime_available => (i.agent_version.clone(), format!("podman {}", i.runtime_version)),
-                Ok(i) => (i.agent_version.clone(), format!("unavailable: {}", i.runtime_error)),
+                Ok(i) if i.runtime_available => (
+                    i.agent_version.clone(),
+                    format!("podman {}", i.runtime_version),
+                ),
+                Ok(i) => (
+                    i.agent_version.clone(),
+                    format!("unavailable: {}", i.runtime_error),
+                ),
                 Err(e) => ("unreachable".to_string(), one_line(e)),
             };
             t.add_row(vec![n.name.clone(), n.address.clone(), agent, runtime]);
@@ -294,7 +332,11 @@ pub fn check_results(service: &str, results: &[pb::ComponentResult]) -> anyhow::
     if failed.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("{} component(s) failed: {}", failed.len(), failed.join("; "))
+        anyhow::bail!(
+            "{} component(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        )
     }
 }
 

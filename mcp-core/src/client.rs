@@ -76,7 +76,11 @@ pub struct Client {
 impl Client {
     /// Connects to the agent of `node` at `address` (`host:port`), sending
     /// `token` as a bearer token with every call when given.
-    pub async fn connect(node: &str, address: &str, token: Option<String>) -> Result<Client, ClientError> {
+    pub async fn connect(
+        node: &str,
+        address: &str,
+        token: Option<String>,
+    ) -> Result<Client, ClientError> {
         let uri = if address.contains("://") {
             address.to_string()
         } else {
@@ -116,10 +120,10 @@ impl Client {
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(token) = &self.token {
-            if let Ok(value) = format!("Bearer {token}").parse() {
-                req.metadata_mut().insert("authorization", value);
-            }
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            req.metadata_mut().insert("authorization", value);
         }
         req
     }
@@ -154,11 +158,19 @@ impl Client {
                 PullPolicy::Always => pb::PullPolicy::Always,
             } as i32,
         });
-        let res = self.inner.deploy(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .deploy(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
-    fn service_request(&self, service: &str, component: Option<&str>) -> tonic::Request<pb::ServiceRequest> {
+    fn service_request(
+        &self,
+        service: &str,
+        component: Option<&str>,
+    ) -> tonic::Request<pb::ServiceRequest> {
         self.request(pb::ServiceRequest {
             service: service.to_string(),
             component: component.unwrap_or_default().to_string(),
@@ -166,39 +178,73 @@ impl Client {
     }
 
     /// Stops a service (or one component).
-    pub async fn stop(&mut self, service: &str, component: Option<&str>) -> Result<pb::ServiceActionResponse, ClientError> {
+    pub async fn stop(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
         let req = self.service_request(service, component);
         let res = self.inner.stop(req).await.map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// Starts a service (or one component).
-    pub async fn start(&mut self, service: &str, component: Option<&str>) -> Result<pb::ServiceActionResponse, ClientError> {
+    pub async fn start(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
         let req = self.service_request(service, component);
-        let res = self.inner.start(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .start(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// Restarts a service (or one component).
-    pub async fn restart(&mut self, service: &str, component: Option<&str>) -> Result<pb::ServiceActionResponse, ClientError> {
+    pub async fn restart(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
         let req = self.service_request(service, component);
-        let res = self.inner.restart(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .restart(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// Removes a service and its instances.
-    pub async fn remove(&mut self, service: &str) -> Result<pb::ServiceActionResponse, ClientError> {
+    pub async fn remove(
+        &mut self,
+        service: &str,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
         let req = self.service_request(service, None);
-        let res = self.inner.remove(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .remove(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// Desired versus observed state, of one service or all.
-    pub async fn status(&mut self, service: Option<&str>) -> Result<pb::StatusResponse, ClientError> {
+    pub async fn status(
+        &mut self,
+        service: Option<&str>,
+    ) -> Result<pb::StatusResponse, ClientError> {
         let req = self.request(pb::StatusRequest {
             service: service.unwrap_or_default().to_string(),
         });
-        let res = self.inner.status(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .status(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
@@ -219,7 +265,11 @@ impl Client {
     /// The node's name, version and runtime availability.
     pub async fn node_info(&mut self) -> Result<pb::NodeInfoResponse, ClientError> {
         let req = self.request(pb::NodeInfoRequest {});
-        let res = self.inner.node_info(req).await.map_err(|s| self.status_err(s))?;
+        let res = self
+            .inner
+            .node_info(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
@@ -239,6 +289,8 @@ impl Client {
         });
         let res = self.inner.logs(req).await.map_err(|s| self.status_err(s))?;
         let this = self.clone();
-        Ok(res.into_inner().map(move |item| item.map_err(|s| this.status_err(s))))
+        Ok(res
+            .into_inner()
+            .map(move |item| item.map_err(|s| this.status_err(s))))
     }
 }

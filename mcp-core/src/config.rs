@@ -52,10 +52,7 @@ pub enum ConfigError {
 
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((1, 1));
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         ConfigError::Parse {
             path: path.to_path_buf(),
             line,
@@ -317,7 +314,9 @@ impl AgentConfig {
         }
         if let Some(v) = file.monitor.alert_command {
             if v.first().is_some_and(|p| p.is_empty()) {
-                return Err(invalid("monitor.alert_command: the program name is empty".into()));
+                return Err(invalid(
+                    "monitor.alert_command: the program name is empty".into(),
+                ));
             }
             self.monitor.alert_command = v;
         }
@@ -337,12 +336,13 @@ impl AgentConfig {
 
     /// Applies a `--listen ADDR` flag.
     pub fn apply_listen_flag(&mut self, addr: &str) -> Result<(), ConfigError> {
-        self.listen = Some(parse_listen(addr, self.port).map_err(|message| {
-            ConfigError::Invalid {
-                path: PathBuf::from("--listen"),
-                message,
-            }
-        })?);
+        self.listen =
+            Some(
+                parse_listen(addr, self.port).map_err(|message| ConfigError::Invalid {
+                    path: PathBuf::from("--listen"),
+                    message,
+                })?,
+            );
         self.listen_interface = None;
         Ok(())
     }
@@ -395,8 +395,8 @@ fn parse_listen(s: &str, default_port: u16) -> Result<SocketAddr, String> {
 
 /// The first IPv4 (else IPv6) address of a network interface.
 fn interface_address(name: &str) -> Result<IpAddr, String> {
-    let addrs = nix::ifaddrs::getifaddrs()
-        .map_err(|e| format!("cannot list network interfaces: {e}"))?;
+    let addrs =
+        nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list network interfaces: {e}"))?;
     let mut v6 = None;
     let mut seen = false;
     for ifa in addrs.filter(|a| a.interface_name == name) {
@@ -493,7 +493,10 @@ impl CliConfig {
             rebase(p);
         }
         if let Some(tls) = config.tls.as_mut() {
-            for p in [&mut tls.ca_cert, &mut tls.cert, &mut tls.key].into_iter().flatten() {
+            for p in [&mut tls.ca_cert, &mut tls.cert, &mut tls.key]
+                .into_iter()
+                .flatten()
+            {
                 rebase(p);
             }
         }
@@ -516,19 +519,18 @@ impl CliConfig {
                 let known: Vec<_> = self.nodes.iter().map(|e| e.name.as_str()).collect();
                 format!("unknown node {n:?} (configured: {})", known.join(", "))
             }),
-            None => self
-                .nodes
-                .first()
-                .ok_or_else(|| "no nodes configured: add a [[nodes]] entry to the CLI config".to_string()),
+            None => self.nodes.first().ok_or_else(|| {
+                "no nodes configured: add a [[nodes]] entry to the CLI config".to_string()
+            }),
         }
     }
 
     /// The bearer token: `MCP_TOKEN`, else `token`, else the contents of `token_file`.
     pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Ok(t) = std::env::var("MCP_TOKEN") {
-            if !t.is_empty() {
-                return Ok(Some(t));
-            }
+        if let Ok(t) = std::env::var("MCP_TOKEN")
+            && !t.is_empty()
+        {
+            return Ok(Some(t));
         }
         if let Some(t) = &self.token {
             return Ok(Some(t.clone()));
@@ -578,8 +580,11 @@ mod tests {
     #[test]
     fn file_overrides_only_what_it_sets() {
         let mut c = AgentConfig::dev_defaults(Path::new("/tmp/d"));
-        c.apply_toml(Path::new("x.toml"), "node_name = \"rift\"\n[podman]\nstop_timeout = 2\n")
-            .unwrap();
+        c.apply_toml(
+            Path::new("x.toml"),
+            "node_name = \"rift\"\n[podman]\nstop_timeout = 2\n",
+        )
+        .unwrap();
         assert_eq!(c.node_name, "rift");
         assert_eq!(c.podman.stop_timeout, Duration::from_secs(2));
         assert_eq!(c.db, PathBuf::from("/tmp/d/mcp.db"));
@@ -590,7 +595,10 @@ mod tests {
     fn unknown_key_names_file_line_and_column() {
         let mut c = AgentConfig::defaults();
         let err = c
-            .apply_toml(Path::new("agent.toml"), "node_name = \"a\"\n[podman]\nsockt = \"/x\"\n")
+            .apply_toml(
+                Path::new("agent.toml"),
+                "node_name = \"a\"\n[podman]\nsockt = \"/x\"\n",
+            )
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("agent.toml:3:1:"), "{err}");
@@ -612,25 +620,42 @@ mod tests {
     #[test]
     fn listen_without_port_uses_default_port() {
         let mut c = AgentConfig::defaults();
-        c.apply_toml(Path::new("a.toml"), "listen = \"100.64.0.7\"\n").unwrap();
-        assert_eq!(c.bind_address().unwrap(), "100.64.0.7:9444".parse().unwrap());
-        let err = c.apply_toml(Path::new("a.toml"), "listen = \"nope\"\n").unwrap_err();
+        c.apply_toml(Path::new("a.toml"), "listen = \"100.64.0.7\"\n")
+            .unwrap();
+        assert_eq!(
+            c.bind_address().unwrap(),
+            "100.64.0.7:9444".parse().unwrap()
+        );
+        let err = c
+            .apply_toml(Path::new("a.toml"), "listen = \"nope\"\n")
+            .unwrap_err();
         assert!(err.to_string().contains("invalid listen address \"nope\""));
     }
 
     #[test]
     fn listen_interface_resolves_loopback() {
         let mut c = AgentConfig::defaults();
-        c.apply_toml(Path::new("a.toml"), "listen_interface = \"lo\"\nport = 7000\n").unwrap();
+        c.apply_toml(
+            Path::new("a.toml"),
+            "listen_interface = \"lo\"\nport = 7000\n",
+        )
+        .unwrap();
         assert_eq!(c.bind_address().unwrap(), "127.0.0.1:7000".parse().unwrap());
-        c.apply_toml(Path::new("a.toml"), "listen_interface = \"nosuch0\"\n").unwrap();
+        c.apply_toml(Path::new("a.toml"), "listen_interface = \"nosuch0\"\n")
+            .unwrap();
         let err = c.bind_address().unwrap_err().to_string();
-        assert!(err.contains("no network interface named \"nosuch0\""), "{err}");
+        assert!(
+            err.contains("no network interface named \"nosuch0\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn no_listen_address_is_an_error() {
-        let err = AgentConfig::defaults().bind_address().unwrap_err().to_string();
+        let err = AgentConfig::defaults()
+            .bind_address()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no listen address"), "{err}");
     }
 
@@ -654,7 +679,12 @@ mod tests {
         assert_eq!(loaded.services_dir, dir.path().join("services"));
         assert_eq!(loaded.token_file, Some(dir.path().join("token")));
         assert_eq!(loaded.node(None).unwrap().name, "local");
-        assert!(loaded.node(Some("rift")).unwrap_err().contains("unknown node \"rift\""));
+        assert!(
+            loaded
+                .node(Some("rift"))
+                .unwrap_err()
+                .contains("unknown node \"rift\"")
+        );
     }
 
     #[test]
@@ -702,7 +732,10 @@ mod target_tests {
             tls: None,
             nodes: vec![],
         };
-        assert_eq!(c.definition_path("web"), PathBuf::from("/etc/mcp/services/web.toml"));
+        assert_eq!(
+            c.definition_path("web"),
+            PathBuf::from("/etc/mcp/services/web.toml")
+        );
         assert_eq!(c.definition_path("./web"), PathBuf::from("./web"));
         assert_eq!(c.definition_path("web.toml"), PathBuf::from("web.toml"));
     }

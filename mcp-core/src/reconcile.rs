@@ -164,7 +164,11 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn component_record(service: &str, def: &ComponentDef, container_id: Option<String>) -> ComponentRecord {
+fn component_record(
+    service: &str,
+    def: &ComponentDef,
+    container_id: Option<String>,
+) -> ComponentRecord {
     ComponentRecord {
         service: service.to_string(),
         name: def.name.clone(),
@@ -224,13 +228,13 @@ impl Reconciler {
         only: Option<&str>,
         pull: PullPolicy,
     ) -> Result<Vec<ComponentOutcome>, AgentError> {
-        if let Some(name) = only {
-            if !def.components.iter().any(|c| c.name == name) {
-                return Err(AgentError::NotFound(format!(
-                    "service {:?} has no component {name:?}",
-                    def.name
-                )));
-            }
+        if let Some(name) = only
+            && !def.components.iter().any(|c| c.name == name)
+        {
+            return Err(AgentError::NotFound(format!(
+                "service {:?} has no component {name:?}",
+                def.name
+            )));
         }
         let _guard = self.locks.lock(&def.name).await;
         self.runtime.ping().await?;
@@ -273,7 +277,12 @@ impl Reconciler {
                 .map(|c| self.converge(&def.name, c, def.active, pull)),
         )
         .await;
-        let removed = join_all(dropped.iter().map(|p| self.remove_instance(&def.name, &p.name))).await;
+        let removed = join_all(
+            dropped
+                .iter()
+                .map(|p| self.remove_instance(&def.name, &p.name)),
+        )
+        .await;
 
         // Settle the registry: successes keep their new record, failures get
         // their previous record back (or none, when they are new).
@@ -305,7 +314,8 @@ impl Reconciler {
                 Err(err) => outcomes.push(ComponentOutcome::failed(&record.name, &err)),
             }
         }
-        let all_failed = !outcomes.is_empty() && outcomes.iter().all(|o| o.action == Action::Failed);
+        let all_failed =
+            !outcomes.is_empty() && outcomes.iter().all(|o| o.action == Action::Failed);
         if all_failed && previous_service.is_none() {
             self.registry.delete_service(&def.name)?;
         } else {
@@ -356,11 +366,9 @@ impl Reconciler {
             None => {
                 self.ensure_image(&def.image, pull).await?;
                 let id = self.runtime.create(&spec).await?;
-                if active {
-                    if let Err(err) = self.runtime.start(&name).await {
-                        self.discard(&name).await;
-                        return Err(err.into());
-                    }
+                if active && let Err(err) = self.runtime.start(&name).await {
+                    self.discard(&name).await;
+                    return Err(err.into());
                 }
                 Ok((Action::Created, Some(id)))
             }
@@ -429,7 +437,9 @@ impl Reconciler {
     async fn discard(&self, name: &str) {
         match self.runtime.remove(name, true).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-            Err(err) => tracing::warn!(instance = %name, error = %err, "could not remove failed instance"),
+            Err(err) => {
+                tracing::warn!(instance = %name, error = %err, "could not remove failed instance")
+            }
         }
     }
 
@@ -467,7 +477,12 @@ impl Reconciler {
             let _guard = self.locks.lock(&service).await;
             let restored = self.runtime.inspect(base).await?.is_none();
             self.resolve_leftover(base).await?;
-            if restored && self.registry.get_service(&service)?.is_some_and(|s| s.active) {
+            if restored
+                && self
+                    .registry
+                    .get_service(&service)?
+                    .is_some_and(|s| s.active)
+            {
                 self.runtime.start(base).await?;
             }
             fixed += 1;
@@ -475,11 +490,14 @@ impl Reconciler {
         Ok(fixed)
     }
 
-    fn selected(&self, service: &str, component: Option<&str>) -> Result<(ServiceRecord, Vec<ComponentRecord>), AgentError> {
-        let record = self
-            .registry
-            .get_service(service)?
-            .ok_or_else(|| AgentError::NotFound(format!("no service named {service:?} on this node")))?;
+    fn selected(
+        &self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<(ServiceRecord, Vec<ComponentRecord>), AgentError> {
+        let record = self.registry.get_service(service)?.ok_or_else(|| {
+            AgentError::NotFound(format!("no service named {service:?} on this node"))
+        })?;
         let mut comps = self.registry.components(service)?;
         if let Some(only) = component {
             comps.retain(|c| c.name == only);
@@ -494,7 +512,11 @@ impl Reconciler {
 
     /// Stops a service's instances (or one component's) and, for the whole
     /// service, marks it inactive.
-    pub async fn stop(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+    pub async fn stop(
+        &self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<Vec<ComponentOutcome>, AgentError> {
         let _guard = self.locks.lock(service).await;
         let (_, comps) = self.selected(service, component)?;
         self.runtime.ping().await?;
@@ -515,7 +537,11 @@ impl Reconciler {
 
     /// Starts a service's instances (or one component's), creating missing
     /// ones from the registry, and, for the whole service, marks it active.
-    pub async fn start(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+    pub async fn start(
+        &self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<Vec<ComponentOutcome>, AgentError> {
         let _guard = self.locks.lock(service).await;
         let (_, comps) = self.selected(service, component)?;
         self.runtime.ping().await?;
@@ -523,9 +549,12 @@ impl Reconciler {
             self.registry.set_active(service, true)?;
         }
         let results = join_all(comps.iter().map(|c| async move {
-            let (action, id) = self.converge(service, &c.definition, true, PullPolicy::Missing).await?;
+            let (action, id) = self
+                .converge(service, &c.definition, true, PullPolicy::Missing)
+                .await?;
             if id.is_some() && id != c.container_id {
-                self.registry.set_container_id(service, &c.name, id.as_deref())?;
+                self.registry
+                    .set_container_id(service, &c.name, id.as_deref())?;
             }
             Ok(match action {
                 Action::Unchanged => Action::Unchanged,
@@ -539,7 +568,11 @@ impl Reconciler {
 
     /// Restarts a service's instances (or one component's) without changing
     /// the definition; missing instances are created.
-    pub async fn restart(&self, service: &str, component: Option<&str>) -> Result<Vec<ComponentOutcome>, AgentError> {
+    pub async fn restart(
+        &self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<Vec<ComponentOutcome>, AgentError> {
         let _guard = self.locks.lock(service).await;
         let (record, comps) = self.selected(service, component)?;
         if !record.active {
@@ -554,9 +587,12 @@ impl Reconciler {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(AgentError::from(e)),
             }
-            let (action, id) = self.converge(service, &c.definition, true, PullPolicy::Missing).await?;
+            let (action, id) = self
+                .converge(service, &c.definition, true, PullPolicy::Missing)
+                .await?;
             if id.is_some() && id != c.container_id {
-                self.registry.set_container_id(service, &c.name, id.as_deref())?;
+                self.registry
+                    .set_container_id(service, &c.name, id.as_deref())?;
             }
             Ok(match action {
                 Action::Created | Action::Updated => action,
@@ -573,7 +609,9 @@ impl Reconciler {
         let (_, comps) = self.selected(service, None)?;
         self.runtime.ping().await?;
         let results = join_all(comps.iter().map(|c| async move {
-            self.remove_instance(service, &c.name).await.map(|()| Action::Removed)
+            self.remove_instance(service, &c.name)
+                .await
+                .map(|()| Action::Removed)
         }))
         .await;
         let out = outcomes(&comps, results);
@@ -658,7 +696,10 @@ impl Reconciler {
         service: &str,
         component: Option<&str>,
         options: &LogOptions,
-    ) -> Result<futures::stream::BoxStream<'static, (String, Result<LogChunk, RuntimeError>)>, AgentError> {
+    ) -> Result<
+        futures::stream::BoxStream<'static, (String, Result<LogChunk, RuntimeError>)>,
+        AgentError,
+    > {
         let (_, comps) = self.selected(service, component)?;
         let mut streams = Vec::new();
         for c in &comps {
@@ -675,7 +716,10 @@ impl Reconciler {
     }
 }
 
-fn outcomes(comps: &[ComponentRecord], results: Vec<Result<Action, AgentError>>) -> Vec<ComponentOutcome> {
+fn outcomes(
+    comps: &[ComponentRecord],
+    results: Vec<Result<Action, AgentError>>,
+) -> Vec<ComponentOutcome> {
     comps
         .iter()
         .zip(results)

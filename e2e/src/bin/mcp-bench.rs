@@ -27,12 +27,20 @@ impl Row {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn time(cmd: &mut Command) -> f64 {
     let start = Instant::now();
-    let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output().expect("run");
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
     let elapsed = start.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
@@ -78,7 +86,10 @@ fn rss_kb(pid: u32) -> u64 {
 fn podman_rm(names: &[String]) {
     let mut args = vec!["rm", "-f", "-t", "0"];
     args.extend(names.iter().map(String::as_str));
-    let _ = podman(&args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = podman(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64) {
@@ -88,9 +99,13 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
         let service = unique("bench");
         node.write_service(&service, &def(&service, &image, components));
         ours.push(time(&mut mcp(node, &["deploy", &service])));
-        let _ = mcp(node, &["remove", &service]).stdout(Stdio::null()).status();
+        let _ = mcp(node, &["remove", &service])
+            .stdout(Stdio::null())
+            .status();
 
-        let names: Vec<String> = (0..components).map(|i| format!("{}-c{i}", unique("podman"))).collect();
+        let names: Vec<String> = (0..components)
+            .map(|i| format!("{}-c{i}", unique("podman")))
+            .collect();
         let start = Instant::now();
         for n in &names {
             let out = podman(&["run", "-d", "--name", n, &image, "sleep", "3600"])
@@ -98,7 +113,11 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
                 .stderr(Stdio::piped())
                 .output()
                 .expect("podman run");
-            assert!(out.status.success(), "podman run: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "podman run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         theirs.push(start.elapsed().as_secs_f64());
         podman_rm(&names);
@@ -108,7 +127,11 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let write = args.iter().position(|a| a == "--write").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let write = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     let rounds: usize = args
         .iter()
         .position(|a| a == "--rounds")
@@ -128,9 +151,23 @@ fn main() {
 
     let mut rows = Vec::new();
     let (a, b) = deploy_vs_run(&mut node, 1, rounds);
-    rows.push(Row { name: "deploy, 1 component", mcp: a, other: b, other_name: "podman run -d", unit: "s", target: "<= 1.15x" });
+    rows.push(Row {
+        name: "deploy, 1 component",
+        mcp: a,
+        other: b,
+        other_name: "podman run -d",
+        unit: "s",
+        target: "<= 1.15x",
+    });
     let (a, b) = deploy_vs_run(&mut node, 5, rounds);
-    rows.push(Row { name: "deploy, 5 components", mcp: a, other: b, other_name: "5 x podman run -d", unit: "s", target: "<= 0.6x" });
+    rows.push(Row {
+        name: "deploy, 5 components",
+        mcp: a,
+        other: b,
+        other_name: "5 x podman run -d",
+        unit: "s",
+        target: "<= 0.6x",
+    });
 
     // 50 managed containers: 10 services of 5 components.
     let mut services = Vec::new();
@@ -138,7 +175,11 @@ fn main() {
         let service = unique("fleet");
         node.write_service(&service, &def(&service, &node.env.image_v1.clone(), 5));
         let out = mcp(&node, &["deploy", &service]).output().expect("deploy");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         services.push(service);
     }
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -146,7 +187,14 @@ fn main() {
         ours.push(time(&mut mcp(&node, &["status"])));
         theirs.push(time(&mut podman(&["ps", "-a", "--format", "json"])));
     }
-    rows.push(Row { name: "status, 50 containers", mcp: median(ours), other: median(theirs), other_name: "podman ps -a --format json", unit: "s", target: "<= 0.5x" });
+    rows.push(Row {
+        name: "status, 50 containers",
+        mcp: median(ours),
+        other: median(theirs),
+        other_name: "podman ps -a --format json",
+        unit: "s",
+        target: "<= 0.5x",
+    });
     let busy_rss = rss_kb(pid);
     for s in &services {
         let _ = mcp(&node, &["remove", s]).output();
@@ -157,7 +205,14 @@ fn main() {
     for r in &rows {
         table.push_str(&format!(
             "| {} | {:.3} {} | {} | {:.3} {} | {:.2}x | {} |\n",
-            r.name, r.mcp, r.unit, r.other_name, r.other, r.unit, r.ratio(), r.target
+            r.name,
+            r.mcp,
+            r.unit,
+            r.other_name,
+            r.other,
+            r.unit,
+            r.ratio(),
+            r.target
         ));
     }
     table.push_str(&format!(
@@ -176,7 +231,9 @@ fn main() {
             rounds
         );
         let updated = match (existing.find(begin), existing.find(end)) {
-            (Some(b), Some(e)) if e > b => format!("{}{}{}", &existing[..b], block, &existing[e + end.len()..]),
+            (Some(b), Some(e)) if e > b => {
+                format!("{}{}{}", &existing[..b], block, &existing[e + end.len()..])
+            }
             _ => format!("{existing}\n{block}\n"),
         };
         std::fs::write(&path, updated).expect("write results");

@@ -96,7 +96,10 @@ impl Agent {
     }
 
     /// Serves gRPC until `shutdown` resolves, then finishes in-flight RPCs.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Agent {
             config,
             reconciler,
@@ -142,8 +145,13 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
                     tracing::info!(version = %v.version, "runtime available");
                     match reconciler.recover().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(count = n, "resolved instances left by interrupted deploys"),
-                        Err(e) => tracing::warn!(error = %e, "could not resolve leftovers of interrupted deploys"),
+                        Ok(n) => tracing::info!(
+                            count = n,
+                            "resolved instances left by interrupted deploys"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not resolve leftovers of interrupted deploys")
+                        }
                     }
                 }
                 true
@@ -162,7 +170,11 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
 
 /// Writes a CLI configuration pointing at this agent to `path`, unless a
 /// file exists there; returns whether it wrote. Used by `mcp-agent --dev`.
-pub fn write_dev_cli_config(path: &std::path::Path, node_name: &str, addr: SocketAddr) -> Result<bool, ConfigError> {
+pub fn write_dev_cli_config(
+    path: &std::path::Path,
+    node_name: &str,
+    addr: SocketAddr,
+) -> Result<bool, ConfigError> {
     let services_dir = path
         .parent()
         .map(|p| p.join("services"))

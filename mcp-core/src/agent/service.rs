@@ -77,8 +77,14 @@ pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
         status: i.status.clone(),
         runtime: i.runtime.to_string(),
         managed: i.is_managed(),
-        service: i.label(mcp_runtime::labels::SERVICE).unwrap_or_default().to_string(),
-        component: i.label(mcp_runtime::labels::COMPONENT).unwrap_or_default().to_string(),
+        service: i
+            .label(mcp_runtime::labels::SERVICE)
+            .unwrap_or_default()
+            .to_string(),
+        component: i
+            .label(mcp_runtime::labels::COMPONENT)
+            .unwrap_or_default()
+            .to_string(),
         ports: i.ports.iter().map(ToString::to_string).collect(),
         created_at: i.created_at,
     }
@@ -104,7 +110,10 @@ type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send
 
 #[tonic::async_trait]
 impl AgentServiceApi for AgentService {
-    async fn deploy(&self, request: Request<pb::DeployRequest>) -> Result<Response<pb::DeployResponse>, Status> {
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<pb::DeployResponse>, Status> {
         let req = request.into_inner();
         let spec = req
             .service
@@ -124,7 +133,10 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
-    async fn stop(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn stop(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
         let outcomes = self
             .reconciler
@@ -136,7 +148,10 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
-    async fn start(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn start(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
         let outcomes = self
             .reconciler
@@ -148,7 +163,10 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
-    async fn restart(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn restart(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
         let outcomes = self
             .reconciler
@@ -160,7 +178,10 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
-    async fn remove(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn remove(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
         if !req.component.is_empty() {
             return Err(Status::invalid_argument(
@@ -174,17 +195,27 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
-    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let req = request.into_inner();
         let report = self.reconciler.status(non_empty(&req.service)).await?;
         Ok(Response::new(pb::StatusResponse {
             node: self.node_name.clone(),
-            components: report.components.into_iter().map(component_status).collect(),
+            components: report
+                .components
+                .into_iter()
+                .map(component_status)
+                .collect(),
             unmanaged: report.unmanaged.iter().map(instance).collect(),
         }))
     }
 
-    async fn list(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let registry = self.reconciler.registry();
         let mut services = Vec::new();
         for s in registry.list_services().map_err(AgentError::from)? {
@@ -204,7 +235,10 @@ impl AgentServiceApi for AgentService {
         Ok(Response::new(pb::ListResponse { services }))
     }
 
-    async fn ps(&self, _request: Request<pb::PsRequest>) -> Result<Response<pb::PsResponse>, Status> {
+    async fn ps(
+        &self,
+        _request: Request<pb::PsRequest>,
+    ) -> Result<Response<pb::PsResponse>, Status> {
         let instances = self.reconciler.ps().await?;
         Ok(Response::new(pb::PsResponse {
             node: self.node_name.clone(),
@@ -214,7 +248,10 @@ impl AgentServiceApi for AgentService {
 
     type LogsStream = LogsStream;
 
-    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
         let options = LogOptions {
             follow: req.follow,
@@ -222,7 +259,11 @@ impl AgentServiceApi for AgentService {
         };
         let stream = self
             .reconciler
-            .logs(service_name(&req.service)?, non_empty(&req.component), &options)
+            .logs(
+                service_name(&req.service)?,
+                non_empty(&req.component),
+                &options,
+            )
             .await?;
         let out = stream.map(|(component, item)| match item {
             Ok(chunk) => Ok(pb::LogChunk {
@@ -235,7 +276,10 @@ impl AgentServiceApi for AgentService {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn node_info(&self, _request: Request<pb::NodeInfoRequest>) -> Result<Response<pb::NodeInfoResponse>, Status> {
+    async fn node_info(
+        &self,
+        _request: Request<pb::NodeInfoRequest>,
+    ) -> Result<Response<pb::NodeInfoResponse>, Status> {
         let (available, version, error) = match self.reconciler.runtime().ping().await {
             Ok(v) => (true, v.version, String::new()),
             Err(e) => (false, String::new(), e.to_string()),
