@@ -160,41 +160,6 @@ pub struct Reconciler {
     locks: ServiceLocks,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn component_record(
-    service: &str,
-    def: &ComponentDef,
-    container_id: Option<String>,
-) -> ComponentRecord {
-    ComponentRecord {
-        service: service.to_string(),
-        name: def.name.clone(),
-        runtime: def.runtime,
-        image: def.image.clone(),
-        definition: def.clone(),
-        spec_hash: def.spec_hash(),
-        memory: def.memory.as_ref().map(|m| m.bytes()),
-        vcpus: def.vcpus,
-        container_id,
-        updated_at: now(),
-    }
-}
-
-fn service_record(def: &ServiceDef, previous: Option<&ServiceRecord>) -> ServiceRecord {
-    let ts = now();
-    ServiceRecord {
-        name: def.name.clone(),
-        active: def.active,
-        node: def.node.clone(),
-        tier: def.tier.as_str().to_string(),
-        created_at: previous.map_or_else(|| ts.clone(), |p| p.created_at.clone()),
-        updated_at: ts,
-    }
-}
-
 impl Reconciler {
     /// A reconciler over `runtime` and `registry`; instances get
     /// `stop_timeout` to stop before they are killed.
@@ -261,12 +226,12 @@ impl Reconciler {
 
         // Record the intent first, so a crash mid-way leaves the registry
         // naming what the operator asked for.
-        let service = service_record(def, previous_service.as_ref());
+        let service = ServiceRecord::from_def(def);
         let intent: Vec<ComponentRecord> = targets
             .iter()
-            .map(|c| {
-                let id = previous.get(&c.name).and_then(|p| p.container_id.clone());
-                component_record(&def.name, c, id)
+            .map(|c| ComponentRecord {
+                container_id: previous.get(&c.name).and_then(|p| p.container_id.clone()),
+                ..ComponentRecord::from_def(&def.name, c)
             })
             .collect();
         self.registry.record_deploy(&service, &intent, &[])?;
@@ -292,7 +257,10 @@ impl Reconciler {
         for (component, result) in targets.iter().zip(converged) {
             match result {
                 Ok((action, id)) => {
-                    settled.push(component_record(&def.name, component, id.clone()));
+                    settled.push(ComponentRecord {
+                        container_id: id.clone(),
+                        ..ComponentRecord::from_def(&def.name, component)
+                    });
                     outcomes.push(ComponentOutcome::ok(&component.name, action, id));
                 }
                 Err(err) => {
