@@ -69,12 +69,15 @@ pub fn free_port() -> u16 {
 /// The directory holding the workspace's built binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe
+    // Tests live in target/<profile>/deps/, binaries such as mcp-bench in
+    // target/<profile>/; mcp and mcp-agent are in target/<profile>/.
+    let mut dir = exe
         .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
+        .expect("executable has a directory")
         .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     for bin in ["mcp", "mcp-agent"] {
         assert!(
             dir.join(bin).exists(),
@@ -362,25 +365,30 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_agent();
-        if self.podman.is_some() && !self.services.is_empty() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                let podman = self.podman_client();
-                rt.block_on(async {
-                    if let Ok(list) = podman.list().await {
-                        for i in list {
-                            if self
-                                .services
-                                .iter()
-                                .any(|s| i.name.starts_with(&format!("{s}-")))
-                            {
-                                let _ = podman.remove(&i.name, true).await;
-                            }
-                        }
-                    }
-                });
+        // Clean up with the podman CLI, which works whether or not this
+        // node's API service is still up.
+        if !self.services.is_empty() {
+            if let Ok(out) = Command::new("podman")
+                .args(["ps", "-a", "--format", "{{.Names}}"])
+                .output()
+            {
+                let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|n| {
+                        self.services
+                            .iter()
+                            .any(|s| n.starts_with(&format!("{s}-")))
+                    })
+                    .map(str::to_string)
+                    .collect();
+                if !names.is_empty() {
+                    let _ = Command::new("podman")
+                        .args(["rm", "-f", "-t", "0"])
+                        .args(&names)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
             }
         }
         if std::thread::panicking() {

@@ -687,3 +687,102 @@ fn grpc_health_and_reflection_are_served() {
         );
     });
 }
+
+#[test]
+fn cli_completions_and_config_errors() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+            .args(["completions", shell])
+            .output()
+            .expect("run mcp");
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("deploy") && text.contains("status"),
+            "{shell}: {text}"
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.toml");
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .args(["--config"])
+        .arg(&missing)
+        .arg("status")
+        .output()
+        .expect("run mcp");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&missing.display().to_string()) && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "services_dir = \"x\"\n[[nodes]]\nname = \"a\"\nadress = \"b\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .arg("--config")
+        .arg(&bad)
+        .arg("list")
+        .output()
+        .expect("run mcp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.toml:4:1") && err.contains("adress"),
+        "{err}"
+    );
+
+    // An agent that is not there: one clear line naming node and address.
+    let port = free_port();
+    let cfg = dir.path().join("mcp.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("ps")
+        .output()
+        .expect("run mcp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("cannot reach the agent of node ghost") && err.contains(&port.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn logs_of_all_components_are_prefixed() {
+    let mut node = Node::start();
+    let service = unique("multi");
+    let port = free_port();
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1.clone(), port),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let out = wait_for(Duration::from_secs(10), || {
+        let out = node
+            .mcp(&["logs", &service, "--tail", "5"])
+            .success()
+            .stdout;
+        out.contains("worker | worker up").then_some(out)
+    });
+    assert!(out.is_some(), "prefixed worker line not seen");
+    let json = node
+        .mcp(&["--json", "logs", &service, "worker"])
+        .success()
+        .stdout;
+    let first: Value =
+        serde_json::from_str(json.lines().next().expect("a line")).expect("json line");
+    assert_eq!(first["component"], "worker");
+    assert_eq!(first["stream"], "stdout");
+}

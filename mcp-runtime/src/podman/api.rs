@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::spec::{InstanceDetails, InstanceInfo, InstanceState, PortMapping, VolumeMount};
-use crate::{RuntimeError, RuntimeKind, RuntimeResult, RuntimeVersion};
+use crate::{RuntimeError, RuntimeKind, RuntimeResult};
 
 /// Deserializes a value that Go may send as `null`, mapping `null` to the default.
 fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -49,55 +49,6 @@ pub fn error_message(body: &[u8]) -> String {
             } else {
                 text
             }
-        }
-    }
-}
-
-/// `GET /libpod/version`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct VersionResponse {
-    /// The podman version.
-    #[serde(rename = "Version", default)]
-    pub version: String,
-    /// The Docker-compatible API version.
-    #[serde(rename = "ApiVersion", default)]
-    pub api_version: String,
-    /// Components with their own versions.
-    #[serde(rename = "Components", default, deserialize_with = "nullable")]
-    pub components: Vec<VersionComponent>,
-}
-
-/// One component of [`VersionResponse`].
-#[derive(Debug, Clone, Deserialize)]
-pub struct VersionComponent {
-    /// Component name, such as `Podman Engine`.
-    #[serde(rename = "Name", default)]
-    pub name: String,
-    /// Its version.
-    #[serde(rename = "Version", default)]
-    pub version: String,
-    /// Free-form details; `APIVersion` is the libpod API version.
-    #[serde(rename = "Details", default, deserialize_with = "nullable")]
-    pub details: BTreeMap<String, serde_json::Value>,
-}
-
-impl VersionResponse {
-    /// The backend-neutral version: podman's version and its libpod API version.
-    pub fn into_version(self) -> RuntimeVersion {
-        let engine = self.components.iter().find(|c| c.name == "Podman Engine");
-        let api_version = engine
-            .and_then(|c| c.details.get("APIVersion"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or(self.api_version);
-        let version = if self.version.is_empty() {
-            engine.map(|c| c.version.clone()).unwrap_or_default()
-        } else {
-            self.version
-        };
-        RuntimeVersion {
-            version,
-            api_version,
         }
     }
 }
@@ -817,16 +768,6 @@ mod tests {
     const INSPECT_RUNNING: &str = include_str!("testdata/inspect_running.json");
     const INSPECT_CREATED: &str = include_str!("testdata/inspect_created.json");
     const LIST: &str = include_str!("testdata/list.json");
-    const VERSION: &str = include_str!("testdata/version.json");
-
-    #[test]
-    fn version_maps() {
-        let v: VersionResponse = serde_json::from_str(VERSION).expect("parse");
-        let v = v.into_version();
-        assert_eq!(v.version, "4.3.1");
-        assert_eq!(v.api_version, "4.3.1");
-    }
-
     #[test]
     fn inspect_running_maps() {
         let c: ContainerInspect = serde_json::from_str(INSPECT_RUNNING).expect("parse");

@@ -26,6 +26,8 @@ use crate::{RuntimeError, RuntimeResult};
 pub struct Response {
     /// HTTP status.
     pub status: StatusCode,
+    /// Response headers.
+    pub headers: http::HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
@@ -86,8 +88,13 @@ impl UnixClient {
         let exchange = async {
             let response = self.connect().await?.send(method, path, body).await?;
             let status = response.status;
+            let headers = response.headers.clone();
             let body = response.collect().await?;
-            Ok(Response { status, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
@@ -148,6 +155,7 @@ impl Connection {
         let (parts, body) = response.into_parts();
         Ok(StreamingResponse {
             status: parts.status,
+            headers: parts.headers,
             body,
             task: self.task,
             socket: self.socket,
@@ -159,6 +167,8 @@ impl Connection {
 pub struct StreamingResponse {
     /// HTTP status.
     pub status: StatusCode,
+    /// Response headers.
+    pub headers: http::HeaderMap,
     body: Incoming,
     task: AbortOnDrop,
     socket: PathBuf,

@@ -19,8 +19,7 @@ use futures::StreamExt;
 use futures::stream;
 
 use self::api::{
-    ContainerInspect, CreateResponse, ListEntry, PullReport, SpecGenerator, VersionResponse,
-    error_message,
+    ContainerInspect, CreateResponse, ListEntry, PullReport, SpecGenerator, error_message,
 };
 use self::http::{Response, UnixClient};
 use crate::spec::{LogChunk, LogStreamKind};
@@ -146,23 +145,25 @@ impl Runtime for Podman {
     }
 
     async fn ping(&self) -> RuntimeResult<RuntimeVersion> {
+        // `_ping` answers in well under a millisecond and carries the
+        // versions in its headers; `/version` gathers host facts and takes
+        // hundreds of milliseconds, too slow for a per-RPC check.
         let response = self
             .call(
                 Method::GET,
-                &format!("{API_PREFIX}/version"),
+                &format!("{API_PREFIX}/_ping"),
                 None,
                 PING_TIMEOUT,
             )
             .await?;
         if response.status != StatusCode::OK {
             return Err(RuntimeError::Api {
-                operation: "version".into(),
+                operation: "ping".into(),
                 status: response.status.as_u16(),
                 message: error_message(&response.body),
             });
         }
-        let version: VersionResponse = parse(&response.body, "version")?;
-        Ok(version.into_version())
+        Ok(version_from_headers(&response.headers))
     }
 
     async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
@@ -434,6 +435,29 @@ impl Runtime for Podman {
 // Paths, errors, helpers
 // ---------------------------------------------------------------------------
 
+/// Podman's version (from `Server: Libpod/4.3.1 (linux)`) and its libpod
+/// API version (`Libpod-Api-Version`), as `_ping` reports them.
+fn version_from_headers(headers: &::http::HeaderMap) -> RuntimeVersion {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let api_version = header("libpod-api-version");
+    let server = header("server");
+    let version = server
+        .strip_prefix("Libpod/")
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .unwrap_or_else(|| api_version.clone());
+    RuntimeVersion {
+        version,
+        api_version,
+    }
+}
+
 /// The registry host of an image reference: the part before the first `/`
 /// when it looks like a host (has a `.` or `:`, or is `localhost`).
 pub fn registry_host(image: &str) -> Option<&str> {
@@ -643,6 +667,18 @@ impl LogDemux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_comes_from_ping_headers() {
+        let mut h = ::http::HeaderMap::new();
+        h.insert("server", "Libpod/4.3.1 (linux)".parse().unwrap());
+        h.insert("libpod-api-version", "4.3.1".parse().unwrap());
+        let v = version_from_headers(&h);
+        assert_eq!(v.version, "4.3.1");
+        assert_eq!(v.api_version, "4.3.1");
+        let v = version_from_headers(&::http::HeaderMap::new());
+        assert_eq!(v.version, "");
+    }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![kind, 0, 0, 0];
