@@ -367,28 +367,27 @@ impl Drop for Node {
         self.kill_agent();
         // Clean up with the podman CLI, which works whether or not this
         // node's API service is still up.
-        if !self.services.is_empty() {
-            if let Ok(out) = Command::new("podman")
+        if !self.services.is_empty()
+            && let Ok(out) = Command::new("podman")
                 .args(["ps", "-a", "--format", "{{.Names}}"])
                 .output()
-            {
-                let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|n| {
-                        self.services
-                            .iter()
-                            .any(|s| n.starts_with(&format!("{s}-")))
-                    })
-                    .map(str::to_string)
-                    .collect();
-                if !names.is_empty() {
-                    let _ = Command::new("podman")
-                        .args(["rm", "-f", "-t", "0"])
-                        .args(&names)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                }
+        {
+            let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|n| {
+                    self.services
+                        .iter()
+                        .any(|s| n.starts_with(&format!("{s}-")))
+                })
+                .map(str::to_string)
+                .collect();
+            if !names.is_empty() {
+                let _ = Command::new("podman")
+                    .args(["rm", "-f", "-t", "0"])
+                    .args(&names)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         if std::thread::panicking() {

@@ -261,6 +261,27 @@ fn ps_shows_unmanaged_and_status_flags_drift() {
         actions(&fixed),
         vec![pair("web", "unchanged"), pair("worker", "started")]
     );
+
+    // The agent reuses its last listing only until the runtime reports a
+    // change: a container stopped from outside shows up as drift promptly.
+    let clean = components(&node.mcp_json(&["status", &service]));
+    assert_eq!(component(&clean, "web")["drift"], serde_json::json!([]));
+    let _ = node.mcp_json(&["status", &service]);
+    rt.block_on(async {
+        use mcp_runtime::Runtime;
+        podman
+            .stop(&format!("{service}-web"), Duration::from_secs(1))
+            .await
+            .expect("stop web");
+    });
+    let seen = wait_for(Duration::from_secs(5), || {
+        let comps = components(&node.mcp_json(&["status", &service]));
+        (component(&comps, "web")["drift"] == serde_json::json!(["stopped"])).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "external stop not reflected in status within 5 s"
+    );
 }
 
 #[test]

@@ -152,12 +152,52 @@ impl ServiceLocks {
     }
 }
 
+/// The last full listing of the runtime, valid only while the runtime's
+/// event stream is connected: every event (and every change the reconciler
+/// makes) drops it, so a listing is reused only while nothing has changed.
+#[derive(Default)]
+struct ObservedCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Whether the event stream is connected; without it nothing is cached.
+    live: bool,
+    /// Bumped by every invalidation, so a listing that raced with a change
+    /// is not stored.
+    generation: u64,
+    instances: Option<Arc<Vec<InstanceInfo>>>,
+}
+
+impl ObservedCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn invalidate(&self) {
+        let mut s = self.state();
+        s.generation += 1;
+        s.instances = None;
+    }
+
+    fn set_live(&self, live: bool) {
+        let mut s = self.state();
+        s.live = live;
+        s.generation += 1;
+        s.instances = None;
+    }
+}
+
 /// Drives one runtime to match the registry. Cheap to share behind an `Arc`.
 pub struct Reconciler {
     runtime: Arc<dyn Runtime>,
     registry: Arc<Registry>,
     stop_timeout: Duration,
     locks: ServiceLocks,
+    observed: ObservedCache,
 }
 
 impl Reconciler {
@@ -169,6 +209,51 @@ impl Reconciler {
             registry,
             stop_timeout,
             locks: ServiceLocks::default(),
+            observed: ObservedCache::default(),
+        }
+    }
+
+    /// Every instance on the node, from the cached listing when the event
+    /// stream vouches that nothing changed since it was taken.
+    async fn observed(&self) -> Result<Arc<Vec<InstanceInfo>>, AgentError> {
+        let generation = {
+            let s = self.observed.state();
+            if let (true, Some(list)) = (s.live, &s.instances) {
+                return Ok(list.clone());
+            }
+            s.generation
+        };
+        let list = Arc::new(self.runtime.list().await?);
+        let mut s = self.observed.state();
+        if s.live && s.generation == generation {
+            s.instances = Some(list.clone());
+        }
+        Ok(list)
+    }
+
+    /// Follows the runtime's event stream for as long as the reconciler
+    /// lives, dropping the cached listing on every event, and reconnecting
+    /// (with the cache disabled meanwhile) when the stream is lost.
+    pub async fn follow_events(self: Arc<Self>) {
+        loop {
+            match self.runtime.events().await {
+                Ok(mut events) => {
+                    self.observed.set_live(true);
+                    tracing::debug!("following runtime events");
+                    while let Some(item) = events.next().await {
+                        match item {
+                            Ok(_) => self.observed.invalidate(),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "runtime event stream lost");
+                                break;
+                            }
+                        }
+                    }
+                    self.observed.set_live(false);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot follow runtime events"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -293,6 +378,7 @@ impl Reconciler {
             };
             self.registry.record_deploy(&service, &settled, &forget)?;
         }
+        self.observed.invalidate();
         Ok(outcomes)
     }
 
@@ -500,6 +586,7 @@ impl Reconciler {
             }
         }))
         .await;
+        self.observed.invalidate();
         Ok(outcomes(&comps, results))
     }
 
@@ -531,6 +618,7 @@ impl Reconciler {
             })
         }))
         .await;
+        self.observed.invalidate();
         Ok(outcomes(&comps, results))
     }
 
@@ -568,6 +656,7 @@ impl Reconciler {
             })
         }))
         .await;
+        self.observed.invalidate();
         Ok(outcomes(&comps, results))
     }
 
@@ -582,6 +671,7 @@ impl Reconciler {
                 .map(|()| Action::Removed)
         }))
         .await;
+        self.observed.invalidate();
         let out = outcomes(&comps, results);
         if out.iter().all(|o| o.action != Action::Failed) {
             self.registry.delete_service(service)?;
@@ -618,7 +708,7 @@ impl Reconciler {
             })?],
             None => self.registry.list_services()?,
         };
-        let instances = self.runtime.list().await?;
+        let instances = self.observed().await?;
         let by_name: HashMap<&str, &InstanceInfo> =
             instances.iter().map(|i| (i.name.as_str(), i)).collect();
         let mut components = Vec::new();
@@ -652,7 +742,7 @@ impl Reconciler {
 
     /// Everything the runtime has, managed or not.
     pub async fn ps(&self) -> Result<Vec<InstanceInfo>, AgentError> {
-        let mut all = self.runtime.list().await?;
+        let mut all = self.observed().await?.as_ref().clone();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }

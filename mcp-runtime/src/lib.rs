@@ -13,8 +13,8 @@ pub mod spec;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use spec::{
-    InstanceInfo, InstanceSpec, InstanceState, LogChunk, LogOptions, LogStream, LogStreamKind,
-    PortMapping, RuntimeKind, RuntimeVersion, VolumeMount,
+    EventStream, InstanceDetails, InstanceInfo, InstanceSpec, InstanceState, LogChunk, LogOptions,
+    LogStream, LogStreamKind, PortMapping, RuntimeEvent, RuntimeKind, RuntimeVersion, VolumeMount,
 };
 
 use std::time::Duration;
@@ -82,4 +82,8 @@ pub trait Runtime: Send + Sync {
     /// The logs of an instance, optionally followed until it stops or the
     /// stream is dropped.
     async fn logs(&self, name: &str, options: &LogOptions) -> RuntimeResult<LogStream>;
+
+    /// Instance events from now on, as they happen. Returns once the runtime
+    /// has accepted the subscription.
+    async fn events(&self) -> RuntimeResult<EventStream>;
 }

@@ -260,3 +260,19 @@ pub struct LogChunk {
 
 /// A stream of log chunks.
 pub type LogStream = Pin<Box<dyn Stream<Item = RuntimeResult<LogChunk>> + Send>>;
+
+/// A change the runtime reports about one instance (created, started,
+/// died, removed, renamed, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    /// What happened, in the runtime's word (`start`, `died`, `remove`, ...).
+    pub action: String,
+    /// The instance's id.
+    pub id: String,
+    /// The instance's name.
+    pub name: String,
+}
+
+/// A stream of runtime events; it ends (or yields an error) when the
+/// connection to the runtime is lost.
+pub type EventStream = Pin<Box<dyn Stream<Item = RuntimeResult<RuntimeEvent>> + Send>>;

@@ -808,3 +808,43 @@ async fn killing_the_service_ends_a_followed_log() {
     let err = h.podman.ping().await.expect_err("service is gone");
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_lifecycle_as_it_happens() {
+    use futures::StreamExt;
+    let mut h = Harness::new("events").await;
+    h.ensure_image().await;
+    let name = h.name("ev");
+    let mut events = within(30, "subscribe", h.podman.events())
+        .await
+        .expect("events");
+    let mut spec = h.spec(&name);
+    spec.cmd = vec!["sleep".into(), "300".into()];
+    h.podman.create(&spec).await.expect("create");
+    h.podman.start(&name).await.expect("start");
+    h.podman
+        .stop(&name, Duration::from_secs(1))
+        .await
+        .expect("stop");
+    let mut seen = Vec::new();
+    let found = within(20, "events", async {
+        while let Some(item) = events.next().await {
+            let event = item.expect("event");
+            if event.name == name {
+                seen.push(event.action.clone());
+                if event.action == "died" {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert!(found, "no died event; saw {seen:?}");
+    for action in ["create", "start"] {
+        assert!(
+            seen.iter().any(|a| a == action),
+            "{action} missing from {seen:?}"
+        );
+    }
+}

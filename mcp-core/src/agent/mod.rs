@@ -107,6 +107,7 @@ impl Agent {
         } = self;
         let addr = listener.local_addr().ok();
         tokio::spawn(watch_runtime(reconciler.clone()));
+        tokio::spawn(reconciler.clone().follow_events());
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter

@@ -760,6 +760,49 @@ impl ListEntry {
     }
 }
 
+/// One line of `GET /libpod/events?stream=true`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventMessage {
+    /// What happened (`create`, `start`, `died`, `remove`, ...).
+    #[serde(rename = "Action", default)]
+    pub action: String,
+    /// `container`, `image`, ...
+    #[serde(rename = "Type", default)]
+    pub kind: String,
+    /// The object the event is about.
+    #[serde(rename = "Actor", default)]
+    pub actor: EventActor,
+}
+
+/// The object of an [`EventMessage`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EventActor {
+    /// Its id.
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    /// Attributes such as `name` and `image`.
+    #[serde(rename = "Attributes", default, deserialize_with = "nullable")]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+impl EventMessage {
+    /// The backend-neutral event.
+    pub fn into_event(self) -> crate::RuntimeEvent {
+        let name = self
+            .actor
+            .attributes
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        crate::RuntimeEvent {
+            action: self.action,
+            id: self.actor.id,
+            name,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

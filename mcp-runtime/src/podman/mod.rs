@@ -19,13 +19,14 @@ use futures::StreamExt;
 use futures::stream;
 
 use self::api::{
-    ContainerInspect, CreateResponse, ListEntry, PullReport, SpecGenerator, error_message,
+    ContainerInspect, CreateResponse, EventMessage, ListEntry, PullReport, SpecGenerator,
+    error_message,
 };
 use self::http::{Response, UnixClient};
 use crate::spec::{LogChunk, LogStreamKind};
 use crate::{
-    InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError, RuntimeKind,
-    RuntimeResult, RuntimeVersion,
+    EventStream, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError,
+    RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
 };
 
 /// The libpod API prefix MCP speaks.
@@ -429,6 +430,53 @@ impl Runtime for Podman {
         });
         Ok(Box::pin(chunks))
     }
+
+    async fn events(&self) -> RuntimeResult<EventStream> {
+        let filters = urlencoding::encode(r#"{"type":["container"]}"#);
+        let path = format!("{API_PREFIX}/events?stream=true&filters={filters}");
+        let response = self.http.stream(Method::GET, &path, None).await?;
+        if response.status != StatusCode::OK {
+            let status = response.status;
+            let body = response.collect().await?;
+            return Err(classify("events".into(), status, error_message(&body)));
+        }
+        let mut lines = EventLines::default();
+        let events = response.into_stream().flat_map(move |item| {
+            stream::iter(match item {
+                Ok(data) => lines.push(&data),
+                Err(e) => vec![Err(e)],
+            })
+        });
+        Ok(Box::pin(events))
+    }
+}
+
+/// Splits the event stream's body into JSON lines, across chunk boundaries.
+#[derive(Default)]
+struct EventLines {
+    buf: Vec<u8>,
+}
+
+impl EventLines {
+    fn push(&mut self, data: &[u8]) -> Vec<RuntimeResult<RuntimeEvent>> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<EventMessage>(line) {
+                Ok(msg) if msg.kind.is_empty() || msg.kind == "container" => {
+                    out.push(Ok(msg.into_event()))
+                }
+                Ok(_) => {}
+                Err(e) => out.push(Err(RuntimeError::Protocol(format!("bad event line: {e}")))),
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -667,6 +715,30 @@ impl LogDemux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_lines_split_across_chunks() {
+        let line = br#"{"status":"start","Type":"container","Action":"start","Actor":{"ID":"abc","Attributes":{"name":"web-api","image":"x"}}}"#;
+        let mut lines = EventLines::default();
+        let mut all = Vec::new();
+        for chunk in line.chunks(7) {
+            all.extend(lines.push(chunk));
+        }
+        assert!(all.is_empty(), "no event before the newline");
+        all.extend(lines.push(b"\n"));
+        all.extend(lines.push(b"{\"Type\":\"image\",\"Action\":\"pull\"}\nnot json\n"));
+        assert_eq!(all.len(), 2);
+        let event = all[0].as_ref().unwrap();
+        assert_eq!(
+            (
+                event.action.as_str(),
+                event.id.as_str(),
+                event.name.as_str()
+            ),
+            ("start", "abc", "web-api")
+        );
+        assert!(matches!(all[1], Err(RuntimeError::Protocol(_))));
+    }
 
     #[test]
     fn version_comes_from_ping_headers() {
