@@ -124,14 +124,26 @@ impl Agent {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AgentServiceServer::new(service))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await?;
         tracing::info!("mcp-agent stopped");
         Ok(())
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: small gRPC frames
+/// otherwise wait for delayed ACKs (tens of milliseconds per call).
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
 }
 
 /// Probes the runtime every few seconds, logs when it goes away or comes
