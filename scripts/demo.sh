@@ -12,6 +12,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/podman-host.sh"
 demo=$root/.demo
 bin=$root/target/release
 export MCP_CONFIG=$demo/mcp.toml
@@ -22,20 +23,9 @@ image=localhost/mcp-demo/busybox:1
 up() {
     mkdir -p "$demo"
     if ! command -v podman >/dev/null || ! command -v runc >/dev/null || [ ! -x /bin/busybox ] || ! command -v curl >/dev/null; then
-        echo "demo: installing podman, runc, busybox-static, curl"
-        if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq podman runc busybox-static catatonit curl >/dev/null
+        install_packages podman runc busybox-static catatonit curl
     fi
-    cat >"$CONTAINERS_CONF" <<CONF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
+    write_containers_conf "$CONTAINERS_CONF"
 
     echo "demo: building mcp and mcp-agent (release)"
     (cd "$root" && cargo build --release -q -p mcp-cli -p mcp-agent)

@@ -8,6 +8,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/podman-host.sh"
 env_dir=${MCP_ENV_DIR:-$root/.test-env}
 registry_addr=${MCP_TEST_REGISTRY:-127.0.0.1:5000}
 mkdir -p "$env_dir"
@@ -19,25 +20,10 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v catatonit >/dev/null || need+=(catatonit)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "test-env: installing ${need[*]}"
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_packages ${need[@]+"${need[@]}"}
 
-# containers.conf for these hosts: crun fails on hybrid cgroups, the default
-# ulimits cannot be raised, and there is no systemd or journald.
 conf=$env_dir/containers.conf
-cat >"$conf" <<CONF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-CONF
+write_containers_conf "$conf"
 export CONTAINERS_CONF=$conf
 
 # The image registry.

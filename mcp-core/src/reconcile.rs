@@ -580,8 +580,8 @@ impl Reconciler {
         let results = join_all(comps.iter().map(|c| async move {
             let name = mcp_runtime::instance_name(service, &c.name);
             match self.runtime.stop(&name, self.stop_timeout).await {
-                Ok(()) => Ok(Action::Stopped),
-                Err(RuntimeError::NotFound(_)) => Ok(Action::Unchanged),
+                Ok(()) => Ok((Action::Stopped, c.container_id.clone())),
+                Err(RuntimeError::NotFound(_)) => Ok((Action::Unchanged, None)),
                 Err(e) => Err(AgentError::from(e)),
             }
         }))
@@ -604,18 +604,12 @@ impl Reconciler {
             self.registry.set_active(service, true)?;
         }
         let results = join_all(comps.iter().map(|c| async move {
-            let (action, id) = self
-                .converge(service, &c.definition, true, PullPolicy::Missing)
-                .await?;
-            if id.is_some() && id != c.container_id {
-                self.registry
-                    .set_container_id(service, &c.name, id.as_deref())?;
-            }
-            Ok(match action {
-                Action::Unchanged => Action::Unchanged,
-                Action::Created | Action::Updated => action,
+            let (action, id) = self.bring_up(service, c).await?;
+            let action = match action {
+                Action::Unchanged | Action::Created | Action::Updated => action,
                 _ => Action::Started,
-            })
+            };
+            Ok((action, id))
         }))
         .await;
         self.observed.invalidate();
@@ -643,17 +637,12 @@ impl Reconciler {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(AgentError::from(e)),
             }
-            let (action, id) = self
-                .converge(service, &c.definition, true, PullPolicy::Missing)
-                .await?;
-            if id.is_some() && id != c.container_id {
-                self.registry
-                    .set_container_id(service, &c.name, id.as_deref())?;
-            }
-            Ok(match action {
+            let (action, id) = self.bring_up(service, c).await?;
+            let action = match action {
                 Action::Created | Action::Updated => action,
                 _ => Action::Restarted,
-            })
+            };
+            Ok((action, id))
         }))
         .await;
         self.observed.invalidate();
@@ -668,7 +657,7 @@ impl Reconciler {
         let results = join_all(comps.iter().map(|c| async move {
             self.remove_instance(service, &c.name)
                 .await
-                .map(|()| Action::Removed)
+                .map(|()| (Action::Removed, None))
         }))
         .await;
         self.observed.invalidate();
@@ -686,6 +675,24 @@ impl Reconciler {
             }
         }
         Ok(out)
+    }
+
+    /// Brings a recorded component up: creates its instance when missing,
+    /// replaces it when it no longer matches, starts it when stopped, and
+    /// records a new instance id.
+    async fn bring_up(
+        &self,
+        service: &str,
+        c: &ComponentRecord,
+    ) -> Result<(Action, Option<String>), AgentError> {
+        let (action, id) = self
+            .converge(service, &c.definition, true, PullPolicy::Missing)
+            .await?;
+        if id.is_some() && id != c.container_id {
+            self.registry
+                .set_container_id(service, &c.name, id.as_deref())?;
+        }
+        Ok((action, id))
     }
 
     async fn remove_instance(&self, service: &str, component: &str) -> Result<(), AgentError> {
@@ -776,13 +783,13 @@ impl Reconciler {
 
 fn outcomes(
     comps: &[ComponentRecord],
-    results: Vec<Result<Action, AgentError>>,
+    results: Vec<Result<(Action, Option<String>), AgentError>>,
 ) -> Vec<ComponentOutcome> {
     comps
         .iter()
         .zip(results)
         .map(|(c, r)| match r {
-            Ok(action) => ComponentOutcome::ok(&c.name, action, c.container_id.clone()),
+            Ok((action, id)) => ComponentOutcome::ok(&c.name, action, id),
             Err(e) => ComponentOutcome::failed(&c.name, &e),
         })
         .collect()

@@ -55,6 +55,16 @@ fn results(outcomes: Vec<ComponentOutcome>) -> Vec<pb::ComponentResult> {
         .collect()
 }
 
+fn action_response(
+    service: String,
+    outcomes: Vec<ComponentOutcome>,
+) -> Response<pb::ServiceActionResponse> {
+    Response::new(pb::ServiceActionResponse {
+        service,
+        results: results(outcomes),
+    })
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
@@ -142,10 +152,7 @@ impl AgentServiceApi for AgentService {
             .reconciler
             .stop(service_name(&req.service)?, non_empty(&req.component))
             .await?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            service: req.service,
-            results: results(outcomes),
-        }))
+        Ok(action_response(req.service, outcomes))
     }
 
     async fn start(
@@ -157,10 +164,7 @@ impl AgentServiceApi for AgentService {
             .reconciler
             .start(service_name(&req.service)?, non_empty(&req.component))
             .await?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            service: req.service,
-            results: results(outcomes),
-        }))
+        Ok(action_response(req.service, outcomes))
     }
 
     async fn restart(
@@ -172,10 +176,7 @@ impl AgentServiceApi for AgentService {
             .reconciler
             .restart(service_name(&req.service)?, non_empty(&req.component))
             .await?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            service: req.service,
-            results: results(outcomes),
-        }))
+        Ok(action_response(req.service, outcomes))
     }
 
     async fn remove(
@@ -189,10 +190,7 @@ impl AgentServiceApi for AgentService {
             ));
         }
         let outcomes = self.reconciler.remove(service_name(&req.service)?).await?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            service: req.service,
-            results: results(outcomes),
-        }))
+        Ok(action_response(req.service, outcomes))
     }
 
     async fn status(
