@@ -116,7 +116,7 @@ fn deploy_update_stop_start_two_components() {
         component(&comps, "web")["desired_image"],
         node.env.image_v2.as_str()
     );
-    // No renamed-aside instance is left behind.
+    // No staged (`.mcp-new`) instance is left behind.
     let names: Vec<String> = node
         .instances_of(&service)
         .into_iter()

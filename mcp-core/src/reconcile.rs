@@ -8,11 +8,12 @@
 //! components of one service proceed in parallel.
 //!
 //! Replacing a changed instance is done so that a failure leaves the old one
-//! as it was: the image is pulled first; then the old instance is stopped and
-//! renamed aside (`<name>.mcp-old`), the new one created and started, and only
-//! then the old one removed. If anything fails the new one is removed and the
-//! old one renamed back and restarted. A crash in between leaves a
-//! `.mcp-old` instance that the next deploy (or agent start) resolves.
+//! as it was: the image is pulled first; then the old instance is stopped,
+//! the new one created and started as `<name>.mcp-new`, the old one removed
+//! and the new one renamed to `<name>`. If the new one cannot be created or
+//! started it is removed and the old one started again. A crash in between
+//! leaves a `.mcp-new` instance that the next deploy (or agent start)
+//! resolves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,8 +30,9 @@ use crate::error::AgentError;
 use crate::registry::{ComponentRecord, Registry, ServiceRecord};
 use crate::servicedef::{ComponentDef, ServiceDef};
 
-/// Suffix of an instance renamed aside while its replacement starts.
-pub const OLD_SUFFIX: &str = ".mcp-old";
+/// Suffix of a replacement instance while it is created and started, before
+/// it takes the component's name.
+pub const STAGED_SUFFIX: &str = ".mcp-new";
 
 /// When the agent pulls an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -420,8 +422,8 @@ impl Reconciler {
             None => {
                 self.ensure_image(&def.image, pull).await?;
                 let id = self.runtime.create(&spec).await?;
-                if active && let Err(err) = self.runtime.start(&name).await {
-                    self.discard(&name).await;
+                if active && let Err(err) = self.runtime.start(&id).await {
+                    self.discard(&id).await;
                     return Err(err.into());
                 }
                 Ok((Action::Created, Some(id)))
@@ -436,8 +438,12 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Replaces `old` with a new instance from `spec`, putting `old` back if
-    /// the new one cannot be created or started.
+    /// Replaces `old` with a new instance from `spec`. The old instance is
+    /// only stopped until its replacement runs, and is addressed by id
+    /// throughout, so a failure can always start it again. The replacement
+    /// is staged as `<name>.mcp-new` and takes the name once the old one is
+    /// gone. (Renaming the old, just-stopped instance instead races with
+    /// podman's exit clean-up, which can write the old name back.)
     async fn replace(
         &self,
         old: &InstanceInfo,
@@ -445,81 +451,82 @@ impl Reconciler {
         active: bool,
     ) -> Result<String, AgentError> {
         let name = &spec.name;
-        let aside = format!("{name}{OLD_SUFFIX}");
+        let staged = mcp_runtime::InstanceSpec {
+            name: format!("{name}{STAGED_SUFFIX}"),
+            ..spec.clone()
+        };
         let was_running = old.state == InstanceState::Running;
-        self.runtime.stop(name, self.stop_timeout).await?;
-        if let Err(err) = self.runtime.rename(name, &aside).await {
-            if was_running {
-                let _ = self.runtime.start(name).await;
-            }
-            return Err(err.into());
-        }
+        self.runtime.stop(&old.id, self.stop_timeout).await?;
         let attempt = async {
-            let id = self.runtime.create(spec).await?;
-            if active {
-                self.runtime.start(name).await?;
+            let id = self.runtime.create(&staged).await?;
+            if active && let Err(err) = self.runtime.start(&id).await {
+                self.discard(&id).await;
+                return Err(err);
             }
-            Ok::<_, RuntimeError>(id)
+            Ok(id)
         }
         .await;
-        match attempt {
-            Ok(id) => {
-                if let Err(err) = self.runtime.remove(&aside, true).await {
-                    tracing::warn!(instance = %aside, error = %err, "could not remove replaced instance; the next deploy will");
-                }
-                Ok(id)
-            }
+        let new_id = match attempt {
+            Ok(id) => id,
             Err(err) => {
-                self.discard(name).await;
-                let restored = async {
-                    self.runtime.rename(&aside, name).await?;
-                    if was_running {
-                        self.runtime.start(name).await?;
-                    }
-                    Ok::<_, RuntimeError>(())
-                }
-                .await;
-                if let Err(restore_err) = restored {
-                    tracing::error!(instance = %name, error = %restore_err, "could not restore the previous instance");
-                }
-                Err(err.into())
+                self.restart_old(old, was_running).await;
+                return Err(err.into());
             }
+        };
+        if let Err(err) = self.runtime.remove(&old.id, true).await {
+            self.discard(&new_id).await;
+            self.restart_old(old, was_running).await;
+            return Err(err.into());
+        }
+        // Should this fail, the staged instance keeps running and the next
+        // deploy or agent start gives it the name (`resolve_leftover`).
+        self.runtime.rename(&new_id, name).await?;
+        Ok(new_id)
+    }
+
+    /// Starts the instance a failed replacement stopped, if it was running.
+    async fn restart_old(&self, old: &InstanceInfo, was_running: bool) {
+        if was_running && let Err(err) = self.runtime.start(&old.id).await {
+            tracing::error!(instance = %old.name, error = %err, "could not restart the previous instance");
         }
     }
 
-    /// Removes an instance that failed to start, logging (not returning) errors.
-    async fn discard(&self, name: &str) {
-        match self.runtime.remove(name, true).await {
+    /// Removes an instance this reconciler created (by id), logging (not
+    /// returning) errors.
+    async fn discard(&self, id: &str) {
+        match self.runtime.remove(id, true).await {
             Ok(()) | Err(RuntimeError::NotFound(_)) => {}
             Err(err) => {
-                tracing::warn!(instance = %name, error = %err, "could not remove failed instance")
+                tracing::warn!(instance = %id, error = %err, "could not remove failed instance")
             }
         }
     }
 
-    /// Resolves a `<name>.mcp-old` instance left by an interrupted replace:
-    /// removed when `<name>` exists, renamed back to `<name>` otherwise.
+    /// Resolves a `<name>.mcp-new` instance left by an interrupted replace:
+    /// removed while `<name>` still exists (the replacement did not finish;
+    /// the next deploy redoes it), given the name otherwise (the old one was
+    /// already removed).
     async fn resolve_leftover(&self, name: &str) -> Result<(), AgentError> {
-        let aside = format!("{name}{OLD_SUFFIX}");
-        if self.runtime.inspect(&aside).await?.is_none() {
+        let staged = format!("{name}{STAGED_SUFFIX}");
+        let Some(leftover) = self.runtime.inspect(&staged).await? else {
             return Ok(());
-        }
+        };
         if self.runtime.inspect(name).await?.is_some() {
-            tracing::info!(instance = %aside, "removing instance left by an interrupted deploy");
-            self.runtime.remove(&aside, true).await?;
+            tracing::info!(instance = %staged, "removing instance left by an interrupted deploy");
+            self.runtime.remove(&leftover.id, true).await?;
         } else {
-            tracing::info!(instance = %aside, "restoring instance left by an interrupted deploy");
-            self.runtime.rename(&aside, name).await?;
+            tracing::info!(instance = %staged, "completing a deploy interrupted before the rename");
+            self.runtime.rename(&leftover.id, name).await?;
         }
         Ok(())
     }
 
     /// Resolves every leftover of interrupted deploys on the node and starts
-    /// restored instances whose service is active. Run at agent start.
+    /// the resulting instances whose service is active. Run at agent start.
     pub async fn recover(&self) -> Result<usize, AgentError> {
         let mut fixed = 0;
         for inst in self.runtime.list().await? {
-            let Some(base) = inst.name.strip_suffix(OLD_SUFFIX) else {
+            let Some(base) = inst.name.strip_suffix(STAGED_SUFFIX) else {
                 continue;
             };
             if !inst.is_managed() {
@@ -529,13 +536,12 @@ impl Reconciler {
                 continue;
             };
             let _guard = self.locks.lock(&service).await;
-            let restored = self.runtime.inspect(base).await?.is_none();
             self.resolve_leftover(base).await?;
-            if restored
-                && self
-                    .registry
-                    .get_service(&service)?
-                    .is_some_and(|s| s.active)
+            // Either instance may have been left stopped mid-replace.
+            if self
+                .registry
+                .get_service(&service)?
+                .is_some_and(|s| s.active)
             {
                 self.runtime.start(base).await?;
             }
@@ -697,7 +703,7 @@ impl Reconciler {
 
     async fn remove_instance(&self, service: &str, component: &str) -> Result<(), AgentError> {
         let name = mcp_runtime::instance_name(service, component);
-        for n in [format!("{name}{OLD_SUFFIX}"), name] {
+        for n in [format!("{name}{STAGED_SUFFIX}"), name] {
             match self.runtime.remove(&n, true).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -732,7 +738,7 @@ impl Reconciler {
             .iter()
             .filter(|i| {
                 !expected.contains(&i.name)
-                    && !i.name.ends_with(OLD_SUFFIX)
+                    && !i.name.ends_with(STAGED_SUFFIX)
                     && services.iter().any(|s| {
                         i.name
                             .strip_prefix(s.name.as_str())
