@@ -171,6 +171,12 @@ pub struct Node {
     pub addr: String,
     /// The node's name.
     pub name: String,
+    /// An admin token, made with `mcp-agent token add`; the CLI config's token.
+    pub admin_token: String,
+    /// A readonly token.
+    pub readonly_token: String,
+    /// The CA certificate that signs the agent's certificate.
+    pub ca_cert: PathBuf,
     agent: Option<Child>,
     services: Vec<String>,
 }
@@ -202,22 +208,48 @@ impl Node {
         let name = unique("node");
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(dir.path().join("services")).expect("mkdir");
+        let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &[]).expect("dev pki");
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "node_name = \"{name}\"\nlisten = \"{addr}\"\ndb = \"{db}\"\nsrv_root = \"{srv}\"\n\n[podman]\nsocket = \"{sock}\"\ninsecure_registries = [\"{reg}\"]\nstop_timeout = 1\n",
+                "node_name = \"{name}\"\nlisten = \"{addr}\"\ndb = \"{db}\"\nsrv_root = \"{srv}\"\n\n[podman]\nsocket = \"{sock}\"\ninsecure_registries = [\"{reg}\"]\nstop_timeout = 1\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
                 db = dir.path().join("mcp.db").display(),
                 srv = dir.path().join("srv").display(),
                 sock = socket.display(),
                 reg = env.registry,
+                tokens = dir.path().join("tokens.toml").display(),
+                audit = dir.path().join("audit.jsonl").display(),
+                cert = pki.server_cert.display(),
+                key = pki.server_key.display(),
             ),
         )
         .expect("write agent.toml");
+        let add_token = |name: &str, role: &str| {
+            let out = Command::new(bin_dir().join("mcp-agent"))
+                .arg("--config")
+                .arg(dir.path().join("agent.toml"))
+                .args(["token", "add", name, "--role", role])
+                .output()
+                .expect("run mcp-agent token add");
+            assert!(
+                out.status.success(),
+                "mcp-agent token add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .expect("utf-8")
+                .trim()
+                .to_string()
+        };
+        let admin_token = add_token("operator", "admin");
+        let readonly_token = add_token("viewer", "readonly");
+        std::fs::write(dir.path().join("token"), format!("{admin_token}\n")).expect("write token");
         std::fs::write(
             dir.path().join("mcp.toml"),
             format!(
-                "services_dir = \"{}\"\n\n[[nodes]]\nname = \"{name}\"\naddress = \"{addr}\"\n",
-                dir.path().join("services").display()
+                "services_dir = \"{}\"\ntoken_file = \"token\"\n\n[tls]\nca_cert = \"{}\"\n\n[[nodes]]\nname = \"{name}\"\naddress = \"{addr}\"\n",
+                dir.path().join("services").display(),
+                pki.ca_cert.display(),
             ),
         )
         .expect("write mcp.toml");
@@ -228,6 +260,9 @@ impl Node {
             socket,
             addr,
             name,
+            admin_token,
+            readonly_token,
+            ca_cert: pki.ca_cert,
             agent: None,
             services: Vec::new(),
         }
@@ -322,14 +357,57 @@ impl Node {
 
     /// Runs `mcp ARGS` against this node.
     pub fn mcp(&self, args: &[&str]) -> CmdResult {
+        self.mcp_with_env(args, &[])
+    }
+
+    /// Runs `mcp ARGS` against this node with extra environment variables.
+    pub fn mcp_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CmdResult {
         let out = Command::new(bin_dir().join("mcp"))
             .args(args)
             .env("MCP_CONFIG", self.cli_config())
             .env_remove("MCP_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run mcp");
         CmdResult::from(out, args)
+    }
+
+    /// The audit file's records so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// Connect options for talking to this agent from a test, with `token`.
+    pub fn connect_options(&self, token: Option<&str>) -> mcp_core::client::ConnectOptions {
+        mcp_core::client::ConnectOptions {
+            token: token.map(str::to_string),
+            token_source: "the test".into(),
+            tls: Some(mcp_core::tls::ClientTlsFiles {
+                ca_cert: self.ca_cert.clone(),
+                cert: None,
+                key: None,
+            }),
+        }
+    }
+
+    /// A gRPC channel to this agent over TLS (for standard gRPC clients).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        let config = mcp_core::tls::client_config(&mcp_core::tls::ClientTlsFiles {
+            ca_cert: self.ca_cert.clone(),
+            cert: None,
+            key: None,
+        })
+        .expect("client TLS config");
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_with_connector(mcp_core::tls::TlsConnector::new(config))
+            .await
+            .expect("connect")
     }
 
     /// Runs `mcp --json ARGS`, asserts success and parses the output.

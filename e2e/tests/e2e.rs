@@ -609,6 +609,7 @@ fn dev_mode_writes_a_ready_cli_config() {
     )
     .expect("write");
     let port = free_port();
+    let log = home.path().join("agent.log");
     let mut agent = std::process::Command::new(mcp_e2e::bin_dir().join("mcp-agent"))
         .args(["--dev", "--config"])
         .arg(&extra)
@@ -617,7 +618,7 @@ fn dev_mode_writes_a_ready_cli_config() {
         .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("XDG_DATA_HOME", home.path().join("data"))
         .env_remove("MCP_CONFIG")
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn agent");
     let config = home.path().join("config/mcp/mcp.toml");
@@ -652,6 +653,33 @@ fn dev_mode_writes_a_ready_cli_config() {
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["nodes"][0]["node_name"], "local");
     assert_eq!(v["nodes"][0]["runtime_available"], true);
+
+    // The CLI talks TLS against the development CA, with a token kept
+    // beside its configuration (0600); the agent keeps only its hash.
+    assert!(
+        text.contains("dev-ca.pem") && text.contains("dev-token"),
+        "{text}"
+    );
+    let token_path = home.path().join("config/mcp/dev-token");
+    let token = std::fs::read_to_string(&token_path).expect("dev token");
+    let token = token.trim();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_path)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stored = std::fs::read_to_string(home.path().join("data/mcp/tokens.toml")).expect("tokens");
+    assert!(
+        stored.contains("name = \"dev\"") && !stored.contains(token),
+        "{stored}"
+    );
+    let agent_log = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        !agent_log.contains(token),
+        "the token is in the agent's log"
+    );
+    assert!(agent_log.contains("TLS"), "{agent_log}");
 }
 
 #[test]
@@ -662,12 +690,27 @@ fn grpc_health_and_reflection_are_served() {
         .build()
         .expect("rt");
     rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr))
-            .expect("uri")
-            .connect()
+        let channel = node.channel().await;
+        // Standard services are authenticated like everything else.
+        let mut anonymous = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let refused = anonymous
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "mcp.v1.AgentService".into(),
+            })
             .await
-            .expect("connect");
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            .expect_err("health without a token");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", node.readonly_token)
+            .parse()
+            .expect("token header");
+        let with_token = move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", token.clone());
+            Ok(req)
+        };
+        let mut health = tonic_health::pb::health_client::HealthClient::with_interceptor(
+            channel.clone(),
+            with_token.clone(),
+        );
         let res = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: "mcp.v1.AgentService".into(),
@@ -683,7 +726,7 @@ fn grpc_health_and_reflection_are_served() {
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut refl = ServerReflectionClient::new(channel);
+        let mut refl = ServerReflectionClient::with_interceptor(channel, with_token);
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -758,12 +801,48 @@ fn cli_completions_and_config_errors() {
         "{err}"
     );
 
-    // An agent that is not there: one clear line naming node and address.
+    // No CA and no explicit plaintext: refused before dialling, naming the file.
     let port = free_port();
     let cfg = dir.path().join("mcp.toml");
     std::fs::write(
         &cfg,
         format!("[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"),
+    )
+    .expect("write");
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("ps")
+        .output()
+        .expect("run mcp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("mcp.toml") && err.contains("no CA to verify agents with"),
+        "{err}"
+    );
+
+    // An agent that is not there: one clear line naming node and address.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tls]\nca_cert = \"/nonexistent/ca.pem\"\n\n[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("ps")
+        .output()
+        .expect("run mcp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tls]\ninsecure = true\n\n[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .expect("write");
     let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))

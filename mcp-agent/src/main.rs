@@ -1,11 +1,15 @@
 //! `mcp-agent`: the per-node daemon. Parses flags, layers the configuration,
-//! sets up logging and runs [`mcp_core::agent::Agent`]; nothing else.
+//! sets up logging and runs [`mcp_core::agent::Agent`], or manages the local
+//! token file (`mcp-agent token ...`); nothing else.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::Context;
-use clap::Parser;
-use mcp_core::agent::{Agent, write_dev_cli_config};
+use clap::{Parser, Subcommand};
+use mcp_core::agent::{Agent, dev};
+use mcp_core::auth::Role;
+use mcp_core::auth::local::TokenStore;
 use mcp_core::config::{AgentConfig, LogFormat, cli_config_path};
 
 /// The MCP node agent: runs service components and answers the CLI over gRPC.
@@ -13,18 +17,60 @@ use mcp_core::config::{AgentConfig, LogFormat, cli_config_path};
 #[command(name = "mcp-agent", version)]
 struct Args {
     /// Agent configuration file (TOML); its keys override the defaults.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     /// Listen address, overriding the configuration (such as 100.64.0.1:9444).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Development mode: listen on 127.0.0.1, keep data in the user's data
-    /// directory, and write a ready CLI configuration if there is none.
-    #[arg(long)]
+    /// directory, make a development CA, certificate and admin token, and
+    /// write a ready CLI configuration if there is none.
+    #[arg(long, global = true)]
     dev: bool,
     /// Log format (overrides the configuration).
     #[arg(long, value_enum)]
     log_format: Option<Format>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the local token file (`[auth] token_file`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token, print it once, and store only its hash.
+    Add {
+        /// Who or what the token is for (shown in the audit log).
+        name: String,
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Validity, such as `30d` or `12h`; forever when omitted.
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<humantime::Duration>,
+    },
+    /// List the stored tokens (names, roles, dates; never tokens).
+    List,
+    /// Remove a token; it stops working within a second.
+    Remove {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    /// May change state.
+    Admin,
+    /// May only query.
+    Readonly,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -81,22 +127,87 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+fn token_command(config: &AgentConfig, command: TokenCommand) -> anyhow::Result<()> {
+    let store = TokenStore::new(&config.auth.token_file);
+    match command {
+        TokenCommand::Add {
+            name,
+            role,
+            expires,
+        } => {
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Readonly => Role::ReadOnly,
+            };
+            let expires = expires.map(|d| SystemTime::now() + *d);
+            let token = store.add(&name, role, expires)?;
+            eprintln!(
+                "token {name:?} ({role}) stored as a hash in {}; it is shown only now:",
+                store.path().display()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let tokens = store.list()?;
+            if tokens.is_empty() {
+                eprintln!("no tokens in {}", store.path().display());
+            }
+            println!("{:<24} {:<9} {:<21} EXPIRES", "NAME", "ROLE", "CREATED");
+            for t in tokens {
+                println!(
+                    "{:<24} {:<9} {:<21} {}",
+                    t.name,
+                    t.role,
+                    t.created,
+                    t.expires.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        TokenCommand::Remove { name } => {
+            if !store.remove(&name)? {
+                anyhow::bail!("no token named {name:?} in {}", store.path().display());
+            }
+            eprintln!("removed token {name:?}");
+        }
+    }
+    Ok(())
+}
+
+async fn serve(args: &Args, mut config: AgentConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
-    if args.dev {
+    if let Some(limit) = mcp_core::agent::raise_open_files_limit() {
+        tracing::debug!(limit, "open files limit");
+    }
+    let setup = if args.dev {
         std::fs::create_dir_all(&config.srv_root)
             .with_context(|| format!("creating {}", config.srv_root.display()))?;
-    }
+        let data_dir = AgentConfig::dev_data_dir()?;
+        let setup = dev::prepare(&mut config, &data_dir, &cli_config_path(None)?)?;
+        if setup.new_token {
+            tracing::info!(path = %setup.token_file.display(), "made a development admin token for the CLI");
+        }
+        Some(setup)
+    } else {
+        None
+    };
     let node_name = config.node_name.clone();
     let agent = Agent::open(config).await?;
-    if args.dev {
+    if let Some(setup) = setup {
         let addr = agent.local_addr().context("no local address")?;
-        let path = cli_config_path(None)?;
-        if write_dev_cli_config(&path, &node_name, addr)? {
-            tracing::info!(path = %path.display(), "wrote CLI configuration for this agent");
-        } else {
-            tracing::info!(path = %path.display(), "CLI configuration exists; left as it is");
+        let path = setup.cli_config.display().to_string();
+        match dev::write_cli_config(&setup, &node_name, addr)? {
+            dev::CliConfigChange::Created => {
+                tracing::info!(path, "wrote CLI configuration for this agent")
+            }
+            dev::CliConfigChange::Completed => {
+                tracing::info!(
+                    path,
+                    "added the development token and CA to the CLI configuration"
+                )
+            }
+            dev::CliConfigChange::Unchanged => {
+                tracing::info!(path, "CLI configuration exists; left as it is")
+            }
         }
     }
     agent.serve(shutdown_signal()).await?;
@@ -104,14 +215,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    let result = runtime
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(args)));
+    let mut args = Args::parse();
+    let result = load_config(&args).and_then(|config| match args.command.take() {
+        Some(Command::Token { command }) => token_command(&config, command),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve(&args, config))),
+    });
     if let Err(err) = result {
         eprintln!("mcp-agent: error: {err:#}");
         std::process::exit(1);

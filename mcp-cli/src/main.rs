@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
-use mcp_core::client::Client;
+use mcp_core::client::{Client, ConnectOptions};
 use mcp_core::config::{CliConfig, NodeEntry, cli_config_path};
 use mcp_core::reconcile::PullPolicy;
 use mcp_core::servicedef::{self, ServiceDef};
@@ -30,6 +30,9 @@ struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Read the bearer token from this file (over MCP_TOKEN and the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +127,7 @@ struct Ctx {
     config: CliConfig,
     config_path: PathBuf,
     node: Option<String>,
+    token_file: Option<PathBuf>,
     out: Output,
 }
 
@@ -149,8 +153,13 @@ impl Ctx {
     }
 
     async fn client(&self, node: &NodeEntry) -> anyhow::Result<Client> {
-        let token = self.config.resolve_token()?;
-        Ok(Client::connect(&node.name, &node.address, token).await?)
+        let token = self.config.resolve_token(self.token_file.as_deref())?;
+        let options = ConnectOptions {
+            tls: self.config.client_tls(&self.config_path)?,
+            token_source: token.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            token: token.map(|(t, _)| t),
+        };
+        Ok(Client::connect(&node.name, &node.address, &options).await?)
     }
 
     fn load_def(&self, target: &str) -> anyhow::Result<ServiceDef> {
@@ -193,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config,
         config_path,
         node: cli.node.clone(),
+        token_file: cli.token_file.clone(),
         out: Output::new(cli.json),
     };
     match cli.command {
@@ -305,13 +315,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `mcp stop` / `mcp start`: rewrite `active` in the file, then push it.
+/// If the agent refuses the push outright (unreachable, TLS, token or role),
+/// the file is put back as it was, so file and node do not disagree.
 async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::Result<()> {
     let path = ctx.config.definition_path(target);
     // Validate before touching the file: a broken definition is reported, not edited.
-    servicedef::load(&path)?;
+    let before = servicedef::load(&path)?;
+    let original = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let node = ctx.node_for(Some(&before))?;
+    let mut client = ctx.client(node).await?;
     servicedef::write_active(&path, active)?;
     let def = servicedef::load(&path)?;
-    deploy(ctx, &def, None, PullPolicy::Missing).await
+    match client.deploy(&def, None, PullPolicy::Missing).await {
+        Ok(res) => {
+            ctx.out.results(&node.name, &res.service, &res.results)?;
+            output::check_results(&res.service, &res.results)
+        }
+        Err(err) => {
+            if err.refused_before_acting() {
+                std::fs::write(&path, &original)
+                    .with_context(|| format!("restoring {}", path.display()))?;
+            }
+            Err(err.into())
+        }
+    }
 }
 
 fn main() {

@@ -42,6 +42,50 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+    /// The TLS connection to the agent failed.
+    #[error("{node}: TLS with {address} failed: {reason} (CA: {ca})")]
+    Tls {
+        /// Node name.
+        node: String,
+        /// Address dialled.
+        address: String,
+        /// The CA file the agent was checked against.
+        ca: String,
+        /// What went wrong, in one sentence.
+        reason: String,
+    },
+    /// The TLS settings could not be loaded.
+    #[error("TLS settings: {0}")]
+    TlsSettings(#[from] crate::tls::TlsError),
+    /// The agent did not accept the token.
+    #[error("{node}: not authenticated: {message} (token from {source_name})")]
+    Unauthenticated {
+        /// Node name.
+        node: String,
+        /// The agent's reason.
+        message: String,
+        /// Where the token came from, or "nowhere".
+        source_name: String,
+    },
+    /// The token is valid but its role does not allow the call.
+    #[error("{node}: permission denied: {message}")]
+    PermissionDenied {
+        /// Node name.
+        node: String,
+        /// The agent's reason.
+        message: String,
+    },
+}
+
+/// How a [`Client`] authenticates and secures its connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The bearer token sent with every call.
+    pub token: Option<String>,
+    /// Where the token came from (`MCP_TOKEN`, a file), for messages.
+    pub token_source: String,
+    /// TLS settings; `None` talks plaintext gRPC.
+    pub tls: Option<crate::tls::ClientTlsFiles>,
 }
 
 impl ClientError {
@@ -49,9 +93,27 @@ impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Rpc { code, .. } => Some(*code),
-            ClientError::Connect { .. } => Some(tonic::Code::Unavailable),
-            ClientError::Address { .. } => None,
+            ClientError::Connect { .. } | ClientError::Tls { .. } => Some(tonic::Code::Unavailable),
+            ClientError::Unauthenticated { .. } => Some(tonic::Code::Unauthenticated),
+            ClientError::PermissionDenied { .. } => Some(tonic::Code::PermissionDenied),
+            ClientError::Address { .. } | ClientError::TlsSettings(_) => None,
         }
+    }
+}
+
+impl ClientError {
+    /// Whether the agent certainly did nothing: it could not be reached, or
+    /// it refused the caller before any handler ran.
+    pub fn refused_before_acting(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Address { .. }
+                | ClientError::Tls { .. }
+                | ClientError::TlsSettings(_)
+                | ClientError::Unauthenticated { .. }
+                | ClientError::PermissionDenied { .. }
+        )
     }
 }
 
@@ -70,41 +132,101 @@ pub struct Client {
     inner: AgentServiceClient<Channel>,
     node: String,
     address: String,
-    token: Option<String>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    token_source: String,
+}
+
+/// The TLS failure inside a connection error, if that is what it was.
+fn tls_failure<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::tls::ConnectError> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(c) = e.downcast_ref::<crate::tls::ConnectError>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 impl Client {
-    /// Connects to the agent of `node` at `address` (`host:port`), sending
-    /// `token` as a bearer token with every call when given.
+    /// Connects to the agent of `node` at `address` (`host:port`), over TLS
+    /// unless `options.tls` is `None`, sending `options.token` as a bearer
+    /// token with every call.
     pub async fn connect(
         node: &str,
         address: &str,
-        token: Option<String>,
+        options: &ConnectOptions,
     ) -> Result<Client, ClientError> {
-        let uri = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::Address {
+        let bad_address = |reason: String| ClientError::Address {
             address: address.to_string(),
-            reason: root_cause(&e),
-        })?;
-        let channel = endpoint
+            reason,
+        };
+        let authority = address
+            .split_once("://")
+            .map_or(address, |(_, rest)| rest)
+            .trim_end_matches('/');
+        // Always `http`: TLS, when configured, is done by our own connector.
+        let scheme = "http";
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+            .map_err(|e| bad_address(root_cause(&e)))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect {
+            .tcp_nodelay(true);
+        let token = match &options.token {
+            Some(t) => {
+                let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+                    format!("Bearer {t}")
+                        .parse()
+                        .map_err(|_| ClientError::Unauthenticated {
+                            node: node.to_string(),
+                            message: "the token holds characters that cannot be sent".into(),
+                            source_name: options.token_source.clone(),
+                        })?;
+                // Never indexed by HPACK, redacted from debug output.
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let connected = match &options.tls {
+            Some(files) => {
+                let config = crate::tls::client_config(files)?;
+                endpoint
+                    .connect_with_connector(crate::tls::TlsConnector::new(config))
+                    .await
+                    .map_err(|e| match tls_failure(&e) {
+                        Some(tls) if !matches!(tls.kind, crate::tls::ConnectErrorKind::Tcp(_)) => {
+                            ClientError::Tls {
+                                node: node.to_string(),
+                                address: address.to_string(),
+                                ca: files.ca_cert.display().to_string(),
+                                reason: tls.to_string(),
+                            }
+                        }
+                        _ => ClientError::Connect {
+                            node: node.to_string(),
+                            address: address.to_string(),
+                            reason: root_cause(&e),
+                        },
+                    })?
+            }
+            None => endpoint.connect().await.map_err(|e| ClientError::Connect {
                 node: node.to_string(),
                 address: address.to_string(),
                 reason: root_cause(&e),
-            })?;
+            })?,
+        };
         Ok(Client {
-            inner: AgentServiceClient::new(channel).max_decoding_message_size(64 << 20),
+            inner: AgentServiceClient::new(connected).max_decoding_message_size(64 << 20),
             node: node.to_string(),
             address: address.to_string(),
             token,
+            token_source: if options.token.is_some() {
+                options.token_source.clone()
+            } else {
+                "nowhere: set MCP_TOKEN, --token-file, or token_file in the CLI config".into()
+            },
         })
     }
 
@@ -120,10 +242,8 @@ impl Client {
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        if let Some(token) = &self.token
-            && let Ok(value) = format!("Bearer {token}").parse()
-        {
-            req.metadata_mut().insert("authorization", value);
+        if let Some(token) = &self.token {
+            req.metadata_mut().insert("authorization", token.clone());
         }
         req
     }
@@ -135,6 +255,22 @@ impl Client {
                 address: self.address.clone(),
                 reason: status.message().to_string(),
             };
+        }
+        match status.code() {
+            tonic::Code::Unauthenticated => {
+                return ClientError::Unauthenticated {
+                    node: self.node.clone(),
+                    message: status.message().to_string(),
+                    source_name: self.token_source.clone(),
+                };
+            }
+            tonic::Code::PermissionDenied => {
+                return ClientError::PermissionDenied {
+                    node: self.node.clone(),
+                    message: status.message().to_string(),
+                };
+            }
+            _ => {}
         }
         ClientError::Rpc {
             node: self.node.clone(),

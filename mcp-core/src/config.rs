@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::mcias::MciasConfig;
+
 /// The port the agent listens on when the configuration does not say.
 pub const DEFAULT_AGENT_PORT: u16 = 9444;
 
@@ -106,6 +108,37 @@ pub struct AgentConfig {
     pub unikernel: UnikernelSettings,
     /// Log output format.
     pub log_format: LogFormat,
+    /// Authentication and audit settings.
+    pub auth: AuthSettings,
+    /// TLS settings of the gRPC port.
+    pub tls: TlsSettings,
+}
+
+/// How the agent authenticates callers and where it writes the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuthSettings {
+    /// The local token file (hashed tokens); a missing file holds no tokens.
+    pub token_file: PathBuf,
+    /// A file to append audit records to, as JSON lines, besides the log.
+    pub audit_file: Option<PathBuf>,
+    /// MCIAS, when tokens are also validated by the identity service.
+    pub mcias: Option<MciasConfig>,
+}
+
+/// TLS on the agent's gRPC port.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsSettings {
+    /// The agent's certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC. Only with this explicit setting; the agent
+    /// warns at start.
+    pub insecure: bool,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// How the agent reaches podman.
@@ -166,6 +199,40 @@ struct AgentConfigFile {
     monitor: MonitorFile,
     #[serde(default)]
     unikernel: UnikernelFile,
+    #[serde(default)]
+    auth: AuthFile,
+    #[serde(default)]
+    tls: TlsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    token_file: Option<PathBuf>,
+    audit_file: Option<PathBuf>,
+    mcias: Option<MciasFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MciasFile {
+    url: Option<String>,
+    ca_cert: Option<PathBuf>,
+    cache_ttl: Option<u64>,
+    cache_size: Option<usize>,
+    timeout: Option<u64>,
+    admin_roles: Option<Vec<String>>,
+    readonly_roles: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    insecure: Option<bool>,
+    handshake_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,7 +269,8 @@ fn default_podman_socket() -> PathBuf {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name, or `localhost`.
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -236,6 +304,18 @@ impl AgentConfig {
                 accel: "auto".to_string(),
             },
             log_format: LogFormat::Text,
+            auth: AuthSettings {
+                token_file: PathBuf::from("/var/lib/mcp/tokens.toml"),
+                audit_file: None,
+                mcias: None,
+            },
+            tls: TlsSettings {
+                cert: None,
+                key: None,
+                client_ca: None,
+                insecure: false,
+                handshake_timeout: Duration::from_secs(10),
+            },
         }
     }
 
@@ -248,6 +328,8 @@ impl AgentConfig {
         config.db = data_dir.join("mcp.db");
         config.srv_root = data_dir.join("srv");
         config.podman.stop_timeout = Duration::from_secs(5);
+        config.auth.token_file = data_dir.join("tokens.toml");
+        config.auth.audit_file = Some(data_dir.join("audit.jsonl"));
         config
     }
 
@@ -331,6 +413,40 @@ impl AgentConfig {
             }
             self.unikernel.accel = v;
         }
+        if let Some(v) = file.auth.token_file {
+            self.auth.token_file = v;
+        }
+        if let Some(v) = file.auth.audit_file {
+            self.auth.audit_file = Some(v);
+        }
+        if let Some(m) = file.auth.mcias {
+            self.auth.mcias = Some(apply_mcias(self.auth.mcias.take(), m).map_err(invalid)?);
+        }
+        if let Some(v) = file.tls.cert {
+            self.tls.cert = Some(v);
+        }
+        if let Some(v) = file.tls.key {
+            self.tls.key = Some(v);
+        }
+        if let Some(v) = file.tls.client_ca {
+            self.tls.client_ca = Some(v);
+        }
+        if let Some(v) = file.tls.insecure {
+            self.tls.insecure = v;
+        }
+        if let Some(v) = file.tls.handshake_timeout {
+            if v == 0 {
+                return Err(invalid(
+                    "tls.handshake_timeout must be at least 1 second".into(),
+                ));
+            }
+            self.tls.handshake_timeout = Duration::from_secs(v);
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(invalid(
+                "tls.cert and tls.key go together: set both or neither".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -378,6 +494,57 @@ impl AgentConfig {
         }
         Ok(addr)
     }
+}
+
+/// Layers an `[auth.mcias]` table over what earlier layers set.
+fn apply_mcias(base: Option<MciasConfig>, file: MciasFile) -> Result<MciasConfig, String> {
+    let url = match (file.url, base.as_ref()) {
+        (Some(u), _) => u,
+        (None, Some(b)) => b.url.clone(),
+        (None, None) => {
+            return Err("auth.mcias.url is required: the MCIAS base URL, https://host:port".into());
+        }
+    };
+    if !url.starts_with("https://") {
+        return Err(format!(
+            "auth.mcias.url = {url:?}: MCIAS is only spoken to over https://"
+        ));
+    }
+    let mut c = base.unwrap_or(MciasConfig {
+        url: String::new(),
+        ca_cert: None,
+        cache_ttl: Duration::from_secs(30),
+        cache_size: 1024,
+        timeout: Duration::from_secs(5),
+        admin_roles: vec!["admin".into()],
+        readonly_roles: vec!["readonly".into()],
+    });
+    c.url = url;
+    if let Some(v) = file.ca_cert {
+        c.ca_cert = Some(v);
+    }
+    if let Some(v) = file.cache_ttl {
+        c.cache_ttl = Duration::from_secs(v);
+    }
+    if let Some(v) = file.cache_size {
+        if v == 0 {
+            return Err("auth.mcias.cache_size must be at least 1".into());
+        }
+        c.cache_size = v;
+    }
+    if let Some(v) = file.timeout {
+        if v == 0 {
+            return Err("auth.mcias.timeout must be at least 1 second".into());
+        }
+        c.timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = file.admin_roles {
+        c.admin_roles = v;
+    }
+    if let Some(v) = file.readonly_roles {
+        c.readonly_roles = v;
+    }
+    Ok(c)
 }
 
 /// Parses `ADDR:PORT`, `[V6]:PORT` or a bare address (with `default_port`).
@@ -440,6 +607,9 @@ pub struct CliTls {
     pub cert: Option<PathBuf>,
     /// Key of the client certificate.
     pub key: Option<PathBuf>,
+    /// Talk plaintext gRPC to agents that run with `insecure = true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
 }
 
 /// The CLI's configuration (`mcp.toml`).
@@ -525,20 +695,61 @@ impl CliConfig {
         }
     }
 
-    /// The bearer token: `MCP_TOKEN`, else `token`, else the contents of `token_file`.
-    pub fn resolve_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Ok(t) = std::env::var("MCP_TOKEN")
-            && !t.is_empty()
+    /// The bearer token and where it came from: the `--token-file` flag,
+    /// else `MCP_TOKEN`, else `token`, else the contents of `token_file`.
+    /// A token that could never be valid (control characters, spaces) is an
+    /// error naming its source, rather than a confusing refusal later.
+    pub fn resolve_token(
+        &self,
+        token_file_flag: Option<&Path>,
+    ) -> Result<Option<(String, String)>, ConfigError> {
+        let from_file = |p: &Path, what: String| -> Result<(String, String), ConfigError> {
+            Ok((read(p)?.trim().to_string(), what))
+        };
+        let found = if let Some(p) = token_file_flag {
+            Some(from_file(p, format!("--token-file {}", p.display()))?)
+        } else if let Some(t) = std::env::var("MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
+            Some((t, "MCP_TOKEN".to_string()))
+        } else if let Some(t) = &self.token {
+            Some((t.clone(), "`token` in the CLI config".to_string()))
+        } else if let Some(p) = &self.token_file {
+            Some(from_file(p, format!("token file {}", p.display()))?)
+        } else {
+            None
+        };
+        if let Some((token, source)) = &found
+            && let Err(e) = crate::auth::check_token_syntax(token.as_bytes())
         {
-            return Ok(Some(t));
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from(source),
+                message: format!("unusable token: {e}"),
+            });
         }
-        if let Some(t) = &self.token {
-            return Ok(Some(t.clone()));
+        Ok(found)
+    }
+
+    /// TLS settings for connecting to agents: `None` for plaintext (only
+    /// with `[tls] insecure = true`), else the CA (required) and optional
+    /// client certificate. `path` is the config file, for messages.
+    pub fn client_tls(
+        &self,
+        path: &Path,
+    ) -> Result<Option<crate::tls::ClientTlsFiles>, ConfigError> {
+        let tls = self.tls.clone().unwrap_or_default();
+        if tls.insecure {
+            return Ok(None);
         }
-        match &self.token_file {
-            Some(p) => Ok(Some(read(p)?.trim().to_string())),
-            None => Ok(None),
-        }
+        let Some(ca_cert) = tls.ca_cert else {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "no CA to verify agents with: set `ca_cert` in [tls] (or `insecure = true` there for agents serving plaintext)".into(),
+            });
+        };
+        Ok(Some(crate::tls::ClientTlsFiles {
+            ca_cert,
+            cert: tls.cert,
+            key: tls.key,
+        }))
     }
 
     /// Writes the configuration to `path` unless a file exists there already;

@@ -12,11 +12,14 @@
 //! The binaries `mcp` and `mcp-agent` are thin shells over these modules.
 
 pub mod agent;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub(crate) mod fsutil;
 pub mod reconcile;
 pub mod registry;
 pub mod servicedef;
+pub mod tls;
 
 pub use mcp_proto::v1 as proto;

@@ -1,7 +1,11 @@
 //! The agent: its gRPC service over a [`Reconciler`] and the server wiring
-//! (health checking, reflection, graceful shutdown). `mcp-agent` calls
-//! [`Agent::open`] and [`Agent::serve`]; tests run the very same code.
+//! (TLS, the auth and audit interceptor, health checking, reflection,
+//! graceful shutdown). `mcp-agent` calls [`Agent::open`] and
+//! [`Agent::serve`]; tests run the very same code.
 
+pub mod audit;
+pub mod dev;
+pub mod guard;
 mod service;
 
 use std::net::SocketAddr;
@@ -14,11 +18,31 @@ use mcp_runtime::Runtime;
 use mcp_runtime::podman::{Podman, PodmanConfig};
 use tokio::net::TcpListener;
 
-use crate::config::{AgentConfig, CliConfig, ConfigError, NodeEntry};
+use crate::auth::local::{LocalTokens, TokenFileError};
+use crate::auth::mcias::Mcias;
+use crate::auth::{ChainValidator, TokenValidator};
+use crate::config::{AgentConfig, ConfigError};
 use crate::reconcile::Reconciler;
 use crate::registry::{Registry, RegistryError};
+use crate::tls::{self, TlsError};
+use audit::{AuditFileError, AuditLog};
+use guard::{Authenticator, GuardLayer};
 
 pub use service::AgentService;
+
+/// The encoded descriptor sets of every service the agent serves: its own
+/// API, health checking and reflection. Reflection serves exactly these, and
+/// the auth coverage test walks them, so a service cannot be added to the
+/// server without its methods being checked.
+pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
+    mcp_proto::v1::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+];
+
+/// Largest total size of a request's metadata (headers) the agent accepts.
+/// Bigger requests are refused by the HTTP/2 layer before any handler runs.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
 /// Why the agent could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +72,23 @@ pub enum ServeError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The local token file is unreadable or malformed.
+    #[error("local tokens: {0}")]
+    Tokens(#[from] TokenFileError),
+    /// MCIAS is misconfigured.
+    #[error("auth.mcias: {0}")]
+    Mcias(String),
+    /// The audit file cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditFileError),
+    /// The TLS certificate or key cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// Neither TLS material nor an explicit `insecure = true`.
+    #[error(
+        "no TLS certificate: set [tls] cert and key (an overlay CA's certificate for this node), or `insecure = true` in [tls] to serve plaintext gRPC"
+    )]
+    NoTls,
 }
 
 /// A configured agent, ready to serve.
@@ -55,6 +96,45 @@ pub struct Agent {
     config: AgentConfig,
     reconciler: Arc<Reconciler>,
     listener: TcpListener,
+    auth: Authenticator,
+    audit: Arc<AuditLog>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The validator the configuration describes: local tokens first, then
+/// MCIAS when configured.
+fn validator(config: &AgentConfig) -> Result<Arc<dyn TokenValidator>, ServeError> {
+    let local = LocalTokens::open(&config.auth.token_file)?;
+    let local_count = local.len();
+    let mut chain: Vec<Box<dyn TokenValidator>> = vec![Box::new(local)];
+    if let Some(m) = &config.auth.mcias {
+        let mcias = Mcias::new(m.clone()).map_err(|e| ServeError::Mcias(e.to_string()))?;
+        chain.push(Box::new(mcias));
+        tracing::info!(url = %m.url, local_tokens = local_count, "validating tokens locally, then with MCIAS");
+    } else if local_count == 0 {
+        tracing::warn!(
+            path = %config.auth.token_file.display(),
+            "no tokens yet: every RPC is refused until `mcp-agent token add NAME --role admin` creates one"
+        );
+    } else {
+        tracing::info!(path = %config.auth.token_file.display(), tokens = local_count, "validating local tokens");
+    }
+    Ok(Arc::new(ChainValidator::new(chain)))
+}
+
+/// The TLS configuration, or `None` for an explicitly insecure agent.
+fn server_tls(config: &AgentConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServeError> {
+    if config.tls.insecure {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Err(ServeError::NoTls);
+    };
+    Ok(Some(tls::server_config(&tls::ServerTlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: config.tls.client_ca.clone(),
+    })?))
 }
 
 impl Agent {
@@ -62,6 +142,12 @@ impl Agent {
     /// reachable yet) and binds the listen address.
     pub async fn open(config: AgentConfig) -> Result<Agent, ServeError> {
         let addr = config.bind_address()?;
+        let tls = server_tls(&config)?;
+        let auth = Authenticator::Tokens(validator(&config)?);
+        let audit = Arc::new(match &config.auth.audit_file {
+            Some(path) => AuditLog::with_file(path)?,
+            None => AuditLog::log_only(),
+        });
         let registry = Registry::open(&config.db).map_err(|source| ServeError::Registry {
             path: config.db.clone(),
             source,
@@ -82,7 +168,17 @@ impl Agent {
             config,
             reconciler,
             listener,
+            auth,
+            audit,
+            tls,
         })
+    }
+
+    /// Turns authentication off: every caller becomes an anonymous admin.
+    /// For benchmarks that measure what authentication costs; no
+    /// configuration reaches this.
+    pub fn disable_auth_for_benchmarks(&mut self) {
+        self.auth = Authenticator::Disabled;
     }
 
     /// The address actually bound (useful with port 0).
@@ -104,6 +200,9 @@ impl Agent {
             config,
             reconciler,
             listener,
+            auth,
+            audit,
+            tls,
         } = self;
         let addr = listener.local_addr().ok();
         tokio::spawn(watch_runtime(reconciler.clone()));
@@ -113,37 +212,44 @@ impl Agent {
         health_reporter
             .set_serving::<AgentServiceServer<AgentService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(mcp_proto::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection = SERVED_DESCRIPTORS
+            .iter()
+            .fold(
+                tonic_reflection::server::Builder::configure().include_reflection_service(false),
+                |b, set| b.register_encoded_file_descriptor_set(set),
+            )
             .build_v1()?;
         let service = AgentService::new(config.node_name.clone(), reconciler);
 
-        tracing::info!(addr = ?addr, node = %config.node_name, "mcp-agent listening");
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
+            .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .layer(GuardLayer::new(auth, audit))
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AgentServiceServer::new(service))
-            .serve_with_incoming_shutdown(incoming(listener), shutdown)
-            .await?;
+            .add_service(AgentServiceServer::new(service));
+        match tls {
+            Some(tls_config) => {
+                tracing::info!(addr = ?addr, node = %config.node_name, client_certificates = config.tls.client_ca.is_some(), "mcp-agent listening (TLS)");
+                let incoming = tls::tls_incoming(
+                    listener,
+                    tls_config,
+                    config.tls.handshake_timeout,
+                    tls::DEFAULT_MAX_PENDING_HANDSHAKES,
+                );
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+            }
+            None => {
+                tracing::warn!(addr = ?addr, node = %config.node_name, "mcp-agent listening WITHOUT TLS (tls.insecure = true): tokens cross the network in plain text");
+                router
+                    .serve_with_incoming_shutdown(tls::plain_incoming(listener), shutdown)
+                    .await?;
+            }
+        }
         tracing::info!("mcp-agent stopped");
         Ok(())
     }
-}
-
-/// Accepted connections with Nagle's algorithm off: small gRPC frames
-/// otherwise wait for delayed ACKs (tens of milliseconds per call).
-fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    })
 }
 
 /// Probes the runtime every few seconds, logs when it goes away or comes
@@ -181,26 +287,14 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
     }
 }
 
-/// Writes a CLI configuration pointing at this agent to `path`, unless a
-/// file exists there; returns whether it wrote. Used by `mcp-agent --dev`.
-pub fn write_dev_cli_config(
-    path: &std::path::Path,
-    node_name: &str,
-    addr: SocketAddr,
-) -> Result<bool, ConfigError> {
-    let services_dir = path
-        .parent()
-        .map(|p| p.join("services"))
-        .unwrap_or_else(|| PathBuf::from("services"));
-    let config = CliConfig {
-        services_dir,
-        token: None,
-        token_file: None,
-        tls: None,
-        nodes: vec![NodeEntry {
-            name: node_name.to_string(),
-            address: addr.to_string(),
-        }],
-    };
-    config.write_if_absent(path)
+/// Raises this process's soft limit on open files to its hard limit, so
+/// that many concurrent connections do not run out of descriptors; returns
+/// the new soft limit.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
+    }
+    Some(hard.max(soft))
 }

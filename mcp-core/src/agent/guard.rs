@@ -1,0 +1,293 @@
+//! The interceptor every RPC passes: authenticates the bearer token, checks
+//! the caller's role against [`crate::auth::policy`], and writes one audit
+//! record per RPC, accepted or rejected, once its outcome is known.
+//!
+//! It is a tower layer around all of the server's routes, so the agent's own
+//! API, health checking and reflection are covered alike, and nothing reaches
+//! a handler unauthenticated. The authenticated [`Caller`] is put in the
+//! request's extensions for handlers that want it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http_body::Frame;
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::audit::{AuditLog, AuditRecord};
+use crate::auth::{AuthError, Caller, Role, TokenValidator, bearer_token, policy};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How callers are authenticated.
+#[derive(Clone)]
+pub enum Authenticator {
+    /// Bearer tokens checked by this validator.
+    Tokens(Arc<dyn TokenValidator>),
+    /// No authentication: every caller is an anonymous admin. Only for
+    /// benchmarks and tests that measure what authentication costs; no
+    /// configuration reaches it.
+    Disabled,
+}
+
+/// The layer: wraps the server's routes in a [`GuardService`].
+#[derive(Clone)]
+pub struct GuardLayer {
+    auth: Authenticator,
+    audit: Arc<AuditLog>,
+}
+
+impl GuardLayer {
+    /// A layer authenticating with `auth` and recording to `audit`.
+    pub fn new(auth: Authenticator, audit: Arc<AuditLog>) -> GuardLayer {
+        GuardLayer { auth, audit }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GuardLayer {
+    type Service = GuardService<S>;
+    fn layer(&self, inner: S) -> GuardService<S> {
+        GuardService {
+            inner,
+            auth: self.auth.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+}
+
+/// The service [`GuardLayer`] makes.
+#[derive(Clone)]
+pub struct GuardService<S> {
+    inner: S,
+    auth: Authenticator,
+    audit: Arc<AuditLog>,
+}
+
+/// The peer address from the connection info tonic attaches.
+fn peer(req: &http::Request<Body>) -> Option<std::net::SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+}
+
+/// A refused request: the status to answer and, when the token was valid
+/// but the role too weak, who was refused.
+struct Rejection {
+    status: tonic::Status,
+    caller: Option<Caller>,
+}
+
+impl From<AuthError> for Rejection {
+    fn from(e: AuthError) -> Rejection {
+        Rejection {
+            status: tonic::Status::new(e.code(), e.to_string()),
+            caller: None,
+        }
+    }
+}
+
+/// Authenticates and authorises one request for `path`.
+async fn authorize(
+    auth: &Authenticator,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<Caller, Rejection> {
+    let validator = match auth {
+        Authenticator::Tokens(v) => v,
+        Authenticator::Disabled => {
+            return Ok(Caller {
+                name: "anonymous".into(),
+                role: Some(Role::Admin),
+                expires_at: None,
+                source: "none",
+            });
+        }
+    };
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    let token = if values.next().is_some() {
+        Err(AuthError::Malformed("more than one authorization header"))
+    } else {
+        bearer_token(first.map(|v| v.as_bytes()))
+    };
+    let caller = match token {
+        Ok(token) => validator.validate(token).await,
+        Err(e) => Err(e),
+    }?;
+    let needed = policy::required_role(path);
+    let message = match caller.role {
+        Some(role) if role.permits(needed) => return Ok(caller),
+        Some(role) => format!(
+            "{} ({role}) may not call {}: it needs the {needed} role",
+            caller.name,
+            policy::method_name(path)
+        ),
+        None => format!("{} holds no MCP role (admin or readonly)", caller.name),
+    };
+    Err(Rejection {
+        status: tonic::Status::permission_denied(message),
+        caller: Some(caller),
+    })
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for GuardService<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        // The clone is not ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        let audit = self.audit.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let path = req.uri().path().to_string();
+            let mut record = AuditRecord::new(&path, SystemTime::now());
+            record.peer = peer(&req);
+            match authorize(&auth, &path, req.headers()).await {
+                Err(Rejection { status, caller }) => {
+                    if let Some(caller) = caller {
+                        record.caller = caller.name;
+                        record.auth = caller.source;
+                    }
+                    record.reason = Some(status.message().to_string());
+                    record.finish(status.code(), started.elapsed());
+                    audit.record(&record);
+                    Ok(status.into_http())
+                }
+                Ok(caller) => {
+                    record.caller = caller.name.clone();
+                    record.auth = caller.source;
+                    req.extensions_mut().insert(caller);
+                    let response = inner.call(req).await.map_err(Into::into)?;
+                    Ok(audit_response(response, record, started, audit))
+                }
+            }
+        })
+    }
+}
+
+fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)
+}
+
+/// Records at once for a trailers-only response (the status is in the
+/// headers); otherwise wraps the body so the record is written when the
+/// trailers pass, the stream fails, or the client goes away.
+fn audit_response(
+    response: http::Response<Body>,
+    mut record: AuditRecord,
+    started: Instant,
+    audit: Arc<AuditLog>,
+) -> http::Response<Body> {
+    if let Some(code) = status_of(response.headers()) {
+        record.finish(code, started.elapsed());
+        audit.record(&record);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let body = AuditBody {
+        inner: body,
+        pending: Some(Pending {
+            record,
+            started,
+            audit,
+        }),
+    };
+    http::Response::from_parts(parts, Body::new(body))
+}
+
+struct Pending {
+    record: AuditRecord,
+    started: Instant,
+    audit: Arc<AuditLog>,
+}
+
+impl Pending {
+    fn finish(mut self, code: tonic::Code) {
+        self.record.finish(code, self.started.elapsed());
+        self.audit.record(&self.record);
+    }
+}
+
+/// A response body that writes the audit record when the RPC ends.
+struct AuditBody {
+    inner: Body,
+    pending: Option<Pending>,
+}
+
+impl http_body::Body for AuditBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(p) = this.pending.take()
+                {
+                    p.finish(status_of(trailers).unwrap_or(tonic::Code::Unknown));
+                }
+            }
+            Poll::Ready(Some(Err(status))) => {
+                if let Some(p) = this.pending.take() {
+                    p.finish(status.code());
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(p) = this.pending.take() {
+                    p.finish(tonic::Code::Unknown);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditBody {
+    fn drop(&mut self) {
+        // The client went away before the RPC finished.
+        if let Some(p) = self.pending.take() {
+            p.finish(tonic::Code::Cancelled);
+        }
+    }
+}
