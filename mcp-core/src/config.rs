@@ -527,9 +527,7 @@ fn apply_mcias(base: Option<MciasConfig>, file: MciasFile) -> Result<MciasConfig
         c.cache_ttl = Duration::from_secs(v);
     }
     if let Some(v) = file.cache_size {
-        if v == 0 {
-            return Err("auth.mcias.cache_size must be at least 1".into());
-        }
+        // 0 turns the cache off: every RPC asks MCIAS.
         c.cache_size = v;
     }
     if let Some(v) = file.timeout {

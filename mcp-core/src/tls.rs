@@ -1129,16 +1129,14 @@ pub fn issue_cert(
         path: ca_key.to_path_buf(),
         detail: format!("cannot use the CA key: {e}"),
     })?;
-    let ca_info = der::parse_ca(ca_der.as_ref()).map_err(|detail| TlsError::BadCertificate {
-        path: ca_cert.to_path_buf(),
-        detail,
+    // rcgen reads the CA's subject (re-encoded as the issuer field)
+    // and its subject key identifier (for the authority key identifier).
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, ca_key_pair).map_err(|e| {
+        TlsError::BadCertificate {
+            path: ca_cert.to_path_buf(),
+            detail: e.to_string(),
+        }
     })?;
-    let mut issuer_params = rcgen::CertificateParams::default();
-    issuer_params.distinguished_name = ca_info.subject;
-    if let Some(id) = ca_info.key_id {
-        issuer_params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(id);
-    }
-    let issuer = rcgen::Issuer::new(issuer_params, ca_key_pair);
 
     let mut sans = Vec::new();
     let mut normalized = Vec::new();
@@ -1341,187 +1339,6 @@ fn san_for(name: &str) -> Result<rcgen::SanType, TlsError> {
         detail: e.to_string(),
     })?;
     Ok(rcgen::SanType::DnsName(dns))
-}
-
-/// Just enough DER reading to sign with an existing CA certificate: rcgen
-/// can only read certificates with its `x509-parser` feature, which MCP
-/// does not build. Reads the subject name (to copy into the issuer field)
-/// and the subject key identifier (for the authority key identifier).
-mod der {
-    /// What is needed of a CA certificate to issue certificates under it.
-    pub(super) struct CaInfo {
-        /// The CA's subject, as rcgen will write it into issued certificates.
-        pub(super) subject: rcgen::DistinguishedName,
-        /// The CA's subject key identifier, if it has one.
-        pub(super) key_id: Option<Vec<u8>>,
-    }
-
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const OID: u8 = 0x06;
-    const BOOLEAN: u8 = 0x01;
-    const OCTET_STRING: u8 = 0x04;
-    const VERSION: u8 = 0xa0;
-    const EXTENSIONS: u8 = 0xa3;
-    /// 2.5.29.14, subjectKeyIdentifier.
-    const SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1d, 0x0e];
-
-    /// Splits one DER element off `input`: (tag, contents, rest).
-    pub(super) fn element(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-        let malformed = || "malformed DER".to_string();
-        let (&tag, rest) = input.split_first().ok_or_else(malformed)?;
-        if tag & 0x1f == 0x1f {
-            return Err(malformed());
-        }
-        let (&first, mut rest) = rest.split_first().ok_or_else(malformed)?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return Err(malformed());
-            }
-            let (len_bytes, after) = rest.split_at(n);
-            rest = after;
-            len_bytes
-                .iter()
-                .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
-        };
-        if rest.len() < len {
-            return Err(malformed());
-        }
-        let (contents, rest) = rest.split_at(len);
-        Ok((tag, contents, rest))
-    }
-
-    /// Like [`element`], requiring `tag`.
-    fn expect<'a>(input: &'a [u8], tag: u8, what: &str) -> Result<(&'a [u8], &'a [u8]), String> {
-        let (t, contents, rest) = element(input)?;
-        if t != tag {
-            return Err(format!("malformed certificate: expected {what}"));
-        }
-        Ok((contents, rest))
-    }
-
-    /// Decodes the contents of an OBJECT IDENTIFIER into its arcs.
-    pub(super) fn oid_arcs(bytes: &[u8]) -> Result<Vec<u64>, String> {
-        let mut arcs = Vec::new();
-        let mut value: u64 = 0;
-        for &b in bytes {
-            if value > (u64::MAX >> 7) {
-                return Err("object identifier too large".into());
-            }
-            value = (value << 7) | u64::from(b & 0x7f);
-            if b & 0x80 == 0 {
-                if arcs.is_empty() {
-                    let first = (value / 40).min(2);
-                    arcs.push(first);
-                    arcs.push(value - first * 40);
-                } else {
-                    arcs.push(value);
-                }
-                value = 0;
-            }
-        }
-        if arcs.is_empty() || bytes.last().is_some_and(|b| b & 0x80 != 0) {
-            return Err("malformed object identifier".into());
-        }
-        Ok(arcs)
-    }
-
-    /// Decodes an attribute value of a distinguished name.
-    fn dn_value(tag: u8, bytes: &[u8]) -> Result<rcgen::DnValue, String> {
-        use rcgen::string::{
-            BmpString, Ia5String, PrintableString, TeletexString, UniversalString,
-        };
-        let text = || String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string());
-        let value = match tag {
-            0x0c => rcgen::DnValue::Utf8String(text()?),
-            0x13 => rcgen::DnValue::PrintableString(
-                PrintableString::try_from(text()?).map_err(|e| e.to_string())?,
-            ),
-            0x16 => {
-                rcgen::DnValue::Ia5String(Ia5String::try_from(text()?).map_err(|e| e.to_string())?)
-            }
-            0x14 => rcgen::DnValue::TeletexString(
-                TeletexString::try_from(text()?).map_err(|e| e.to_string())?,
-            ),
-            0x1e => rcgen::DnValue::BmpString(
-                BmpString::from_utf16be(bytes.to_vec()).map_err(|e| e.to_string())?,
-            ),
-            0x1c => rcgen::DnValue::UniversalString(
-                UniversalString::from_utf32be(bytes.to_vec()).map_err(|e| e.to_string())?,
-            ),
-            other => {
-                return Err(format!(
-                    "unsupported string type 0x{other:02x} in the subject"
-                ));
-            }
-        };
-        Ok(value)
-    }
-
-    /// Decodes the contents of a Name (SEQUENCE OF RelativeDistinguishedName).
-    fn name(mut rdns: &[u8]) -> Result<rcgen::DistinguishedName, String> {
-        let mut dn = rcgen::DistinguishedName::new();
-        while !rdns.is_empty() {
-            let (set, rest) = expect(rdns, SET, "a name component")?;
-            rdns = rest;
-            let (atv, more) = expect(set, SEQUENCE, "a name attribute")?;
-            if !more.is_empty() {
-                return Err("multi-valued name components are not supported".into());
-            }
-            let (oid, rest) = expect(atv, OID, "an attribute type")?;
-            let (tag, value, _) = element(rest)?;
-            let ty = rcgen::DnType::from_oid(&oid_arcs(oid)?);
-            if dn.get(&ty).is_some() {
-                return Err("repeated name attributes are not supported".into());
-            }
-            dn.push(ty, dn_value(tag, value)?);
-        }
-        Ok(dn)
-    }
-
-    /// Reads the subject and subject key identifier of a DER certificate.
-    pub(super) fn parse_ca(der: &[u8]) -> Result<CaInfo, String> {
-        let (cert, _) = expect(der, SEQUENCE, "a certificate")?;
-        let (tbs, _) = expect(cert, SEQUENCE, "the certificate body")?;
-        let (tag, _, after_version) = element(tbs)?;
-        let mut fields = if tag == VERSION { after_version } else { tbs };
-        // Skip the serial number, signature algorithm, issuer and validity.
-        for _ in 0..4 {
-            fields = element(fields)?.2;
-        }
-        let (subject, rest) = expect(fields, SEQUENCE, "the subject")?;
-        let (_spki, mut rest) = expect(rest, SEQUENCE, "the public key")?;
-        let mut key_id = None;
-        while !rest.is_empty() {
-            let (tag, contents, after) = element(rest)?;
-            rest = after;
-            if tag != EXTENSIONS {
-                continue;
-            }
-            let (mut exts, _) = expect(contents, SEQUENCE, "the extensions")?;
-            while !exts.is_empty() {
-                let (ext, after) = expect(exts, SEQUENCE, "an extension")?;
-                exts = after;
-                let (oid, mut ext_rest) = expect(ext, OID, "an extension type")?;
-                let (t, _, after) = element(ext_rest)?;
-                if t == BOOLEAN {
-                    ext_rest = after;
-                }
-                let (value, _) = expect(ext_rest, OCTET_STRING, "an extension value")?;
-                if oid == SUBJECT_KEY_IDENTIFIER {
-                    let (id, _) = expect(value, OCTET_STRING, "a key identifier")?;
-                    key_id = Some(id.to_vec());
-                }
-            }
-        }
-        Ok(CaInfo {
-            subject: name(subject)?,
-            key_id,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -1732,10 +1549,6 @@ mod tests {
         std::fs::write(&ca_cert, ca.pem()).unwrap();
         std::fs::write(&ca_key, key.serialize_pem()).unwrap();
 
-        let info = der::parse_ca(ca.der()).unwrap();
-        assert_eq!(info.subject, params.distinguished_name);
-        assert_eq!(info.key_id, Some(vec![7; 20]));
-
         // issue_cert verifies the chain before writing.
         let out = dir.path().join("srv.pem");
         let out_key = dir.path().join("srv.key");
@@ -1749,6 +1562,12 @@ mod tests {
             &out_key,
         )
         .unwrap();
+        // The authority key identifier is the CA's, not one rcgen derived.
+        let issued = load_certs(&out).unwrap();
+        assert!(
+            issued[0].windows(20).any(|w| w == [7; 20]),
+            "the CA's key identifier is missing"
+        );
         assert!(
             server_config(&ServerTlsFiles {
                 cert: out,
@@ -1845,25 +1664,6 @@ mod tests {
             e.to_string(),
             "TLS: the agent's certificate at 127.0.0.1:9444 is not valid for 127.0.0.1 \
              (it is for other.example)"
-        );
-    }
-
-    #[test]
-    fn der_lengths_and_oids() {
-        assert_eq!(
-            der::element(&[0x04, 0x01, 0xaa, 0xff]).unwrap(),
-            (0x04, &[0xaa][..], &[0xff][..])
-        );
-        let long = [vec![0x04, 0x81, 0x80], vec![0; 0x80]].concat();
-        assert_eq!(der::element(&long).unwrap().1.len(), 0x80);
-        assert!(der::element(&[0x04, 0x05, 0x00]).is_err());
-        assert_eq!(
-            der::oid_arcs(&[0x55, 0x04, 0x03]).unwrap(),
-            vec![2, 5, 4, 3]
-        );
-        assert_eq!(
-            der::oid_arcs(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]).unwrap(),
-            vec![1, 2, 840, 113549]
         );
     }
 }

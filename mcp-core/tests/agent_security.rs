@@ -6,15 +6,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
+use common::mcias_double::Double;
 use mcp_core::agent::{Agent, SERVED_DESCRIPTORS, raise_open_files_limit};
 use mcp_core::auth::Role;
 use mcp_core::auth::local::TokenStore;
+use mcp_core::auth::mcias::MciasConfig;
 use mcp_core::auth::policy;
 use mcp_core::client::{Client, ClientError, ConnectOptions};
 use mcp_core::config::AgentConfig;
@@ -332,6 +336,173 @@ async fn every_rpc_is_authenticated_and_authorised() {
             "a token is in the audit file"
         );
     }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcias_callers_are_authenticated_through_the_agent() {
+    const NODE_INFO: &str = "/mcp.v1.AgentService/NodeInfo";
+    const LIST: &str = "/mcp.v1.AgentService/List";
+    const DEPLOY: &str = "/mcp.v1.AgentService/Deploy";
+    // Long enough that a token validated just before the outage is still
+    // cached when it is tried again, short enough to wait out.
+    const TTL: Duration = Duration::from_secs(2);
+
+    let double = Double::start().await;
+    let (admin, ro, norole, expired, cached, late) = (
+        "mcias-tok-admin-0123456789",
+        "mcias-tok-readonly-0123456789",
+        "mcias-tok-norole-0123456789",
+        "mcias-tok-expired-0123456789",
+        "mcias-tok-cached-0123456789",
+        "mcias-tok-late-0123456789",
+    );
+    double.add_user(admin, "alice", &["admin", "other"], None);
+    double.add_user(ro, "bob", &["readonly"], None);
+    double.add_user(norole, "carol", &["other"], None);
+    double.add_user(
+        expired,
+        "dave",
+        &["admin"],
+        Some(SystemTime::now() - Duration::from_secs(60)),
+    );
+    double.add_user(cached, "erin", &["admin"], None);
+    double.add_user(late, "frank", &["admin"], None);
+    let mcias = MciasConfig {
+        url: double.url(),
+        ca_cert: Some(double.ca.pem_path.clone()),
+        cache_ttl: TTL,
+        cache_size: 64,
+        timeout: Duration::from_secs(1),
+        admin_roles: vec!["admin".into()],
+        readonly_roles: vec!["readonly".into()],
+    };
+    let agent = TestAgent::start_with(move |config, _| {
+        config.auth.mcias = Some(mcias);
+    })
+    .await;
+    let channel = agent.channel().await;
+    let code = |c: Code| Outcome::Code(c);
+    let refused = |o: Outcome| {
+        matches!(
+            o,
+            Outcome::Code(Code::PermissionDenied | Code::Unauthenticated)
+        )
+    };
+
+    // Roles come from MCIAS.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(admin))).await,
+        code(Code::Ok)
+    );
+    let list = call(&channel, LIST, Some(&bearer(admin))).await;
+    assert!(!refused(list), "List with an MCIAS admin: {list:?}");
+    assert_eq!(
+        call(&channel, DEPLOY, Some(&bearer(ro))).await,
+        code(Code::PermissionDenied)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(ro))).await,
+        code(Code::Ok)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(norole))).await,
+        code(Code::PermissionDenied),
+        "an MCIAS user without a mapped role may call nothing"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer("mcias-tok-unknown"))).await,
+        code(Code::Unauthenticated)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(expired))).await,
+        code(Code::Unauthenticated)
+    );
+    // Local tokens still work alongside MCIAS.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(&agent.tokens.admin))).await,
+        code(Code::Ok)
+    );
+    // And through the client library.
+    let mut client = agent.client(Some(ro)).await.unwrap();
+    assert!(!client.node_info().await.unwrap().runtime_available);
+
+    // An outage: a token validated just before keeps working for the cache
+    // TTL, a token never seen fails closed, local tokens are unaffected.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Ok)
+    );
+    double.shut_down().await;
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Ok),
+        "a cached MCIAS token must survive an outage within its TTL"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(late))).await,
+        code(Code::Unavailable),
+        "an uncached token must fail closed while MCIAS is down"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(&agent.tokens.admin))).await,
+        code(Code::Ok)
+    );
+    tokio::time::sleep(TTL + Duration::from_millis(500)).await;
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Unavailable),
+        "past its TTL a cached token must be validated again, and fail closed"
+    );
+
+    // The audit log names MCIAS callers and never holds a token. Records
+    // are written as calls end: wait until the expected ones are there.
+    let expected = [
+        (NODE_INFO, "alice", "mcias", "Ok"),
+        (DEPLOY, "bob", "mcias", "PermissionDenied"),
+        (NODE_INFO, "bob", "mcias", "Ok"),
+        (NODE_INFO, "carol", "mcias", "PermissionDenied"),
+        (NODE_INFO, "erin", "mcias", "Ok"),
+        (NODE_INFO, "ops", "local", "Ok"),
+        (NODE_INFO, "-", "-", "Unauthenticated"),
+        (NODE_INFO, "-", "-", "Unavailable"),
+    ];
+    let missing = |lines: &[serde_json::Value]| {
+        expected
+            .iter()
+            .filter(|(method, caller, auth, outcome)| {
+                !lines.iter().any(|l| {
+                    l["method"] == *method
+                        && l["caller"] == *caller
+                        && l["auth"] == *auth
+                        && l["outcome"] == *outcome
+                })
+            })
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = agent.audit_lines();
+        if missing(&lines).is_empty() || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(missing(&lines), [], "{lines:#?}");
+    let text = std::fs::read_to_string(&agent.audit_file).unwrap();
+    for token in [
+        admin,
+        ro,
+        norole,
+        expired,
+        cached,
+        late,
+        "mcias-tok-unknown",
+    ] {
+        assert!(!text.contains(token), "{token} is in the audit file");
+    }
+    assert!(!text.contains(agent.tokens.admin.as_str()));
     agent.stop().await;
 }
 

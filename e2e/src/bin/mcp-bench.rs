@@ -125,6 +125,94 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
     (median(ours), median(theirs))
 }
 
+/// Per-RPC cost of the security envelope: the same `status` RPC, over TLS,
+/// to two in-process agents on the node's podman and registry, one with the
+/// interceptor (local token, authorisation, audit record to the log and to
+/// a file) and one without. Returns seconds per RPC (with, without).
+fn auth_overhead(node: &Node, rounds: usize) -> (f64, f64) {
+    use mcp_core::agent::Agent;
+    use mcp_core::auth::Role;
+    use mcp_core::auth::local::TokenStore;
+    use mcp_core::client::{Client, ConnectOptions};
+    use mcp_core::config::AgentConfig;
+    use mcp_core::tls::{ClientTlsFiles, ensure_dev_pki};
+
+    // Audit records are formatted as they would be for the journal.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::sink)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = ensure_dev_pki(&dir.path().join("tls"), &[]).expect("pki");
+        let config = |with_guard: bool| {
+            let mut c = AgentConfig::dev_defaults(dir.path());
+            c.listen = Some("127.0.0.1:0".parse().expect("addr"));
+            c.db = node.dir.path().join("mcp.db");
+            c.podman.socket = node.socket.clone();
+            c.tls.cert = Some(pki.server_cert.clone());
+            c.tls.key = Some(pki.server_key.clone());
+            c.auth.audit_file = with_guard.then(|| dir.path().join("audit.jsonl"));
+            c
+        };
+        let token = TokenStore::new(config(true).auth.token_file)
+            .add("bench", Role::Admin, None)
+            .expect("token");
+        let mut clients = Vec::new();
+        for with_guard in [true, false] {
+            let mut agent = Agent::open(config(with_guard)).await.expect("agent");
+            if !with_guard {
+                agent.disable_guard_for_benchmarks();
+            }
+            let addr = agent.local_addr().expect("addr");
+            tokio::spawn(agent.serve(std::future::pending()));
+            let options = ConnectOptions {
+                token: Some(token.clone()),
+                token_source: "the benchmark".into(),
+                tls: Some(ClientTlsFiles {
+                    ca_cert: pki.ca_cert.clone(),
+                    cert: None,
+                    key: None,
+                }),
+            };
+            let mut client = Client::connect("bench", &addr.to_string(), &options)
+                .await
+                .expect("connect");
+            // Warm: connection, caches, the token.
+            for _ in 0..50 {
+                client.status(None).await.expect("status");
+            }
+            clients.push(client);
+        }
+        const CALLS: usize = 200;
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        for round in 0..rounds.max(10) {
+            // Alternate which goes first, so neither always runs warmer.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let client = &mut clients[i];
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    client.status(None).await.expect("status");
+                }
+                let per_call = start.elapsed().as_secs_f64() / CALLS as f64;
+                if i == 0 {
+                    with.push(per_call)
+                } else {
+                    without.push(per_call)
+                }
+            }
+        }
+        (median(with), median(without))
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let write = args
@@ -196,6 +284,15 @@ fn main() {
         target: "<= 0.5x",
     });
     let busy_rss = rss_kb(pid);
+    let (a, b) = auth_overhead(&node, rounds);
+    rows.push(Row {
+        name: "status RPC, auth + audit on vs off",
+        mcp: a * 1000.0,
+        other: b * 1000.0,
+        other_name: "same agent, no interceptor",
+        unit: "ms",
+        target: "<= 1.05x",
+    });
     for s in &services {
         let _ = mcp(&node, &["remove", s]).output();
     }

@@ -17,31 +17,18 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::audit::{AuditLog, AuditRecord};
-use crate::auth::{AuthError, Caller, Role, TokenValidator, bearer_token, policy};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// How callers are authenticated.
-#[derive(Clone)]
-pub enum Authenticator {
-    /// Bearer tokens checked by this validator.
-    Tokens(Arc<dyn TokenValidator>),
-    /// No authentication: every caller is an anonymous admin. Only for
-    /// benchmarks and tests that measure what authentication costs; no
-    /// configuration reaches it.
-    Disabled,
-}
+use crate::auth::{AuthError, Caller, TokenValidator, bearer_token, policy};
 
 /// The layer: wraps the server's routes in a [`GuardService`].
 #[derive(Clone)]
 pub struct GuardLayer {
-    auth: Authenticator,
+    auth: Arc<dyn TokenValidator>,
     audit: Arc<AuditLog>,
 }
 
 impl GuardLayer {
     /// A layer authenticating with `auth` and recording to `audit`.
-    pub fn new(auth: Authenticator, audit: Arc<AuditLog>) -> GuardLayer {
+    pub fn new(auth: Arc<dyn TokenValidator>, audit: Arc<AuditLog>) -> GuardLayer {
         GuardLayer { auth, audit }
     }
 }
@@ -61,7 +48,7 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
 #[derive(Clone)]
 pub struct GuardService<S> {
     inner: S,
-    auth: Authenticator,
+    auth: Arc<dyn TokenValidator>,
     audit: Arc<AuditLog>,
 }
 
@@ -94,21 +81,10 @@ impl From<AuthError> for Rejection {
 
 /// Authenticates and authorises one request for `path`.
 async fn authorize(
-    auth: &Authenticator,
+    validator: &Arc<dyn TokenValidator>,
     path: &str,
     headers: &http::HeaderMap,
 ) -> Result<Caller, Rejection> {
-    let validator = match auth {
-        Authenticator::Tokens(v) => v,
-        Authenticator::Disabled => {
-            return Ok(Caller {
-                name: "anonymous".into(),
-                role: Some(Role::Admin),
-                expires_at: None,
-                source: "none",
-            });
-        }
-    };
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let first = values.next();
     let token = if values.next().is_some() {
@@ -143,15 +119,17 @@ where
         + Send
         + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Send + 'static,
 {
     type Response = http::Response<Body>;
-    type Error = BoxError;
+    // Refusals are gRPC answers, not errors: only the inner service's
+    // errors pass through.
+    type Error = S::Error;
     type Future =
-        Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static>>;
+        Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send + 'static>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
@@ -180,7 +158,7 @@ where
                     record.caller = caller.name.clone();
                     record.auth = caller.source;
                     req.extensions_mut().insert(caller);
-                    let response = inner.call(req).await.map_err(Into::into)?;
+                    let response = inner.call(req).await?;
                     Ok(audit_response(response, record, started, audit))
                 }
             }

@@ -26,7 +26,7 @@ use crate::reconcile::Reconciler;
 use crate::registry::{Registry, RegistryError};
 use crate::tls::{self, TlsError};
 use audit::{AuditFileError, AuditLog};
-use guard::{Authenticator, GuardLayer};
+use guard::GuardLayer;
 
 pub use service::AgentService;
 
@@ -96,8 +96,8 @@ pub struct Agent {
     config: AgentConfig,
     reconciler: Arc<Reconciler>,
     listener: TcpListener,
-    auth: Authenticator,
-    audit: Arc<AuditLog>,
+    /// The interceptor; `None` only when a benchmark turned it off.
+    guard: Option<GuardLayer>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -143,7 +143,7 @@ impl Agent {
     pub async fn open(config: AgentConfig) -> Result<Agent, ServeError> {
         let addr = config.bind_address()?;
         let tls = server_tls(&config)?;
-        let auth = Authenticator::Tokens(validator(&config)?);
+        let auth = validator(&config)?;
         let audit = Arc::new(match &config.auth.audit_file {
             Some(path) => AuditLog::with_file(path)?,
             None => AuditLog::log_only(),
@@ -168,17 +168,16 @@ impl Agent {
             config,
             reconciler,
             listener,
-            auth,
-            audit,
+            guard: Some(GuardLayer::new(auth, audit)),
             tls,
         })
     }
 
-    /// Turns authentication off: every caller becomes an anonymous admin.
-    /// For benchmarks that measure what authentication costs; no
-    /// configuration reaches this.
-    pub fn disable_auth_for_benchmarks(&mut self) {
-        self.auth = Authenticator::Disabled;
+    /// Removes the interceptor: no authentication, no authorisation, no
+    /// audit. Only for the benchmark that measures what they cost per RPC;
+    /// no configuration reaches this.
+    pub fn disable_guard_for_benchmarks(&mut self) {
+        self.guard = None;
     }
 
     /// The address actually bound (useful with port 0).
@@ -200,8 +199,7 @@ impl Agent {
             config,
             reconciler,
             listener,
-            auth,
-            audit,
+            guard,
             tls,
         } = self;
         let addr = listener.local_addr().ok();
@@ -223,7 +221,7 @@ impl Agent {
 
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .layer(GuardLayer::new(auth, audit))
+            .layer(tower::util::option_layer(guard))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AgentServiceServer::new(service));
