@@ -104,7 +104,12 @@ fn roles_token_sources_and_clear_errors() {
     // Every RPC that reached the agent left one audit record (the token with
     // a control character and the TLS failure never did), and no token is in
     // any log.
-    let records = node.audit_records();
+    // File lines are appended in batches; give the writer its interval.
+    let records = mcp_e2e::wait_for(std::time::Duration::from_secs(5), || {
+        let r = node.audit_records();
+        (r.len() >= 7).then_some(r)
+    })
+    .unwrap_or_else(|| node.audit_records());
     assert_eq!(records.len(), 7, "{records:?}");
     let denied: Vec<_> = records
         .iter()

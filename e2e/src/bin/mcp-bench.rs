@@ -228,6 +228,19 @@ fn main() {
         .unwrap_or(10);
 
     let mut node = Node::start();
+    if args.iter().any(|a| a == "--auth-only") {
+        // Quick look at the interceptor's cost alone, over an empty node.
+        for _ in 0..3 {
+            let (a, b) = auth_overhead(&node, rounds);
+            println!(
+                "auth + audit: {:.1} us vs {:.1} us: {:.3}x",
+                a * 1e6,
+                b * 1e6,
+                a / b
+            );
+        }
+        return;
+    }
     // Warm up: the image on the node, podman's caches.
     let warm = unique("warm");
     node.write_service(&warm, &def(&warm, &node.env.image_v1.clone(), 1));

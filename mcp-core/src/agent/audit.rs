@@ -1,12 +1,18 @@
 //! The audit log: one record per RPC, accepted or rejected, as an info-level
 //! `tracing` event (target `mcp::audit`) and, when configured, as a JSON line
 //! appended to a dedicated file. Records never hold tokens or other secrets.
+//!
+//! File lines are formatted and appended by a dedicated thread every
+//! [`FILE_FLUSH_INTERVAL`] (sooner when many are waiting, and at shutdown),
+//! so an RPC never waits on the disk nor wakes a thread. A `kill -9` can
+//! lose at most that interval of file lines; the log records are written
+//! at once.
 
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,11 +21,18 @@ use serde::Serialize;
 /// The `tracing` target of audit events.
 pub const AUDIT_TARGET: &str = "mcp::audit";
 
+/// How often queued records are appended to the audit file.
+pub const FILE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Queued records that wake the writer before its interval ends.
+const WAKE_AT: usize = 4096;
+
 /// One RPC as the audit log records it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
-    /// When the RPC arrived (RFC 3339, milliseconds, UTC).
-    pub time: String,
+    /// When the RPC arrived (written as RFC 3339, milliseconds, UTC).
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub time: SystemTime,
     /// The gRPC path, `/mcp.v1.AgentService/Deploy`.
     pub method: String,
     /// The caller's token name or user name; `-` when unauthenticated.
@@ -43,7 +56,7 @@ impl AuditRecord {
     /// A record for `method` that arrived at `started`.
     pub fn new(method: &str, started: SystemTime) -> AuditRecord {
         AuditRecord {
-            time: DateTime::<Utc>::from(started).to_rfc3339_opts(SecondsFormat::Millis, true),
+            time: started,
             method: method.to_string(),
             caller: "-".to_string(),
             auth: "-",
@@ -61,6 +74,10 @@ impl AuditRecord {
         self.code = code as i32;
         self.duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     }
+}
+
+fn rfc3339_millis<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&DateTime::<Utc>::from(*t).to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// The name of a gRPC code as the audit log writes it.
@@ -97,10 +114,23 @@ pub struct AuditFileError {
     pub source: std::io::Error,
 }
 
+/// Records waiting for the file writer.
+#[derive(Debug, Default)]
+struct Queue {
+    records: Vec<AuditRecord>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct FileWriter {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
 /// Where audit records go.
 #[derive(Debug, Default)]
 pub struct AuditLog {
-    file: Option<(PathBuf, Mutex<File>)>,
+    file: Option<FileWriter>,
 }
 
 impl AuditLog {
@@ -110,7 +140,7 @@ impl AuditLog {
     }
 
     /// Records also go to `path`, appended as JSON lines (created with mode
-    /// 0600, its directory created if missing).
+    /// 0600, its directory created if missing) by a dedicated thread.
     pub fn with_file(path: &Path) -> Result<AuditLog, AuditFileError> {
         use std::os::unix::fs::OpenOptionsExt;
         let err = |source| AuditFileError {
@@ -126,13 +156,23 @@ impl AuditLog {
             .mode(0o600)
             .open(path)
             .map_err(err)?;
+        let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+        let owned = path.to_path_buf();
+        let shared = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("mcp-audit".into())
+            .spawn(move || write_lines(owned, file, &shared))
+            .map_err(err)?;
         Ok(AuditLog {
-            file: Some((path.to_path_buf(), Mutex::new(file))),
+            file: Some(FileWriter {
+                queue,
+                thread: Some(thread),
+            }),
         })
     }
 
-    /// Writes `record` to the log (and the file).
-    pub fn record(&self, record: &AuditRecord) {
+    /// Writes `record` to the log (and queues it for the file).
+    pub fn record(&self, record: AuditRecord) {
         let peer = record
             .peer
             .map_or_else(|| "-".to_string(), |p| p.to_string());
@@ -148,16 +188,60 @@ impl AuditLog {
             reason = record.reason.as_deref().unwrap_or(""),
             "rpc"
         );
-        if let Some((path, file)) = &self.file {
-            let Ok(mut line) = serde_json::to_vec(record) else {
-                return;
-            };
-            line.push(b'\n');
-            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-            // One write per record: with O_APPEND the line lands whole.
-            if let Err(e) = file.write_all(&line) {
+        if let Some(w) = &self.file {
+            let (lock, wake) = &*w.queue;
+            let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+            q.records.push(record);
+            if q.records.len() == WAKE_AT {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Writes what is still queued before the log goes away.
+    fn drop(&mut self) {
+        if let Some(w) = &mut self.file {
+            let (lock, wake) = &*w.queue;
+            lock.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            wake.notify_one();
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The file writer: every interval (or when woken), takes what is queued
+/// and appends it in one write; ends after a final write once closed.
+fn write_lines(path: PathBuf, mut file: File, queue: &(Mutex<Queue>, Condvar)) {
+    let (lock, wake) = queue;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        let (records, closed) = {
+            let q = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut q, _) = wake
+                .wait_timeout_while(q, FILE_FLUSH_INTERVAL, |q| {
+                    !q.closed && q.records.len() < WAKE_AT
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut q.records), q.closed)
+        };
+        if !records.is_empty() {
+            buf.clear();
+            for record in &records {
+                if serde_json::to_writer(&mut buf, record).is_ok() {
+                    buf.push(b'\n');
+                }
+            }
+            // With O_APPEND each write lands whole at the end of the file.
+            if let Err(e) = file.write_all(&buf) {
                 tracing::error!(path = %path.display(), error = %e, "cannot append to the audit file");
             }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -175,9 +259,18 @@ mod tests {
         r.caller = "kyle".into();
         r.peer = Some("127.0.0.1:5000".parse().unwrap());
         r.finish(tonic::Code::PermissionDenied, Duration::from_micros(1500));
-        log.record(&r);
-        log.record(&r);
-        let text = std::fs::read_to_string(&path).unwrap();
+        log.record(r.clone());
+        log.record(r);
+        // Dropping the log ends the writer once the queue is written.
+        drop(log);
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().count() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -187,6 +280,7 @@ mod tests {
         assert_eq!(v["code"], 7);
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["peer"], "127.0.0.1:5000");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

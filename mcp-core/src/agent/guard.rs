@@ -151,7 +151,7 @@ where
                     }
                     record.reason = Some(status.message().to_string());
                     record.finish(status.code(), started.elapsed());
-                    audit.record(&record);
+                    audit.record(record);
                     Ok(status.into_http())
                 }
                 Ok(caller) => {
@@ -185,7 +185,7 @@ fn audit_response(
 ) -> http::Response<Body> {
     if let Some(code) = status_of(response.headers()) {
         record.finish(code, started.elapsed());
-        audit.record(&record);
+        audit.record(record);
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -209,7 +209,7 @@ struct Pending {
 impl Pending {
     fn finish(mut self, code: tonic::Code) {
         self.record.finish(code, self.started.elapsed());
-        self.audit.record(&self.record);
+        self.audit.record(self.record);
     }
 }
 

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -296,8 +296,15 @@ pub fn generate_token() -> String {
     )
 }
 
+/// What validation needs of a stored token, parsed once per load.
+struct Known {
+    name: String,
+    role: Role,
+    expires_at: Option<SystemTime>,
+}
+
 struct Loaded {
-    by_digest: HashMap<String, TokenEntry>,
+    by_digest: HashMap<String, Arc<Known>>,
     /// Modification time and length of the file when read; `None` when absent.
     stamp: Option<(SystemTime, u64)>,
     checked: Instant,
@@ -346,7 +353,7 @@ impl LocalTokens {
         self.store.path()
     }
 
-    fn lookup(&self, digest: &str) -> Option<TokenEntry> {
+    fn lookup(&self, digest: &str) -> Option<Arc<Known>> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if loaded.checked.elapsed() >= RELOAD_CHECK {
             loaded.checked = Instant::now();
@@ -370,27 +377,33 @@ impl LocalTokens {
     }
 }
 
-fn index(tokens: Vec<TokenEntry>) -> HashMap<String, TokenEntry> {
+fn index(tokens: Vec<TokenEntry>) -> HashMap<String, Arc<Known>> {
     tokens
         .into_iter()
-        .map(|t| (t.sha256.to_ascii_lowercase(), t))
+        .map(|t| {
+            let known = Known {
+                expires_at: t.expires_at(),
+                name: t.name,
+                role: t.role,
+            };
+            (t.sha256.to_ascii_lowercase(), Arc::new(known))
+        })
         .collect()
 }
 
 #[async_trait]
 impl TokenValidator for LocalTokens {
     async fn validate(&self, token: &str) -> Result<Caller, AuthError> {
-        let entry = self
+        let known = self
             .lookup(&token_digest(token))
             .ok_or(AuthError::Invalid)?;
-        let expires_at = entry.expires_at();
-        if expires_at.is_some_and(|e| e <= SystemTime::now()) {
+        if known.expires_at.is_some_and(|e| e <= SystemTime::now()) {
             return Err(AuthError::Expired);
         }
         Ok(Caller {
-            name: entry.name,
-            role: Some(entry.role),
-            expires_at,
+            name: known.name.clone(),
+            role: Some(known.role),
+            expires_at: known.expires_at,
             source: "local",
         })
     }
