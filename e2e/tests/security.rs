@@ -146,6 +146,33 @@ fn roles_token_sources_and_clear_errors() {
 }
 
 #[test]
+fn plaintext_only_when_asked_and_then_with_a_warning() {
+    let mut node = Node::start();
+    node.stop_agent();
+    let agent_toml = node.dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&agent_toml).expect("read");
+    std::fs::write(&agent_toml, format!("{text}insecure = true\n")).expect("write");
+    node.start_agent();
+    // A CLI that expects TLS fails clearly...
+    let err = node.mcp(&["list"]).failure();
+    assert!(err.contains("TLS"), "{err}");
+    // ...one told to talk plaintext works, and still needs its token.
+    let cli = std::fs::read_to_string(node.cli_config()).expect("read");
+    std::fs::write(
+        node.cli_config(),
+        cli.replace("[tls]\n", "[tls]\ninsecure = true\n"),
+    )
+    .expect("write");
+    node.mcp(&["list"]).success();
+    let err = node
+        .mcp_with_env(&["list"], &[("MCP_TOKEN", "mcp_wrong")])
+        .failure();
+    assert!(err.contains("not authenticated"), "{err}");
+    let log = node.agent_log();
+    assert!(log.contains("WITHOUT TLS"), "{log}");
+}
+
+#[test]
 fn token_management_commands() {
     let node = Node::start();
     let run = |args: &[&str]| {
