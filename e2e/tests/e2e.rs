@@ -804,55 +804,31 @@ fn cli_completions_and_config_errors() {
     // No CA and no explicit plaintext: refused before dialling, naming the file.
     let port = free_port();
     let cfg = dir.path().join("mcp.toml");
-    std::fs::write(
-        &cfg,
-        format!("[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"),
-    )
-    .expect("write");
-    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("ps")
-        .output()
-        .expect("run mcp");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let ps_with = |tls: &str| {
+        std::fs::write(
+            &cfg,
+            format!("{tls}\n[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"),
+        )
+        .expect("write");
+        let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("ps")
+            .output()
+            .expect("run mcp");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = ps_with("");
     assert!(
         err.contains("mcp.toml") && err.contains("no CA to verify agents with"),
         "{err}"
     );
-
-    // An agent that is not there: one clear line naming node and address.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tls]\nca_cert = \"/nonexistent/ca.pem\"\n\n[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .expect("write");
-    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("ps")
-        .output()
-        .expect("run mcp");
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A CA file that is not there is named.
+    let err = ps_with("[tls]\nca_cert = \"/nonexistent/ca.pem\"\n");
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[tls]\ninsecure = true\n\n[[nodes]]\nname = \"ghost\"\naddress = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .expect("write");
-    let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("ps")
-        .output()
-        .expect("run mcp");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    // An agent that is not there: one clear line naming node and address.
+    let err = ps_with("[tls]\ninsecure = true\n");
     assert!(
         err.contains("cannot reach the agent of node ghost") && err.contains(&port.to_string()),
         "{err}"

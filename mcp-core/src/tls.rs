@@ -1179,19 +1179,7 @@ pub fn issue_cert(
 
     check_chains_to(ca_cert, ca_der, cert.der(), client, &normalized)?;
 
-    crate::fsutil::write_private(key_out, key.serialize_pem().as_bytes()).map_err(|source| {
-        TlsError::Write {
-            path: key_out.to_path_buf(),
-            source,
-        }
-    })?;
-    crate::fsutil::write_private(cert_out, cert.pem().as_bytes()).map_err(|source| {
-        TlsError::Write {
-            path: cert_out.to_path_buf(),
-            source,
-        }
-    })?;
-    Ok(())
+    write_pair(&cert, &key, cert_out, key_out)
 }
 
 /// Verifies that a freshly issued certificate chains to the CA, as a
@@ -1265,18 +1253,23 @@ fn generate_ca(cert_out: &Path, key_out: &Path) -> Result<(), TlsError> {
     let cert = params
         .self_signed(&key)
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    crate::fsutil::write_private(key_out, key.serialize_pem().as_bytes()).map_err(|source| {
-        TlsError::Write {
-            path: key_out.to_path_buf(),
+    write_pair(&cert, &key, cert_out, key_out)
+}
+
+/// Writes a certificate and its key as PEM (both 0600, each atomically),
+/// the key first so a certificate never sits beside a missing key.
+fn write_pair(
+    cert: &rcgen::Certificate,
+    key: &rcgen::KeyPair,
+    cert_out: &Path,
+    key_out: &Path,
+) -> Result<(), TlsError> {
+    for (path, pem) in [(key_out, key.serialize_pem()), (cert_out, cert.pem())] {
+        crate::fsutil::write_private(path, pem.as_bytes()).map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
             source,
-        }
-    })?;
-    crate::fsutil::write_private(cert_out, cert.pem().as_bytes()).map_err(|source| {
-        TlsError::Write {
-            path: cert_out.to_path_buf(),
-            source,
-        }
-    })?;
+        })?;
+    }
     Ok(())
 }
 

@@ -185,7 +185,7 @@ impl AuditLog {
             outcome = %record.outcome,
             code = record.code,
             duration_ms = record.duration_ms,
-            reason = record.reason.as_deref().unwrap_or(""),
+            reason = record.reason.as_deref(),
             "rpc"
         );
         if let Some(w) = &self.file {
