@@ -862,3 +862,89 @@ fn logs_of_all_components_are_prefixed() {
     assert_eq!(first["component"], "worker");
     assert_eq!(first["stream"], "stdout");
 }
+
+#[test]
+fn events_record_every_transition() {
+    let mut node = Node::start();
+    let service = unique("ev");
+    let port = free_port();
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1, port),
+    );
+    node.mcp(&["deploy", &service]).success();
+    node.mcp(&["stop", &service]).success();
+    node.mcp(&["start", &service]).success();
+    node.mcp(&["restart", &service, "--component", "web"])
+        .success();
+
+    let v = node.mcp_json(&["events", "--service", &service]);
+    let events = v["nodes"][0]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["component"].as_str().unwrap_or("-").to_string(),
+                e["kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("web", "created"),
+        ("worker", "created"),
+        ("-", "deployed"),
+        // `mcp stop`/`start` push the definition with `active` flipped.
+        ("web", "stopped"),
+        ("worker", "stopped"),
+        ("web", "started"),
+        ("web", "restarted"),
+        ("-", "restarted"),
+    ] {
+        assert!(
+            kinds.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} missing from {kinds:?}"
+        );
+    }
+    // Oldest first, ids increasing.
+    let ids: Vec<i64> = events.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let details: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "deployed")
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert_eq!(details, ["2 created", "2 stopped", "2 started"]);
+
+    // --since and --limit narrow it; a readonly token may read it.
+    let last = events.last().expect("events");
+    let since = last["time"].as_str().expect("time");
+    let v = node.mcp_json(&["events", "--service", &service, "--since", since]);
+    let narrowed = v["nodes"][0]["events"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert!(narrowed >= 1 && narrowed < events.len(), "{narrowed}");
+    let v = node.mcp_json(&["events", "--limit", "1"]);
+    assert_eq!(v["nodes"][0]["events"].as_array().map(Vec::len), Some(1));
+    let ro = node
+        .mcp_with_env(
+            &["events", "--since", "1h"],
+            &[("MCP_TOKEN", &node.readonly_token)],
+        )
+        .success();
+    assert!(ro.stdout.contains(&service), "{}", ro.stdout);
+    let err = node.mcp(&["events", "--since", "yesterday"]).failure();
+    assert!(err.contains("--since \"yesterday\""), "{err}");
+
+    // Removing is recorded too, and the history outlives the service.
+    node.mcp(&["remove", &service]).success();
+    let v = node.mcp_json(&["events", "--service", &service, "--limit", "3"]);
+    let kinds: Vec<&str> = v["nodes"][0]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(kinds.contains(&"removed"), "{kinds:?}");
+}

@@ -103,6 +103,18 @@ enum Command {
         #[arg(long, value_name = "N")]
         tail: Option<u32>,
     },
+    /// The event history of the node(s): deploys, stops, removals, failures.
+    Events {
+        /// Only this service's events.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only events since this time (RFC 3339) or span ago (30m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only the last N events per node.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
     /// Nodes.
     Node {
         #[command(subcommand)]
@@ -309,6 +321,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 infos.push((node.clone(), info));
             }
             ctx.out.node_info(&infos)
+        }
+        Command::Events {
+            service,
+            since,
+            limit,
+        } => {
+            let since = since
+                .map(|s| mcp_core::client::parse_since(&s, chrono::Utc::now()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let mut all = Vec::new();
+            for node in ctx.query_nodes()? {
+                let events = ctx
+                    .client(node)
+                    .await?
+                    .events(service.as_deref(), since, limit)
+                    .await?;
+                all.push((node.name.clone(), events));
+            }
+            ctx.out.events(&all)
         }
         Command::Completions { .. } => Ok(()),
     }

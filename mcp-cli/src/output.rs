@@ -211,6 +211,41 @@ impl Output {
         print_table(&t)
     }
 
+    /// `mcp events`.
+    pub fn events(&self, all: &[(String, pb::EventsResponse)]) -> anyhow::Result<()> {
+        if self.json {
+            let nodes: Vec<Value> = all
+                .iter()
+                .map(|(node, r)| {
+                    json!({"node": node, "events": r.events.iter().map(|e| json!({
+                        "id": e.id, "time": e.time, "service": e.service,
+                        "component": (!e.component.is_empty()).then_some(&e.component),
+                        "kind": e.kind, "detail": e.detail,
+                    })).collect::<Vec<_>>()})
+                })
+                .collect();
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let mut t = table(&["TIME", "NODE", "SERVICE", "COMPONENT", "EVENT", "DETAIL"]);
+        for (node, r) in all {
+            for e in &r.events {
+                t.add_row(vec![
+                    e.time.clone(),
+                    node.clone(),
+                    e.service.clone(),
+                    if e.component.is_empty() {
+                        "-".into()
+                    } else {
+                        e.component.clone()
+                    },
+                    e.kind.clone(),
+                    e.detail.clone(),
+                ]);
+            }
+        }
+        print_table(&t)
+    }
+
     /// `mcp list`.
     pub fn list(&self, lists: &[(String, pb::ListResponse)]) -> anyhow::Result<()> {
         if self.json {

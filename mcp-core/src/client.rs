@@ -117,6 +117,24 @@ impl ClientError {
     }
 }
 
+/// Reads a `--since` value: an RFC 3339 time (`2026-11-23T18:00:00Z`) or
+/// a span back from `now` (`90s`, `30m`, `2h`, `7d`, `1h 30m`).
+pub fn parse_since(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let span = humantime::parse_duration(text).map_err(|_| {
+        format!("--since {text:?}: expected a time such as 2026-11-23T18:00:00Z or a span such as 30m, 2h or 7d")
+    })?;
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| format!("--since {text:?}: too far back"))
+}
+
 /// The innermost cause of an error, which is what a person needs to read.
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
@@ -428,5 +446,52 @@ impl Client {
         Ok(res
             .into_inner()
             .map(move |item| item.map_err(|s| this.status_err(s))))
+    }
+
+    /// The node's event history, oldest first: of one service when given,
+    /// from `since` on when given, the last `limit` when given.
+    pub async fn events(
+        &mut self,
+        service: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: Option<u32>,
+    ) -> Result<pb::EventsResponse, ClientError> {
+        let req = self.request(pb::EventsRequest {
+            service: service.unwrap_or_default().to_string(),
+            since: since.map(crate::registry::timestamp).unwrap_or_default(),
+            limit: limit.unwrap_or(0),
+        });
+        let res = self
+            .inner
+            .events(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_times_and_spans() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-23T18:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let at = |s: &str| parse_since(s, now).map(crate::registry::timestamp);
+        assert_eq!(
+            at("2026-11-20T01:02:03Z").unwrap(),
+            "2026-11-20T01:02:03.000Z"
+        );
+        assert_eq!(at("30m").unwrap(), "2026-11-23T17:30:00.000Z");
+        assert_eq!(at("2h").unwrap(), "2026-11-23T16:00:00.000Z");
+        assert_eq!(at("7d").unwrap(), "2026-11-16T18:00:00.000Z");
+        assert_eq!(at("1h 30m").unwrap(), "2026-11-23T16:30:00.000Z");
+        let err = at("yesterday").unwrap_err();
+        assert!(
+            err.contains("\"yesterday\"") && err.contains("30m"),
+            "{err}"
+        );
     }
 }

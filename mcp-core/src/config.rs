@@ -159,6 +159,8 @@ pub struct MonitorSettings {
     pub interval: Duration,
     /// Program and arguments run for each alert (exec-style, never a shell).
     pub alert_command: Vec<String>,
+    /// How long event history is kept.
+    pub event_retention: Duration,
 }
 
 /// Unikernel (QEMU) settings.
@@ -248,6 +250,7 @@ struct PodmanFile {
 struct MonitorFile {
     interval: Option<u64>,
     alert_command: Option<Vec<String>>,
+    event_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +301,7 @@ impl AgentConfig {
             monitor: MonitorSettings {
                 interval: Duration::from_secs(60),
                 alert_command: Vec::new(),
+                event_retention: Duration::from_secs(30 * 86_400),
             },
             unikernel: UnikernelSettings {
                 qemu: PathBuf::from("qemu-system-x86_64"),
@@ -401,6 +405,14 @@ impl AgentConfig {
                 ));
             }
             self.monitor.alert_command = v;
+        }
+        if let Some(v) = file.monitor.event_retention_days {
+            if v == 0 {
+                return Err(invalid(
+                    "monitor.event_retention_days must be at least 1".into(),
+                ));
+            }
+            self.monitor.event_retention = Duration::from_secs(v.saturating_mul(86_400));
         }
         if let Some(v) = file.unikernel.qemu {
             self.unikernel.qemu = v;
@@ -857,6 +869,20 @@ mod tests {
             err.contains("no network interface named \"nosuch0\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn event_retention_in_days() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.monitor.event_retention, Duration::from_secs(30 * 86_400));
+        c.apply_toml(Path::new("a.toml"), "[monitor]\nevent_retention_days = 7\n")
+            .unwrap();
+        assert_eq!(c.monitor.event_retention, Duration::from_secs(7 * 86_400));
+        let err = c
+            .apply_toml(Path::new("a.toml"), "[monitor]\nevent_retention_days = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("event_retention_days"), "{err}");
     }
 
     #[test]

@@ -205,6 +205,10 @@ impl Agent {
         let addr = listener.local_addr().ok();
         tokio::spawn(watch_runtime(reconciler.clone()));
         tokio::spawn(reconciler.clone().follow_events());
+        tokio::spawn(prune_events(
+            reconciler.clone(),
+            config.monitor.event_retention,
+        ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -247,6 +251,19 @@ impl Agent {
         }
         tracing::info!("mcp-agent stopped");
         Ok(())
+    }
+}
+
+/// Deletes event history older than `retention` at start and every hour.
+async fn prune_events(reconciler: Arc<Reconciler>, retention: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match reconciler.prune_events(retention) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "pruned old events"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune old events"),
+        }
     }
 }
 

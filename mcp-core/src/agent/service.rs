@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::AgentError;
 use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler};
+use crate::registry::EventFilter;
 use crate::servicedef::ServiceDef;
 
 /// The agent's gRPC service.
@@ -289,5 +290,43 @@ impl AgentServiceApi for AgentService {
             runtime_version: version,
             runtime_error: error,
         }))
+    }
+
+    async fn events(
+        &self,
+        request: Request<pb::EventsRequest>,
+    ) -> Result<Response<pb::EventsResponse>, Status> {
+        let req = request.into_inner();
+        let since = match req.since.as_str() {
+            "" => None,
+            text => Some(
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|_| {
+                        AgentError::InvalidArgument(format!(
+                            "since = {text:?}: expected an RFC 3339 time such as 2026-11-23T18:00:00Z"
+                        ))
+                    })?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        let filter = EventFilter {
+            service: (!req.service.is_empty()).then_some(req.service),
+            since,
+            limit: (req.limit > 0).then_some(req.limit as usize),
+        };
+        let events = self
+            .reconciler
+            .events(&filter)?
+            .into_iter()
+            .map(|e| pb::Event {
+                id: e.id,
+                time: e.ts,
+                service: e.service,
+                component: e.component.unwrap_or_default(),
+                kind: e.kind,
+                detail: e.detail,
+            })
+            .collect();
+        Ok(Response::new(pb::EventsResponse { events }))
     }
 }

@@ -21,6 +21,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/mcp.v1.AgentService/Ps", Role::ReadOnly),
     ("/mcp.v1.AgentService/Logs", Role::ReadOnly),
     ("/mcp.v1.AgentService/NodeInfo", Role::ReadOnly),
+    ("/mcp.v1.AgentService/Events", Role::ReadOnly),
     // Standard services: authenticated like everything else.
     ("/grpc.health.v1.Health/Check", Role::ReadOnly),
     ("/grpc.health.v1.Health/Watch", Role::ReadOnly),

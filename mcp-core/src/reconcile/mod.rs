@@ -27,8 +27,10 @@ use mcp_runtime::{
 use serde::Serialize;
 
 use crate::error::AgentError;
-use crate::registry::{ComponentRecord, Registry, ServiceRecord};
+use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, ServiceRecord};
 use crate::servicedef::{ComponentDef, ServiceDef};
+
+pub mod plan;
 
 /// Suffix of a replacement instance while it is created and started, before
 /// it takes the component's name.
@@ -77,6 +79,22 @@ pub struct ComponentOutcome {
     pub container_id: Option<String>,
     /// Why it failed, when it did.
     pub error: Option<String>,
+}
+
+impl Action {
+    /// The action's name, as events and JSON output spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Updated => "updated",
+            Action::Unchanged => "unchanged",
+            Action::Started => "started",
+            Action::Stopped => "stopped",
+            Action::Restarted => "restarted",
+            Action::Removed => "removed",
+            Action::Failed => "failed",
+        }
+    }
 }
 
 impl ComponentOutcome {
@@ -381,7 +399,37 @@ impl Reconciler {
             self.registry.record_deploy(&service, &settled, &forget)?;
         }
         self.observed.invalidate();
+        self.record_events(&def.name, "deployed", &outcomes);
         Ok(outcomes)
+    }
+
+    /// Appends the history of one operation to the registry: a row per
+    /// component that changed (its action, or `failed` with the reason) and
+    /// one for the service with a summary. A failure to write is logged and
+    /// does not fail the operation, which has already happened.
+    fn record_events(&self, service: &str, kind: &str, outcomes: &[ComponentOutcome]) {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for o in outcomes {
+            let action = o.action.as_str();
+            *counts.entry(action).or_default() += 1;
+            if o.action == Action::Unchanged {
+                continue;
+            }
+            let detail = o.error.as_deref().unwrap_or_default();
+            if let Err(e) = self
+                .registry
+                .record_event(service, Some(&o.component), action, detail)
+            {
+                tracing::warn!(service, component = %o.component, error = %e, "cannot record an event");
+            }
+        }
+        let summary: Vec<String> = counts.iter().map(|(a, n)| format!("{n} {a}")).collect();
+        if let Err(e) = self
+            .registry
+            .record_event(service, None, kind, &summary.join(", "))
+        {
+            tracing::warn!(service, error = %e, "cannot record an event");
+        }
     }
 
     /// Makes one component's instance match `def`; returns what was done and
@@ -593,7 +641,9 @@ impl Reconciler {
         }))
         .await;
         self.observed.invalidate();
-        Ok(outcomes(&comps, results))
+        let out = outcomes(&comps, results);
+        self.record_events(service, "stopped", &out);
+        Ok(out)
     }
 
     /// Starts a service's instances (or one component's), creating missing
@@ -619,7 +669,9 @@ impl Reconciler {
         }))
         .await;
         self.observed.invalidate();
-        Ok(outcomes(&comps, results))
+        let out = outcomes(&comps, results);
+        self.record_events(service, "started", &out);
+        Ok(out)
     }
 
     /// Restarts a service's instances (or one component's) without changing
@@ -652,7 +704,9 @@ impl Reconciler {
         }))
         .await;
         self.observed.invalidate();
-        Ok(outcomes(&comps, results))
+        let out = outcomes(&comps, results);
+        self.record_events(service, "restarted", &out);
+        Ok(out)
     }
 
     /// Stops and removes a service's instances and forgets the service.
@@ -680,7 +734,20 @@ impl Reconciler {
                 self.registry.record_deploy(&record, &[], &gone)?;
             }
         }
+        self.record_events(service, "removed", &out);
         Ok(out)
+    }
+
+    /// The registry's event history, oldest first.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, AgentError> {
+        Ok(self.registry.events(filter)?)
+    }
+
+    /// Deletes events older than `retention`; returns how many.
+    pub fn prune_events(&self, retention: Duration) -> Result<usize, AgentError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        Ok(self.registry.prune_events(cutoff)?)
     }
 
     /// Brings a recorded component up: creates its instance when missing,
