@@ -948,3 +948,120 @@ fn events_record_every_transition() {
         .unwrap_or_default();
     assert!(kinds.contains(&"removed"), "{kinds:?}");
 }
+
+#[test]
+fn sync_plans_converges_and_prunes_only_when_asked() {
+    let mut node = Node::start();
+    let (a, b, c) = (unique("sa"), unique("sb"), unique("sc"));
+    let one = |name: &str, image: &str, env: &str| {
+        format!(
+            "name = \"{name}\"\n[[components]]\nname = \"app\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"3600\"]\nenv = {{ MODE = \"{env}\" }}\n"
+        )
+    };
+    let v1 = node.env.image_v1.clone();
+    let v2 = node.env.image_v2.clone();
+    node.write_service(&a, &one(&a, &v1, "x"));
+    node.write_service(&b, &one(&b, &v1, "x"));
+
+    // A dry run plans two creations and changes nothing.
+    let plan = node.mcp_json(&["sync", "--dry-run"]);
+    let services = plan["nodes"][0]["plan"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let actions: Vec<(&str, &str)> = services
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap_or(""),
+                s["action"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&(a.as_str(), "create")), "{actions:?}");
+    assert!(actions.contains(&(b.as_str(), "create")), "{actions:?}");
+    assert_eq!(
+        plan["nodes"][0]["results"].as_array().map(Vec::len),
+        Some(0)
+    );
+    assert!(
+        node.instances_of(&a).is_empty(),
+        "a dry run created something"
+    );
+
+    // The real sync creates both; a second one is a no-op.
+    node.mcp(&["sync"]).success();
+    assert_eq!(node.instances_of(&a).len(), 1);
+    assert_eq!(node.instances_of(&b).len(), 1);
+    let again = node.mcp_json(&["sync", "--dry-run"]);
+    for s in again["nodes"][0]["plan"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        if s["service"] == a.as_str() || s["service"] == b.as_str() {
+            assert_eq!(s["action"], "unchanged", "{s}");
+        }
+    }
+
+    // Change a's image and env, drop b from the set, add c.
+    node.write_service(&a, &one(&a, &v2, "y"));
+    std::fs::remove_file(node.services_dir().join(format!("{b}.toml"))).expect("rm");
+    node.write_service(&c, &one(&c, &v1, "x"));
+    let plan = node.mcp_json(&["sync", "--dry-run", "--prune"]);
+    let services = plan["nodes"][0]["plan"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // Removals come first with --prune.
+    assert_eq!(services[0]["service"], b.as_str(), "{services:?}");
+    assert_eq!(services[0]["action"], "remove");
+    let a_plan = services
+        .iter()
+        .find(|s| s["service"] == a.as_str())
+        .expect("a");
+    let comp = &a_plan["components"][0];
+    assert_eq!(comp["change"], "update");
+    let fields: Vec<&str> = comp["fields"]
+        .as_array()
+        .map(|f| f.iter().filter_map(|x| x["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["image", "env.MODE"]);
+    assert_eq!(comp["fields"][0]["to"], v2.as_str());
+
+    // Without --prune, b is kept and left running.
+    let out = node.mcp(&["sync"]).success();
+    assert!(out.stdout.contains("keep"), "{}", out.stdout);
+    assert_eq!(node.instances_of(&b).len(), 1, "b removed without --prune");
+    assert_eq!(node.instances_of(&c).len(), 1);
+    let a_inst = node.instances_of(&a);
+    assert_eq!(a_inst.len(), 1);
+    assert_eq!(a_inst[0].image, v2);
+    // With --prune, b goes.
+    node.mcp(&["sync", "--prune"]).success();
+    assert!(
+        node.instances_of(&b).is_empty(),
+        "b still there after --prune"
+    );
+    let list = node.mcp_json(&["list"]);
+    let names: Vec<&str> = list["nodes"][0]["services"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        !names.contains(&b.as_str()) && names.contains(&c.as_str()),
+        "{names:?}"
+    );
+
+    // A readonly token may not sync, even a dry run; a broken file stops it all.
+    let err = node
+        .mcp_with_env(
+            &["sync", "--dry-run"],
+            &[("MCP_TOKEN", &node.readonly_token)],
+        )
+        .failure();
+    assert!(err.contains("may not call Sync"), "{err}");
+    node.write_service(&unique("bad"), "name = \"x\"\nbogus = 1\n");
+    let err = node.mcp(&["sync", "--dry-run"]).failure();
+    assert!(err.contains(":2:1:"), "{err}");
+}

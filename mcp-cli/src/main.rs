@@ -81,6 +81,18 @@ enum Command {
         /// Service name or definition file.
         target: String,
     },
+    /// Push every definition in services_dir; each node converges to its set.
+    Sync {
+        /// Only print the plan: what would be created, updated, removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also remove services a node runs that the set lacks.
+        #[arg(long)]
+        prune: bool,
+        /// When to pull images.
+        #[arg(long, value_enum, default_value = "missing")]
+        pull: Pull,
+    },
     /// Desired versus observed state per component, drift flagged.
     Status {
         /// Only this service.
@@ -321,6 +333,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 infos.push((node.clone(), info));
             }
             ctx.out.node_info(&infos)
+        }
+        Command::Sync {
+            dry_run,
+            prune,
+            pull,
+        } => {
+            let defs = servicedef::load_dir(&ctx.config.services_dir)?
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect();
+            let sets = mcp_core::client::sync_sets(&ctx.config, defs, ctx.node.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e} (in {})", ctx.config_path.display()))?;
+            let pull = match pull {
+                Pull::Missing => PullPolicy::Missing,
+                Pull::Always => PullPolicy::Always,
+            };
+            let mut answers = Vec::new();
+            for (node, set) in &sets {
+                let res = ctx
+                    .client(node)
+                    .await?
+                    .sync(set, dry_run, prune, pull)
+                    .await?;
+                answers.push((node.name.clone(), res));
+            }
+            ctx.out.sync(&answers)?;
+            for (_, res) in &answers {
+                for r in &res.results {
+                    output::check_results(&r.service, &r.results)?;
+                }
+            }
+            Ok(())
         }
         Command::Events {
             service,

@@ -211,6 +211,100 @@ impl Output {
         print_table(&t)
     }
 
+    /// `mcp sync`: the plan per node, then (unless a dry run) what was done.
+    pub fn sync(&self, answers: &[(String, pb::SyncResponse)]) -> anyhow::Result<()> {
+        let fields = |f: &[pb::FieldChange]| -> Vec<Value> {
+            f.iter()
+                .map(|c| json!({"field": c.field, "from": c.from, "to": c.to}))
+                .collect()
+        };
+        if self.json {
+            let nodes: Vec<Value> = answers
+                .iter()
+                .map(|(node, r)| {
+                    json!({
+                        "node": node,
+                        "dry_run": r.dry_run,
+                        "plan": r.plan.iter().map(|s| json!({
+                            "service": s.service,
+                            "action": s.action,
+                            "fields": fields(&s.fields),
+                            "components": s.components.iter().map(|c| json!({
+                                "component": c.component,
+                                "change": c.change,
+                                "fields": fields(&c.fields),
+                                "reason": (!c.reason.is_empty()).then_some(&c.reason),
+                                "recreate": c.recreate,
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                        "results": r.results.iter().map(|s| json!({
+                            "service": s.service,
+                            "results": s.results.iter().map(|c| json!({
+                                "component": c.component,
+                                "action": action_word(c.action),
+                                "container_id": c.container_id,
+                                "error": (!c.error.is_empty()).then_some(&c.error),
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            return print_json(&json!({ "nodes": nodes }));
+        }
+        let describe = |f: &[pb::FieldChange]| -> String {
+            f.iter()
+                .map(|c| format!("{}: {} -> {}", c.field, c.from, c.to))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mut plan = table(&["NODE", "SERVICE", "COMPONENT", "CHANGE", "DETAIL"]);
+        for (node, r) in answers {
+            for s in &r.plan {
+                plan.add_row(vec![
+                    node.clone(),
+                    s.service.clone(),
+                    "-".into(),
+                    s.action.clone(),
+                    describe(&s.fields),
+                ]);
+                for c in &s.components {
+                    let detail = match c.change.as_str() {
+                        "update" => describe(&c.fields),
+                        _ => c.reason.clone(),
+                    };
+                    plan.add_row(vec![
+                        node.clone(),
+                        s.service.clone(),
+                        c.component.clone(),
+                        c.change.clone(),
+                        detail,
+                    ]);
+                }
+            }
+        }
+        print_table(&plan)?;
+        let mut done = table(&["NODE", "COMPONENT", "ACTION", "ID", "ERROR"]);
+        let mut any = false;
+        for (node, r) in answers {
+            for s in &r.results {
+                for c in &s.results {
+                    any = true;
+                    done.add_row(vec![
+                        node.clone(),
+                        format!("{}-{}", s.service, c.component),
+                        action_word(c.action).to_string(),
+                        short_id(&c.container_id).to_string(),
+                        c.error.clone(),
+                    ]);
+                }
+            }
+        }
+        if any {
+            print_table(&done)?;
+        }
+        Ok(())
+    }
+
     /// `mcp events`.
     pub fn events(&self, all: &[(String, pb::EventsResponse)]) -> anyhow::Result<()> {
         if self.json {

@@ -117,6 +117,39 @@ impl ClientError {
     }
 }
 
+/// Which definitions go to which node for `mcp sync`: each to its `node`,
+/// or to the first configured node when it names none. Every configured
+/// node gets its set (possibly empty: with prune, an empty set empties the
+/// node); with `only`, just that node. A definition naming an unknown node
+/// is an error.
+pub fn sync_sets(
+    config: &crate::config::CliConfig,
+    defs: Vec<ServiceDef>,
+    only: Option<&str>,
+) -> Result<Vec<(crate::config::NodeEntry, Vec<ServiceDef>)>, String> {
+    let default = config.node(None)?.name.clone();
+    let mut sets: Vec<(crate::config::NodeEntry, Vec<ServiceDef>)> = config
+        .nodes
+        .iter()
+        .map(|n| (n.clone(), Vec::new()))
+        .collect();
+    for def in defs {
+        let target = def.node.clone().unwrap_or_else(|| default.clone());
+        let Some((_, set)) = sets.iter_mut().find(|(n, _)| n.name == target) else {
+            return Err(format!(
+                "service {:?} names node {target:?}, which the CLI configuration does not list",
+                def.name
+            ));
+        };
+        set.push(def);
+    }
+    if let Some(name) = only {
+        config.node(Some(name))?;
+        sets.retain(|(n, _)| n.name == name);
+    }
+    Ok(sets)
+}
+
 /// Reads a `--since` value: an RFC 3339 time (`2026-11-23T18:00:00Z`) or
 /// a span back from `now` (`90s`, `30m`, `2h`, `7d`, `1h 30m`).
 pub fn parse_since(
@@ -448,6 +481,29 @@ impl Client {
             .map(move |item| item.map_err(|s| this.status_err(s))))
     }
 
+    /// Sends the whole set of services this node should run; the agent
+    /// converges to it (or, with `dry_run`, only plans). Services outside
+    /// the set are removed only with `prune`.
+    pub async fn sync(
+        &mut self,
+        defs: &[ServiceDef],
+        dry_run: bool,
+        prune: bool,
+        pull: PullPolicy,
+    ) -> Result<pb::SyncResponse, ClientError> {
+        let req = self.request(pb::SyncRequest {
+            services: defs.iter().map(ServiceDef::to_proto).collect(),
+            dry_run,
+            prune,
+            pull: match pull {
+                PullPolicy::Missing => pb::PullPolicy::Missing,
+                PullPolicy::Always => pb::PullPolicy::Always,
+            } as i32,
+        });
+        let res = self.inner.sync(req).await.map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
     /// The node's event history, oldest first: of one service when given,
     /// from `since` on when given, the last `limit` when given.
     pub async fn events(
@@ -473,6 +529,44 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_sets_follow_each_definitions_node() {
+        use crate::config::{CliConfig, NodeEntry};
+        let node = |n: &str| NodeEntry {
+            name: n.into(),
+            address: format!("{n}:9444"),
+        };
+        let config = CliConfig {
+            services_dir: "s".into(),
+            token: None,
+            token_file: None,
+            tls: None,
+            nodes: vec![node("rift"), node("vade"), node("idle")],
+        };
+        let def =
+            |text: &str| crate::servicedef::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let defs = vec![
+            def("name = \"a\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n"),
+            def("name = \"b\"\nnode = \"vade\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n"),
+        ];
+        let sets = sync_sets(&config, defs.clone(), None).unwrap();
+        let names: Vec<(&str, Vec<&str>)> = sets
+            .iter()
+            .map(|(n, d)| (n.name.as_str(), d.iter().map(|d| d.name.as_str()).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [("rift", vec!["a"]), ("vade", vec!["b"]), ("idle", vec![])]
+        );
+        let only = sync_sets(&config, defs.clone(), Some("vade")).unwrap();
+        assert_eq!(only.len(), 1);
+        assert!(sync_sets(&config, defs.clone(), Some("nope")).is_err());
+        let stray =
+            def("name = \"x\"\nnode = \"gone\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n");
+        let err = sync_sets(&config, vec![stray], None).unwrap_err();
+        assert!(err.contains("\"gone\""), "{err}");
+    }
 
     #[test]
     fn since_takes_times_and_spans() {

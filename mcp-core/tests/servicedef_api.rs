@@ -208,3 +208,26 @@ fn load_names_a_missing_file() {
         "{err}"
     );
 }
+
+#[test]
+fn load_dir_reads_every_definition_and_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let def =
+        |name: &str| format!("name = \"{name}\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n");
+    std::fs::write(dir.path().join("b.toml"), def("b")).unwrap();
+    std::fs::write(dir.path().join("a.toml"), def("a")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a definition").unwrap();
+    let defs = mcp_core::servicedef::load_dir(dir.path()).unwrap();
+    let names: Vec<&str> = defs.iter().map(|(_, d)| d.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    std::fs::write(dir.path().join("c.toml"), def("a")).unwrap();
+    let err = mcp_core::servicedef::load_dir(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c.toml") && err.contains("a.toml"), "{err}");
+    std::fs::write(dir.path().join("c.toml"), "name = \"c\"\nbogus = 1\n").unwrap();
+    let err = mcp_core::servicedef::load_dir(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("c.toml:2:1:"), "{err}");
+}

@@ -11,7 +11,7 @@ use mcp_runtime::{InstanceInfo, LogOptions};
 use tonic::{Request, Response, Status};
 
 use crate::error::AgentError;
-use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler};
+use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler, plan};
 use crate::registry::EventFilter;
 use crate::servicedef::ServiceDef;
 
@@ -328,5 +328,80 @@ impl AgentServiceApi for AgentService {
             })
             .collect();
         Ok(Response::new(pb::EventsResponse { events }))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<pb::SyncRequest>,
+    ) -> Result<Response<pb::SyncResponse>, Status> {
+        let req = request.into_inner();
+        let defs = req
+            .services
+            .iter()
+            .map(ServiceDef::from_proto)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(AgentError::from)?;
+        let pull = match pb::PullPolicy::try_from(req.pull) {
+            Ok(pb::PullPolicy::Always) => PullPolicy::Always,
+            _ => PullPolicy::Missing,
+        };
+        let (plan, done) = self
+            .reconciler
+            .sync(&defs, req.prune, req.dry_run, pull)
+            .await?;
+        Ok(Response::new(pb::SyncResponse {
+            plan: plan.services.into_iter().map(planned_service).collect(),
+            dry_run: req.dry_run,
+            results: done
+                .into_iter()
+                .map(|(service, outcomes)| pb::ServiceActionResponse {
+                    service,
+                    results: results(outcomes),
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn field_changes(fields: Vec<plan::FieldChange>) -> Vec<pb::FieldChange> {
+    fields
+        .into_iter()
+        .map(|f| pb::FieldChange {
+            field: f.field,
+            from: f.from,
+            to: f.to,
+        })
+        .collect()
+}
+
+fn planned_service(s: plan::ServicePlan) -> pb::PlannedService {
+    pb::PlannedService {
+        service: s.service,
+        action: s.action.as_str().to_string(),
+        fields: field_changes(s.fields),
+        components: s
+            .components
+            .into_iter()
+            .map(|c| {
+                let change = c.change.as_str().to_string();
+                let (fields, reason, recreate) = match c.change {
+                    plan::Change::Update { fields, recreate } => {
+                        (field_changes(fields), String::new(), recreate)
+                    }
+                    plan::Change::Create { reason } => {
+                        (Vec::new(), reason.as_str().to_string(), false)
+                    }
+                    plan::Change::Conflict { reason } => (Vec::new(), reason, false),
+                    _ => (Vec::new(), String::new(), false),
+                };
+                pb::PlannedComponent {
+                    component: c.component,
+                    change,
+                    fields,
+                    reason,
+                    recreate,
+                }
+            })
+            .collect(),
     }
 }

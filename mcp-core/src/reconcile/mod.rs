@@ -32,6 +32,9 @@ use crate::servicedef::{ComponentDef, ServiceDef};
 
 pub mod plan;
 
+/// Services a sync deploys at once.
+const SYNC_CONCURRENCY: usize = 4;
+
 /// Suffix of a replacement instance while it is created and started, before
 /// it takes the component's name.
 pub const STAGED_SUFFIX: &str = ".mcp-new";
@@ -736,6 +739,84 @@ impl Reconciler {
         }
         self.record_events(service, "removed", &out);
         Ok(out)
+    }
+
+    /// Plans converging the node to exactly the services in `desired`
+    /// (services outside it are removed only with `prune`) and, unless
+    /// `dry_run`, carries the plan out: removals first, then a deploy of
+    /// each service that is not unchanged, a few at a time. Returns the plan
+    /// and, per service acted on, what was done.
+    pub async fn sync(
+        &self,
+        desired: &[ServiceDef],
+        prune: bool,
+        dry_run: bool,
+        pull: PullPolicy,
+    ) -> Result<(plan::Plan, Vec<(String, Vec<ComponentOutcome>)>), AgentError> {
+        let mut seen = std::collections::HashSet::new();
+        for def in desired {
+            if !seen.insert(def.name.as_str()) {
+                return Err(AgentError::InvalidArgument(format!(
+                    "service {:?} is in the set twice",
+                    def.name
+                )));
+            }
+        }
+        let mut recorded = Vec::new();
+        for service in self.registry.list_services()? {
+            let components = self.registry.components(&service.name)?;
+            recorded.push((service, components));
+        }
+        let observed = self.runtime.list().await?;
+        let plan = plan::plan(desired, &recorded, &observed, prune);
+        if dry_run {
+            return Ok((plan, Vec::new()));
+        }
+        let mut done = Vec::new();
+        for s in plan
+            .services
+            .iter()
+            .filter(|s| s.action == plan::ServiceAction::Remove)
+        {
+            let outcomes = match self.remove(&s.service).await {
+                Ok(o) => o,
+                Err(e) => vec![ComponentOutcome::failed("-", &e)],
+            };
+            done.push((s.service.clone(), outcomes));
+        }
+        let to_deploy: Vec<&ServiceDef> = desired
+            .iter()
+            .filter(|d| {
+                plan.services
+                    .iter()
+                    .any(|s| s.service == d.name && s.action != plan::ServiceAction::Unchanged)
+            })
+            .collect();
+        let deploys: Vec<_> = to_deploy
+            .into_iter()
+            .map(|def| self.deploy_named(def, pull))
+            .collect();
+        let mut deployed: Vec<(String, Vec<ComponentOutcome>)> = stream::iter(deploys)
+            .buffer_unordered(SYNC_CONCURRENCY)
+            .collect()
+            .await;
+        deployed.sort_by(|a, b| a.0.cmp(&b.0));
+        done.extend(deployed);
+        Ok((plan, done))
+    }
+
+    /// Deploys `def` for a sync: a failure of the whole service becomes one
+    /// failed outcome, so the other services go on.
+    async fn deploy_named(
+        &self,
+        def: &ServiceDef,
+        pull: PullPolicy,
+    ) -> (String, Vec<ComponentOutcome>) {
+        let outcomes = match self.deploy(def, None, pull).await {
+            Ok(o) => o,
+            Err(e) => vec![ComponentOutcome::failed("-", &e)],
+        };
+        (def.name.clone(), outcomes)
     }
 
     /// The registry's event history, oldest first.

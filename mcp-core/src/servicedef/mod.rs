@@ -16,7 +16,7 @@
 //!   a runtime needs to create the component, and a stable digest of it.
 //!
 //! ```
-//! use std::path::Path;
+//! use std::path::{Path, PathBuf};
 //! use mcp_core::servicedef::{self, Tier};
 //!
 //! let def = servicedef::parse(r#"
@@ -58,7 +58,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mcp_proto::v1 as pb;
 use mcp_runtime::{InstanceSpec, PortMapping, RuntimeKind, VolumeMount, instance_name, labels};
@@ -179,6 +179,41 @@ pub fn load(path: &Path) -> Result<ServiceDef, ServiceDefError> {
     let source = fs::read_to_string(path)
         .map_err(|e| ServiceDefError::io(path, "cannot read service definition", e))?;
     parse(&source, path)
+}
+
+/// Loads every `*.toml` definition in `dir`, in file-name order. Any
+/// invalid file, or two files defining the same service, is an error that
+/// names the file(s); nothing is returned then.
+pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, ServiceDef)>, ServiceDefError> {
+    let entries = fs::read_dir(dir)
+        .map_err(|e| ServiceDefError::io(dir, "cannot read the services directory", e))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| ServiceDefError::io(dir, "cannot read the services directory", e))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut defs: Vec<(PathBuf, ServiceDef)> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let def = load(&path)?;
+        if let Some((other, _)) = defs.iter().find(|(_, d)| d.name == def.name) {
+            return Err(ServiceDefError::io(
+                &path,
+                "duplicate service definition",
+                std::io::Error::other(format!(
+                    "service {:?} is also defined in {}",
+                    def.name,
+                    other.display()
+                )),
+            ));
+        }
+        defs.push((path, def));
+    }
+    Ok(defs)
 }
 
 impl ServiceDef {
