@@ -1065,3 +1065,134 @@ fn sync_plans_converges_and_prunes_only_when_asked() {
     let err = node.mcp(&["sync", "--dry-run"]).failure();
     assert!(err.contains(":2:1:"), "{err}");
 }
+
+#[test]
+fn adopt_takes_running_containers_without_touching_them() {
+    let mut node = Node::start();
+    let service = unique("adopt");
+    let port = free_port();
+    let image = node.env.image_v1.clone();
+    node.track(&service);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let podman = node.podman_client();
+    // Two containers started by hand, as an operator had them before MCP.
+    let ids: Vec<String> = rt.block_on(async {
+        use mcp_runtime::Runtime;
+        let web = podman
+            .create(&mcp_runtime::InstanceSpec {
+                name: format!("{service}-web"),
+                image: image.clone(),
+                env: [("GREETING".to_string(), "a b $(touch x) \"q\"".to_string())].into(),
+                ports: vec![mcp_runtime::PortMapping {
+                    host_ip: "127.0.0.1".into(),
+                    host_port: port,
+                    container_port: 8080,
+                    protocol: "tcp".into(),
+                }],
+                restart: Some("unless-stopped".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("create web");
+        let worker = podman
+            .create(&mcp_runtime::InstanceSpec {
+                name: format!("{service}-worker"),
+                image: image.clone(),
+                cmd: vec!["sleep".into(), "3600".into()],
+                memory_bytes: Some(64 << 20),
+                ..Default::default()
+            })
+            .await
+            .expect("create worker");
+        for id in [&web, &worker] {
+            podman.start(id).await.expect("start");
+        }
+        vec![web, worker]
+    });
+    let started = |node: &Node| -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = node
+            .instances_of(&service)
+            .into_iter()
+            .map(|i| (i.id, i.started_at))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = started(&node);
+    assert_eq!(before.len(), 2);
+    assert!(http_get(port).contains("hello from v1"));
+
+    // Adopt, writing the definition into the services dir.
+    let file = node.services_dir().join(format!("{service}.toml"));
+    let file_arg = file.display().to_string();
+    let out = node.mcp_json(&["adopt", &service, "--write", &file_arg]);
+    let mut adopted: Vec<&str> = out["adopted"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    adopted.sort_unstable();
+    assert_eq!(adopted, ["web", "worker"]);
+    // Nothing was stopped, restarted or replaced.
+    assert_eq!(started(&node), before);
+    let written = std::fs::read_to_string(&file).expect("definition written");
+    assert!(written.contains("127.0.0.1:"), "{written}");
+    assert!(written.contains("unless-stopped"), "{written}");
+    assert!(written.contains("$(touch x)"), "{written}");
+
+    // The registry knows them; no drift; the written file deploys as a no-op.
+    let status = node.mcp_json(&["status", &service]);
+    for c in components(&status) {
+        assert_eq!(c["drift"], serde_json::json!([]), "{c}");
+    }
+    let deploy = node.mcp_json(&["deploy", &service]);
+    for (_, action) in actions(&deploy) {
+        assert_eq!(action, "unchanged", "{deploy}");
+    }
+    let plan = node.mcp_json(&["sync", "--dry-run"]);
+    let mine = plan["nodes"][0]["plan"]
+        .as_array()
+        .and_then(|p| p.iter().find(|s| s["service"] == service.as_str()).cloned())
+        .expect("planned");
+    assert_eq!(mine["action"], "unchanged", "{mine}");
+    assert_eq!(started(&node), before);
+
+    // Adopting again is a clear no-op; --write refuses to overwrite.
+    let again = node.mcp_json(&["adopt", &service]);
+    assert_eq!(again["adopted"], serde_json::json!([]));
+    assert_eq!(again["already_managed"].as_array().map(Vec::len), Some(2));
+    let err = node
+        .mcp(&["adopt", &service, "--write", &file_arg])
+        .failure();
+    assert!(err.contains("exists"), "{err}");
+    let err = node.mcp(&["adopt", &unique("nothing")]).failure();
+    assert!(err.contains("no instances named"), "{err}");
+
+    // A changed definition replaces the adopted instance with a managed one.
+    std::fs::write(&file, written.replace("a b $(touch x)", "changed")).expect("edit");
+    let deploy = node.mcp_json(&["deploy", &service]);
+    assert!(
+        actions(&deploy).contains(&pair("web", "updated")),
+        "{deploy}"
+    );
+    let web = node
+        .instances_of(&service)
+        .into_iter()
+        .find(|i| i.name == format!("{service}-web"))
+        .expect("web");
+    assert!(web.is_managed());
+    assert!(!ids.contains(&web.id));
+    assert!(http_get(port).contains("hello from v1"));
+    let events = node.mcp_json(&["events", "--service", &service]);
+    let kinds: Vec<&str> = events["nodes"][0]["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "adopted").count(),
+        2,
+        "{kinds:?}"
+    );
+}

@@ -93,6 +93,14 @@ enum Command {
         #[arg(long, value_enum, default_value = "missing")]
         pull: Pull,
     },
+    /// Take existing SERVICE-* containers into the registry without touching them.
+    Adopt {
+        /// The service name (containers are named SERVICE-COMPONENT).
+        service: String,
+        /// Also write the resulting definition to FILE (which must not exist).
+        #[arg(long, value_name = "FILE")]
+        write: Option<PathBuf>,
+    },
     /// Desired versus observed state per component, drift flagged.
     Status {
         /// Only this service.
@@ -365,6 +373,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Adopt { service, write } => {
+            // Refuse before asking the agent, so nothing is adopted for a
+            // definition that cannot be written.
+            if let Some(path) = &write
+                && path.exists()
+            {
+                bail!("{} exists; choose another --write path", path.display());
+            }
+            let node = ctx.node_for(None)?;
+            let res = ctx.client(node).await?.adopt(&service).await?;
+            let def = res
+                .definition
+                .as_ref()
+                .map(ServiceDef::from_proto)
+                .transpose()?
+                .context("the agent sent no definition")?;
+            if let Some(path) = &write {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                file.write_all(servicedef::to_toml(&def).as_bytes())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            ctx.out.adopt(&node.name, &res, write.as_deref())
         }
         Command::Events {
             service,

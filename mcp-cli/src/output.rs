@@ -305,6 +305,45 @@ impl Output {
         Ok(())
     }
 
+    /// `mcp adopt`.
+    pub fn adopt(
+        &self,
+        node: &str,
+        res: &pb::AdoptResponse,
+        written: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "node": node,
+                "service": res.definition.as_ref().map(|d| d.name.clone()),
+                "adopted": res.adopted,
+                "already_managed": res.already_managed,
+                "written": written,
+            }));
+        }
+        let service = res.definition.as_ref().map_or("", |d| d.name.as_str());
+        let mut t = table(&["NODE", "COMPONENT", "RESULT"]);
+        for c in &res.adopted {
+            t.add_row(vec![
+                node.to_string(),
+                format!("{service}-{c}"),
+                "adopted".into(),
+            ]);
+        }
+        for c in &res.already_managed {
+            t.add_row(vec![
+                node.to_string(),
+                format!("{service}-{c}"),
+                "already managed (unchanged)".into(),
+            ]);
+        }
+        print_table(&t)?;
+        if let Some(path) = written {
+            println!("definition written to {}", path.display());
+        }
+        Ok(())
+    }
+
     /// `mcp events`.
     pub fn events(&self, all: &[(String, pb::EventsResponse)]) -> anyhow::Result<()> {
         if self.json {

@@ -504,6 +504,20 @@ impl Client {
         Ok(res.into_inner())
     }
 
+    /// Takes existing `<service>-*` containers into the registry without
+    /// touching them; returns the resulting definition.
+    pub async fn adopt(&mut self, service: &str) -> Result<pb::AdoptResponse, ClientError> {
+        let req = self.request(pb::AdoptRequest {
+            service: service.to_string(),
+        });
+        let res = self
+            .inner
+            .adopt(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
     /// The node's event history, oldest first: of one service when given,
     /// from `since` on when given, the last `limit` when given.
     pub async fn events(

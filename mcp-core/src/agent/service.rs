@@ -361,6 +361,19 @@ impl AgentServiceApi for AgentService {
                 .collect(),
         }))
     }
+
+    async fn adopt(
+        &self,
+        request: Request<pb::AdoptRequest>,
+    ) -> Result<Response<pb::AdoptResponse>, Status> {
+        let req = request.into_inner();
+        let adoption = self.reconciler.adopt(service_name(&req.service)?).await?;
+        Ok(Response::new(pb::AdoptResponse {
+            definition: Some(adoption.definition.to_proto()),
+            adopted: adoption.adopted,
+            already_managed: adoption.already_managed,
+        }))
+    }
 }
 
 fn field_changes(fields: Vec<plan::FieldChange>) -> Vec<pb::FieldChange> {

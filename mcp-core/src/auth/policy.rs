@@ -17,6 +17,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/mcp.v1.AgentService/Remove", Role::Admin),
     // A dry run changes nothing, but the same RPC converges the node.
     ("/mcp.v1.AgentService/Sync", Role::Admin),
+    ("/mcp.v1.AgentService/Adopt", Role::Admin),
     // Queries.
     ("/mcp.v1.AgentService/Status", Role::ReadOnly),
     ("/mcp.v1.AgentService/List", Role::ReadOnly),

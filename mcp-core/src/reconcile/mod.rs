@@ -32,6 +32,52 @@ use crate::servicedef::{ComponentDef, ServiceDef};
 
 pub mod plan;
 
+/// What [`Reconciler::adopt`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adoption {
+    /// The service's definition afterwards: what it ran before plus what
+    /// was adopted. Deployed unchanged, it changes nothing.
+    pub definition: ServiceDef,
+    /// Components adopted now.
+    pub adopted: Vec<String>,
+    /// Components MCP managed already.
+    pub already_managed: Vec<String>,
+}
+
+/// Environment variables the runtime sets itself, left out of an adopted
+/// definition.
+const RUNTIME_ENV: &[&str] = &["HOSTNAME", "container", "TERM", "HOME"];
+
+/// A component definition read back from an instance (with `inspect`
+/// details).
+fn component_from_instance(name: &str, inst: &InstanceInfo) -> ComponentDef {
+    let details = inst.details.clone().unwrap_or_default();
+    let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    ComponentDef {
+        name: name.to_string(),
+        image: inst.image.clone(),
+        runtime: inst.runtime,
+        cmd: details.cmd,
+        env: details
+            .env
+            .into_iter()
+            .filter(|(k, _)| !RUNTIME_ENV.contains(&k.as_str()))
+            .collect(),
+        ports: inst.ports.clone(),
+        volumes: details.volumes,
+        network: details
+            .networks
+            .into_iter()
+            .find(|n| !matches!(n.as_str(), "podman" | "bridge" | "host" | "none" | "")),
+        user: none_if_empty(&details.user),
+        restart: none_if_empty(&details.restart).filter(|r| r != "no"),
+        memory: (details.memory_bytes > 0)
+            .then(|| crate::servicedef::Memory::from_bytes(details.memory_bytes)),
+        vcpus: None,
+        routes: Vec::new(),
+    }
+}
+
 /// Services a sync deploys at once.
 const SYNC_CONCURRENCY: usize = 4;
 
@@ -347,7 +393,7 @@ impl Reconciler {
         let converged = join_all(
             targets
                 .iter()
-                .map(|c| self.converge(&def.name, c, def.active, pull)),
+                .map(|c| self.converge(&def.name, c, previous.get(&c.name), def.active, pull)),
         )
         .await;
         let removed = join_all(
@@ -441,6 +487,7 @@ impl Reconciler {
         &self,
         service: &str,
         def: &ComponentDef,
+        recorded: Option<&ComponentRecord>,
         active: bool,
         pull: PullPolicy,
     ) -> Result<(Action, Option<String>), AgentError> {
@@ -449,11 +496,24 @@ impl Reconciler {
         self.resolve_leftover(&name).await?;
         let current = self.runtime.inspect(&name).await?;
         let hash = def.spec_hash();
+        // An adopted instance carries no labels: the registry vouches for it
+        // by id, with the hash of the definition recorded at adoption.
+        let adopted = |cur: &InstanceInfo| {
+            !cur.is_managed()
+                && recorded.is_some_and(|r| r.container_id.as_deref() == Some(cur.id.as_str()))
+        };
+        let current_hash = |cur: &InstanceInfo| -> Option<String> {
+            if adopted(cur) {
+                recorded.map(|r| r.spec_hash.clone())
+            } else {
+                cur.label(labels::SPEC_HASH).map(str::to_string)
+            }
+        };
         match current {
-            Some(cur) if !cur.is_managed() => Err(AgentError::Conflict(format!(
+            Some(cur) if !cur.is_managed() && !adopted(&cur) => Err(AgentError::Conflict(format!(
                 "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
             ))),
-            Some(cur) if cur.label(labels::SPEC_HASH) == Some(hash.as_str()) => {
+            Some(cur) if current_hash(&cur).as_deref() == Some(hash.as_str()) => {
                 let running = cur.state == InstanceState::Running;
                 if active && !running {
                     self.runtime.start(&name).await?;
@@ -805,6 +865,101 @@ impl Reconciler {
         Ok((plan, done))
     }
 
+    /// Takes containers named `<service>-*` that MCP does not manage yet
+    /// into the registry, as they are: nothing is stopped, restarted or
+    /// relabelled. Each becomes a component whose definition is read back
+    /// from the runtime (image, cmd, env, ports, volumes, network, user,
+    /// restart, memory), recorded with the instance's id, so deploying the
+    /// returned definition unchanged changes nothing. Components already
+    /// managed are listed, not touched.
+    pub async fn adopt(&self, service: &str) -> Result<Adoption, AgentError> {
+        let _guard = self.locks.lock(service).await;
+        self.runtime.ping().await?;
+        let recorded_service = self.registry.get_service(service)?;
+        let recorded: BTreeMap<String, ComponentRecord> = self
+            .registry
+            .components(service)?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let prefix = format!("{service}-");
+        let mut adopted = Vec::new();
+        let mut already = Vec::new();
+        let mut records = Vec::new();
+        let mut any_running = false;
+        let mut candidates: Vec<InstanceInfo> = self
+            .runtime
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| i.name.starts_with(&prefix) && !i.name.ends_with(STAGED_SUFFIX))
+            .collect();
+        candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        for inst in candidates {
+            let component = inst.name[prefix.len()..].to_string();
+            let managed = inst.is_managed()
+                || recorded
+                    .get(&component)
+                    .is_some_and(|r| r.container_id.as_deref() == Some(inst.id.as_str()));
+            if managed {
+                already.push(component);
+                continue;
+            }
+            let Some(full) = self.runtime.inspect(&inst.id).await? else {
+                continue; // gone meanwhile
+            };
+            any_running |= full.state == InstanceState::Running;
+            let def = component_from_instance(&component, &full);
+            records.push(ComponentRecord {
+                container_id: Some(full.id.clone()),
+                ..ComponentRecord::from_def(service, &def)
+            });
+            adopted.push(def);
+        }
+        let mut def = ServiceDef {
+            name: service.to_string(),
+            active: recorded_service.as_ref().map_or(any_running, |s| s.active),
+            node: recorded_service.as_ref().and_then(|s| s.node.clone()),
+            tier: Default::default(),
+            components: recorded.values().map(|r| r.definition.clone()).collect(),
+        };
+        def.components.extend(adopted.iter().cloned());
+        if adopted.is_empty() {
+            if already.is_empty() {
+                return Err(AgentError::NotFound(format!(
+                    "no instances named {prefix}* on this node"
+                )));
+            }
+            return Ok(Adoption {
+                definition: def,
+                adopted: Vec::new(),
+                already_managed: already,
+            });
+        }
+        // The same validation as a pushed definition: names, values.
+        let def = ServiceDef::from_proto(&def.to_proto())?;
+        let service_record = match &recorded_service {
+            Some(r) => r.clone(),
+            None => ServiceRecord::from_def(&def),
+        };
+        self.registry
+            .record_deploy(&service_record, &records, &[])?;
+        for c in &adopted {
+            if let Err(e) = self
+                .registry
+                .record_event(service, Some(&c.name), "adopted", &c.image)
+            {
+                tracing::warn!(service, error = %e, "cannot record an event");
+            }
+        }
+        self.observed.invalidate();
+        Ok(Adoption {
+            definition: def,
+            adopted: adopted.into_iter().map(|c| c.name).collect(),
+            already_managed: already,
+        })
+    }
+
     /// Deploys `def` for a sync: a failure of the whole service becomes one
     /// failed outcome, so the other services go on.
     async fn deploy_named(
@@ -840,7 +995,7 @@ impl Reconciler {
         c: &ComponentRecord,
     ) -> Result<(Action, Option<String>), AgentError> {
         let (action, id) = self
-            .converge(service, &c.definition, true, PullPolicy::Missing)
+            .converge(service, &c.definition, Some(c), true, PullPolicy::Missing)
             .await?;
         if id.is_some() && id != c.container_id {
             self.registry

@@ -428,7 +428,11 @@ fn component_change(
         };
         return Change::Create { reason };
     };
-    if !instance.is_managed() {
+    // An adopted instance carries no labels: the registry vouches for it
+    // by id, with the hash of the definition recorded at adoption.
+    let adopted = !instance.is_managed()
+        && record.is_some_and(|r| r.container_id.as_deref() == Some(instance.id.as_str()));
+    if !instance.is_managed() && !adopted {
         return Change::Conflict {
             reason: format!(
                 "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
@@ -437,7 +441,11 @@ fn component_change(
     }
 
     let desired_hash = def.spec_hash();
-    let label = instance.label(labels::SPEC_HASH);
+    let label = if adopted {
+        record.map(|r| r.spec_hash.as_str())
+    } else {
+        instance.label(labels::SPEC_HASH)
+    };
     let mut fields = record
         .map(|r| diff_components(&r.definition, def))
         .unwrap_or_default();
@@ -979,6 +987,44 @@ image = "redis:7"
             fields(change(&unlabelled, "hello", "app")),
             [("instance", from.as_str(), to.as_str())]
         );
+    }
+
+    #[test]
+    fn adopted_instance_is_vouched_for_by_id() {
+        let desired = simple("hello", "nginx:1.27");
+        let recorded = record(&desired);
+        // Adopted: no labels, but the registry recorded its id.
+        let mut adopted = instance("hello", &desired.components[0], true);
+        adopted.labels.clear();
+        let same = plan(
+            std::slice::from_ref(&desired),
+            std::slice::from_ref(&recorded),
+            std::slice::from_ref(&adopted),
+            false,
+        );
+        assert_eq!(change(&same, "hello", "app"), &Change::Unchanged);
+        // A changed definition replaces it.
+        let newer = simple("hello", "nginx:1.28");
+        let update = plan(
+            &[newer],
+            &[recorded.clone()],
+            std::slice::from_ref(&adopted),
+            false,
+        );
+        assert!(
+            matches!(
+                change(&update, "hello", "app"),
+                Change::Update { recreate: true, .. }
+            ),
+            "{update:?}"
+        );
+        // Another id under that name is still a stranger.
+        adopted.id = "someone-else".into();
+        let conflict = plan(&[desired], &[recorded], &[adopted], false);
+        assert!(matches!(
+            change(&conflict, "hello", "app"),
+            Change::Conflict { .. }
+        ));
     }
 
     #[test]

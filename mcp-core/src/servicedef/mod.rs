@@ -51,6 +51,7 @@ mod error;
 mod raw;
 mod validate;
 mod values;
+mod write;
 
 #[cfg(test)]
 mod tests;
@@ -71,6 +72,7 @@ pub use values::{
     InvalidValue, MAX_INSTANCE_NAME_LEN, MAX_NAME_LEN, Memory, VOLUME_OPTIONS, format_port,
     format_volume, parse_port, parse_volume,
 };
+pub use write::to_toml;
 
 /// A validated service definition.
 ///
