@@ -1007,7 +1007,7 @@ image = "redis:7"
         let newer = simple("hello", "nginx:1.28");
         let update = plan(
             &[newer],
-            &[recorded.clone()],
+            std::slice::from_ref(&recorded),
             std::slice::from_ref(&adopted),
             false,
         );
