@@ -1196,3 +1196,80 @@ fn adopt_takes_running_containers_without_touching_them() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn sigkill_during_sync_of_ten_components_then_converges() {
+    let mut node = Node::start();
+    let services: Vec<String> = (0..5).map(|_| unique("ks")).collect();
+    let image_v1 = node.env.image_v1.clone();
+    let image_v2 = node.env.image_v2.clone();
+    let write_all = |node: &mut Node, image: &str| {
+        for s in &services {
+            node.write_service(
+                s,
+                &format!(
+                    "name = \"{s}\"\n[[components]]\nname = \"a\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"600\"]\n\n[[components]]\nname = \"b\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"600\"]\n"
+                ),
+            );
+        }
+    };
+    write_all(&mut node, &image_v1);
+    node.mcp(&["sync"]).success();
+
+    for (round, delay_ms) in [60u64, 200, 500].into_iter().enumerate() {
+        let image = if round % 2 == 0 { &image_v2 } else { &image_v1 };
+        write_all(&mut node, image);
+        let mut cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+            .arg("sync")
+            .env("MCP_CONFIG", node.cli_config())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mcp");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        node.kill_agent();
+        let _ = cli.wait();
+        node.start_agent();
+
+        // The registry is intact: every service is still known.
+        let list = node.mcp_json(&["list"]);
+        let known: Vec<&str> = list["nodes"][0]["services"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+            .unwrap_or_default();
+        for s in &services {
+            assert!(known.contains(&s.as_str()), "round {round}: {s} lost");
+        }
+        // The next sync converges: one instance per component, nothing
+        // staged, nothing unmanaged, all on the image asked for.
+        node.mcp(&["sync"]).success();
+        for s in &services {
+            let mut names: Vec<String> = node.instances_of(s).into_iter().map(|i| i.name).collect();
+            names.sort();
+            assert_eq!(
+                names,
+                [format!("{s}-a"), format!("{s}-b")],
+                "round {round}: duplicate or orphan instances"
+            );
+            let status = node.mcp_json(&["status", s]);
+            assert_eq!(
+                status["nodes"][0]["unmanaged"],
+                serde_json::json!([]),
+                "round {round}"
+            );
+            for c in components(&status) {
+                assert_eq!(c["observed_state"], "running", "round {round}: {c}");
+                assert_eq!(c["observed_image"], image.as_str(), "round {round}: {c}");
+                assert_eq!(c["drift"], serde_json::json!([]), "round {round}: {c}");
+            }
+        }
+        let plan = node.mcp_json(&["sync", "--dry-run"]);
+        for p in plan["nodes"][0]["plan"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            assert_eq!(p["action"], "unchanged", "round {round}: {p}");
+        }
+    }
+}
