@@ -1229,6 +1229,28 @@ fn sigkill_during_sync_of_ten_components_then_converges() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         node.kill_agent();
         let _ = cli.wait();
+        // Podman finishes the requests the dead agent had in flight (a stop
+        // waits out its timeout); MCP cannot cancel them. Start again once
+        // the node's instances have held still for a second, so what is
+        // tested is the agent's own crash safety.
+        let snapshot = |node: &Node| {
+            let mut v: Vec<(String, String, String)> = services
+                .iter()
+                .flat_map(|s| node.instances_of(s))
+                .map(|i| (i.name, i.id, format!("{:?}", i.state)))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut last = snapshot(&node);
+        let settled = wait_for(Duration::from_secs(20), || {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = snapshot(&node);
+            let same = now == last;
+            last = now;
+            same.then_some(())
+        });
+        assert!(settled.is_some(), "round {round}: podman never settled");
         node.start_agent();
 
         // The registry is intact: every service is still known.
