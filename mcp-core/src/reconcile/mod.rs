@@ -646,6 +646,11 @@ impl Reconciler {
             let Some(service) = inst.label(labels::SERVICE).map(str::to_string) else {
                 continue;
             };
+            // Only this agent's services: another agent sharing the
+            // runtime's storage may be mid-deploy of its own.
+            if self.registry.get_service(&service)?.is_none() {
+                continue;
+            }
             let _guard = self.locks.lock(&service).await;
             self.resolve_leftover(base).await?;
             // Either instance may have been left stopped mid-replace.
