@@ -45,6 +45,15 @@ enum Pull {
     Always,
 }
 
+impl From<Pull> for PullPolicy {
+    fn from(pull: Pull) -> PullPolicy {
+        match pull {
+            Pull::Missing => PullPolicy::Missing,
+            Pull::Always => PullPolicy::Always,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Push a definition; the agent pulls images and (re)creates what changed.
@@ -244,11 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pull,
         } => {
             let def = ctx.load_def(&target)?;
-            let pull = match pull {
-                Pull::Missing => PullPolicy::Missing,
-                Pull::Always => PullPolicy::Always,
-            };
-            deploy(&ctx, &def, component.as_deref(), pull).await
+            deploy(&ctx, &def, component.as_deref(), pull.into()).await
         }
         Command::Stop { target } => set_active_and_push(&ctx, &target, false).await,
         Command::Start { target } => set_active_and_push(&ctx, &target, true).await,
@@ -353,10 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             let sets = mcp_core::client::sync_sets(&ctx.config, defs, ctx.node.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e} (in {})", ctx.config_path.display()))?;
-            let pull = match pull {
-                Pull::Missing => PullPolicy::Missing,
-                Pull::Always => PullPolicy::Always,
-            };
+            let pull = PullPolicy::from(pull);
             let mut answers = Vec::new();
             for (node, set) in &sets {
                 let res = ctx

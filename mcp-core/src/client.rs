@@ -340,10 +340,7 @@ impl Client {
         let req = self.request(pb::DeployRequest {
             service: Some(def.to_proto()),
             component: component.unwrap_or_default().to_string(),
-            pull: match pull {
-                PullPolicy::Missing => pb::PullPolicy::Missing,
-                PullPolicy::Always => pb::PullPolicy::Always,
-            } as i32,
+            pull: pull.to_proto() as i32,
         });
         let res = self
             .inner
@@ -495,10 +492,7 @@ impl Client {
             services: defs.iter().map(ServiceDef::to_proto).collect(),
             dry_run,
             prune,
-            pull: match pull {
-                PullPolicy::Missing => pb::PullPolicy::Missing,
-                PullPolicy::Always => pb::PullPolicy::Always,
-            } as i32,
+            pull: pull.to_proto() as i32,
         });
         let res = self.inner.sync(req).await.map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())

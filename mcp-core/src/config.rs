@@ -54,14 +54,21 @@ pub enum ConfigError {
 
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        let (line, col, message) = toml_error_at(text, &e);
         ConfigError::Parse {
             path: path.to_path_buf(),
             line,
             col,
-            message: e.message().trim().to_string(),
+            message,
         }
     })
+}
+
+/// Where in `text` a TOML error is (1-based line and column) and what it
+/// says, for `file:line:col: message` errors.
+pub(crate) fn toml_error_at(text: &str, e: &toml::de::Error) -> (usize, usize, String) {
+    let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+    (line, col, e.message().trim().to_string())
 }
 
 /// 1-based line and column of a byte offset in `text`.
@@ -771,9 +778,7 @@ impl CliConfig {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
+        crate::fsutil::create_parent_dir(path).map_err(io)?;
         let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),

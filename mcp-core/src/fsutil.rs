@@ -6,6 +6,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Creates the directory `path` is in (and its parents) if missing.
+pub fn create_parent_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
 /// Replaces `path` with `contents` atomically (a temporary file in the same
 /// directory, synced, then renamed over it), readable and writable by the
 /// owner only (mode 0600). Readers see the old file or the new one, never

@@ -147,9 +147,7 @@ impl AuditLog {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
+        crate::fsutil::create_parent_dir(path).map_err(err)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -130,10 +130,7 @@ impl AgentServiceApi for AgentService {
             .service
             .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
         let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
-        let pull = match pb::PullPolicy::try_from(req.pull) {
-            Ok(pb::PullPolicy::Always) => PullPolicy::Always,
-            _ => PullPolicy::Missing,
-        };
+        let pull = PullPolicy::from_proto(req.pull);
         let outcomes = self
             .reconciler
             .deploy(&def, non_empty(&req.component), pull)
@@ -341,10 +338,7 @@ impl AgentServiceApi for AgentService {
             .map(ServiceDef::from_proto)
             .collect::<Result<Vec<_>, _>>()
             .map_err(AgentError::from)?;
-        let pull = match pb::PullPolicy::try_from(req.pull) {
-            Ok(pb::PullPolicy::Always) => PullPolicy::Always,
-            _ => PullPolicy::Missing,
-        };
+        let pull = PullPolicy::from_proto(req.pull);
         let (plan, done) = self
             .reconciler
             .sync(&defs, req.prune, req.dry_run, pull)

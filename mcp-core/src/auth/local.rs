@@ -136,15 +136,12 @@ impl TokenStore {
 
     fn parse(&self, text: &str) -> Result<Vec<TokenEntry>, TokenFileError> {
         let contents: TokenFileContents = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| crate::config::line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col, message) = crate::config::toml_error_at(text, &e);
             TokenFileError::Parse {
                 path: self.path.clone(),
                 line,
                 col,
-                message: e.message().trim().to_string(),
+                message,
             }
         })?;
         for entry in &contents.tokens {
@@ -246,9 +243,7 @@ impl TokenStore {
         &self,
         change: impl FnOnce(&mut Vec<TokenEntry>) -> Result<(), TokenFileError>,
     ) -> Result<(), TokenFileError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        }
+        crate::fsutil::create_parent_dir(&self.path).map_err(|e| self.io(e))?;
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
         let lock = std::fs::OpenOptions::new()
@@ -411,9 +406,7 @@ impl TokenValidator for LocalTokens {
 
 /// Writes `token` to `path` with mode 0600 (the CLI side of `--dev`).
 pub fn write_token_file(path: &Path, token: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    crate::fsutil::create_parent_dir(path)?;
     let mut text = Vec::with_capacity(token.len() + 1);
     text.write_all(token.as_bytes())?;
     text.push(b'\n');

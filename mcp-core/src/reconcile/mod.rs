@@ -95,6 +95,25 @@ pub enum PullPolicy {
     Always,
 }
 
+impl PullPolicy {
+    /// The policy as sent on the wire.
+    pub fn to_proto(self) -> mcp_proto::v1::PullPolicy {
+        match self {
+            PullPolicy::Missing => mcp_proto::v1::PullPolicy::Missing,
+            PullPolicy::Always => mcp_proto::v1::PullPolicy::Always,
+        }
+    }
+
+    /// The policy of a request's `pull` field; unknown values mean
+    /// [`PullPolicy::Missing`].
+    pub fn from_proto(value: i32) -> PullPolicy {
+        match mcp_proto::v1::PullPolicy::try_from(value) {
+            Ok(mcp_proto::v1::PullPolicy::Always) => PullPolicy::Always,
+            _ => PullPolicy::Missing,
+        }
+    }
+}
+
 /// What happened to one component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -452,6 +471,21 @@ impl Reconciler {
         Ok(outcomes)
     }
 
+    /// Ends a stop, start or restart: the cached listing is stale now, and
+    /// the outcomes go to the history.
+    fn conclude(
+        &self,
+        service: &str,
+        kind: &str,
+        comps: &[ComponentRecord],
+        results: Vec<Result<(Action, Option<String>), AgentError>>,
+    ) -> Vec<ComponentOutcome> {
+        self.observed.invalidate();
+        let out = outcomes(comps, results);
+        self.record_events(service, kind, &out);
+        out
+    }
+
     /// Appends the history of one operation to the registry: a row per
     /// component that changed (its action, or `failed` with the reason) and
     /// one for the service with a summary. A failure to write is logged and
@@ -708,10 +742,7 @@ impl Reconciler {
             }
         }))
         .await;
-        self.observed.invalidate();
-        let out = outcomes(&comps, results);
-        self.record_events(service, "stopped", &out);
-        Ok(out)
+        Ok(self.conclude(service, "stopped", &comps, results))
     }
 
     /// Starts a service's instances (or one component's), creating missing
@@ -736,10 +767,7 @@ impl Reconciler {
             Ok((action, id))
         }))
         .await;
-        self.observed.invalidate();
-        let out = outcomes(&comps, results);
-        self.record_events(service, "started", &out);
-        Ok(out)
+        Ok(self.conclude(service, "started", &comps, results))
     }
 
     /// Restarts a service's instances (or one component's) without changing
@@ -771,10 +799,7 @@ impl Reconciler {
             Ok((action, id))
         }))
         .await;
-        self.observed.invalidate();
-        let out = outcomes(&comps, results);
-        self.record_events(service, "restarted", &out);
-        Ok(out)
+        Ok(self.conclude(service, "restarted", &comps, results))
     }
 
     /// Stops and removes a service's instances and forgets the service.
