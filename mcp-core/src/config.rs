@@ -164,8 +164,15 @@ pub struct PodmanSettings {
 pub struct MonitorSettings {
     /// Interval of the full sweep.
     pub interval: Duration,
-    /// Program and arguments run for each alert (exec-style, never a shell).
+    /// Program and arguments run for each alert (exec-style, never a shell);
+    /// empty: no alerts.
     pub alert_command: Vec<String>,
+    /// How long an alert program may run before it is killed.
+    pub alert_timeout: Duration,
+    /// The window of the per-component alert rate limit.
+    pub alert_cooldown: Duration,
+    /// Most alerts per component within `alert_cooldown`.
+    pub alert_burst: u32,
     /// How long event history is kept.
     pub event_retention: Duration,
 }
@@ -257,6 +264,9 @@ struct PodmanFile {
 struct MonitorFile {
     interval: Option<u64>,
     alert_command: Option<Vec<String>>,
+    alert_timeout: Option<u64>,
+    alert_cooldown: Option<u64>,
+    alert_burst: Option<u32>,
     event_retention_days: Option<u64>,
 }
 
@@ -308,6 +318,9 @@ impl AgentConfig {
             monitor: MonitorSettings {
                 interval: Duration::from_secs(60),
                 alert_command: Vec::new(),
+                alert_timeout: Duration::from_secs(10),
+                alert_cooldown: Duration::from_secs(300),
+                alert_burst: 3,
                 event_retention: Duration::from_secs(30 * 86_400),
             },
             unikernel: UnikernelSettings {
@@ -412,6 +425,31 @@ impl AgentConfig {
                 ));
             }
             self.monitor.alert_command = v;
+        }
+        if let Some(v) = file.monitor.alert_timeout {
+            if v == 0 {
+                return Err(invalid(
+                    "monitor.alert_timeout must be at least 1 second".into(),
+                ));
+            }
+            self.monitor.alert_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.monitor.alert_cooldown {
+            if v == 0 {
+                return Err(invalid(
+                    "monitor.alert_cooldown must be at least 1 second".into(),
+                ));
+            }
+            self.monitor.alert_cooldown = Duration::from_secs(v);
+        }
+        if let Some(v) = file.monitor.alert_burst {
+            if v == 0 {
+                return Err(invalid(
+                    "monitor.alert_burst must be at least 1 (to send no alerts, leave alert_command empty)"
+                        .into(),
+                ));
+            }
+            self.monitor.alert_burst = v;
         }
         if let Some(v) = file.monitor.event_retention_days {
             if v == 0 {
@@ -888,6 +926,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("event_retention_days"), "{err}");
+    }
+
+    #[test]
+    fn monitor_keys_layer_and_validate() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.monitor.interval, Duration::from_secs(60));
+        assert!(c.monitor.alert_command.is_empty());
+        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(10));
+        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(300));
+        assert_eq!(c.monitor.alert_burst, 3);
+        c.apply_toml(
+            Path::new("a.toml"),
+            "[monitor]\ninterval = 5\nalert_command = [\"/usr/local/bin/page\", \"{service}\", \"{event}\"]\nalert_timeout = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.monitor.interval, Duration::from_secs(5));
+        assert_eq!(
+            c.monitor.alert_command,
+            ["/usr/local/bin/page", "{service}", "{event}"]
+        );
+        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(2));
+        // A second file changes only what it names.
+        c.apply_toml(
+            Path::new("b.toml"),
+            "[monitor]\nalert_cooldown = 60\nalert_burst = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(60));
+        assert_eq!(c.monitor.alert_burst, 1);
+        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(2));
+        assert_eq!(c.monitor.interval, Duration::from_secs(5));
+        assert_eq!(c.monitor.alert_command.len(), 3);
+        // An empty command turns alerts off.
+        c.apply_toml(Path::new("c.toml"), "[monitor]\nalert_command = []\n")
+            .unwrap();
+        assert!(c.monitor.alert_command.is_empty());
+
+        for (text, needle) in [
+            ("interval = 0", "monitor.interval"),
+            ("alert_timeout = 0", "monitor.alert_timeout"),
+            ("alert_cooldown = 0", "monitor.alert_cooldown"),
+            ("alert_burst = 0", "monitor.alert_burst"),
+            ("alert_command = [\"\", \"x\"]", "program name is empty"),
+        ] {
+            let err = AgentConfig::defaults()
+                .apply_toml(Path::new("a.toml"), &format!("[monitor]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        for text in [
+            "alert_timeout = -1",
+            "alert_burst = \"3\"",
+            "alert_command = \"/bin/page {service}\"",
+        ] {
+            let err = AgentConfig::defaults()
+                .apply_toml(Path::new("a.toml"), &format!("[monitor]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("a.toml:2:"), "{text}: {err}");
+        }
+        let err = AgentConfig::defaults()
+            .apply_toml(
+                Path::new("a.toml"),
+                "[monitor]\ninterval = 5\nalert_cooldwon = 60\n",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("a.toml:3:1:"), "{err}");
+        assert!(err.contains("alert_cooldwon"), "{err}");
     }
 
     #[test]

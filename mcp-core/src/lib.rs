@@ -5,6 +5,8 @@
 //! - [`config`]: agent and CLI configuration, layered defaults, `--dev` set-up.
 //! - [`reconcile`]: turning a definition into running instances, and comparing
 //!   desired with observed state.
+//! - [`monitor`]: drift detection from runtime events and sweeps, drift
+//!   events, rate-limited exec-style alerts.
 //! - [`agent`]: the agent's gRPC service and server wiring.
 //! - [`client`]: the client used by `mcp`, the Python bindings and tests.
 //! - [`error`]: the agent's error type and its one mapping to gRPC status codes.
@@ -17,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub(crate) mod fsutil;
+pub mod monitor;
 pub mod reconcile;
 pub mod registry;
 pub mod servicedef;

@@ -22,6 +22,7 @@ use crate::auth::local::{LocalTokens, TokenFileError};
 use crate::auth::mcias::Mcias;
 use crate::auth::{ChainValidator, TokenValidator};
 use crate::config::{AgentConfig, ConfigError};
+use crate::monitor::{Activity, Monitor};
 use crate::reconcile::Reconciler;
 use crate::registry::{Registry, RegistryError};
 use crate::tls::{self, TlsError};
@@ -209,6 +210,19 @@ impl Agent {
             reconciler.clone(),
             config.monitor.event_retention,
         ));
+        // The monitor holds its drift checks while a state-changing RPC runs.
+        let activity = Activity::new();
+        let monitor = tokio::spawn(
+            Monitor::new(
+                reconciler.clone(),
+                config.node_name.clone(),
+                config.monitor.clone(),
+            )
+            .with_activity(activity.clone())
+            .run(),
+        );
+        // Stopped with the server, so that an alert program in flight is killed.
+        let _monitor = AbortOnDrop(monitor);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -226,6 +240,7 @@ impl Agent {
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
             .layer(tower::util::option_layer(guard))
+            .layer(activity.layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AgentServiceServer::new(service));
@@ -251,6 +266,15 @@ impl Agent {
         }
         tracing::info!("mcp-agent stopped");
         Ok(())
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
