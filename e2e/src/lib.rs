@@ -127,6 +127,11 @@ impl PodmanService {
         );
     }
 
+    /// The service's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The socket path.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -1294,4 +1294,30 @@ fn sigkill_during_sync_of_ten_components_then_converges() {
             assert_eq!(p["action"], "unchanged", "round {round}: {p}");
         }
     }
+    // The watch resumed with the restarted agent: a container killed behind
+    // its back is drift at once (from podman's events; the backstop sweep is
+    // a minute away).
+    let victim = format!("{}-a", services[0]);
+    let out = std::process::Command::new("podman")
+        .args(["kill", &victim])
+        .output()
+        .expect("podman kill");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drift = wait_for(Duration::from_secs(10), || {
+        let v = node.mcp_json(&["events", "--service", &services[0]]);
+        v["nodes"][0]["events"].as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["kind"] == "drift:stopped" && e["component"] == "a")
+                .cloned()
+        })
+    });
+    assert!(
+        drift.is_some(),
+        "no drift:stopped after the restart:\n{}",
+        node.agent_log()
+    );
 }

@@ -161,6 +161,17 @@ fn drift_is_alerted_once_survives_a_restart_and_clears() {
         status["nodes"][0]["components"][0]["drift"],
         serde_json::json!(["missing"])
     );
+    let ps = node.mcp_json(&["ps"]);
+    let missing = ps["nodes"][0]["missing"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        missing
+            .iter()
+            .any(|m| m["container"] == name.as_str() && m["component"] == "app"),
+        "{ps}"
+    );
 
     // Sweeps every second, and a restarted agent, do not repeat it.
     std::thread::sleep(Duration::from_secs(3));
@@ -274,5 +285,248 @@ fn a_failing_alert_program_is_recorded_and_rate_limited() {
     .unwrap_or_else(|| panic!("no alert-suppressed: {:?}", events(&node, &service)));
     assert_eq!(count(&ev, "drift-cleared"), 1, "{ev:?}");
     assert_eq!(count(&ev, "alert-failed"), 1, "{ev:?}");
+    assert!(node.agent_log().contains("alert suppressed"));
+}
+
+/// Runs the `podman` command line (the node's storage is the host's) and
+/// returns its trimmed standard output.
+fn podman_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("podman")
+        .args(args)
+        .output()
+        .expect("run podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits for an alert line that starts with `prefix`, among those after
+/// the first `after`.
+fn wait_alert(node: &Node, out: &Path, after: usize, prefix: &str) -> String {
+    wait_for(Duration::from_secs(10), || {
+        alert_lines(out)
+            .into_iter()
+            .skip(after)
+            .find(|l| l.starts_with(prefix))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no alert {prefix:?}; alerts: {:?}\nagent log:\n{}",
+            alert_lines(out),
+            node.agent_log()
+        )
+    })
+}
+
+/// The `drift` of instance `name` in `mcp ps --json`.
+fn ps_drift(node: &Node, name: &str) -> Value {
+    let ps = node.mcp_json(&["ps"]);
+    ps["nodes"][0]["instances"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == name))
+        .map(|i| i["drift"].clone())
+        .unwrap_or_else(|| panic!("{name} not in ps: {ps}"))
+}
+
+#[test]
+fn every_drift_kind_comes_from_podman_events_and_survives_a_podman_restart() {
+    let mut node = Node::start();
+    let (script, out) = recorder(node.dir.path());
+    // No sweep within the test: everything below is found from podman's
+    // event stream alone.
+    configure_monitor(
+        &mut node,
+        &format!(
+            "interval = 3600\nalert_burst = 100\nalert_command = [\"{}\", \"{{service}}\", \"{{component}}\", \"{{event}}\"]",
+            script.display()
+        ),
+    );
+    let service = unique("kinds");
+    let text = format!(
+        r#"{}
+[[components]]
+name = "crash"
+image = "{image}"
+cmd = ["/bin/sh", "-c", "while [ ! -f /tmp/crash ]; do sleep 0.1; done; rm /tmp/crash; exit 3"]
+restart = "always"
+"#,
+        def(&service, &node.env.image_v1),
+        image = node.env.image_v1
+    );
+    node.write_service(&service, &text);
+    node.mcp(&["deploy", &service]).success();
+    let app = format!("{service}-app");
+    let crash = format!("{service}-crash");
+
+    // A crash that podman's restart policy repairs at once is not drift.
+    podman_cli(&["exec", &crash, "touch", "/tmp/crash"]);
+    wait_for(Duration::from_secs(10), || {
+        (podman_cli(&["inspect", "-f", "{{.RestartCount}}", &crash]) != "0").then_some(())
+    })
+    .expect("podman did not restart the crashed container");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        podman_cli(&["inspect", "-f", "{{.State.Status}}", &crash]),
+        "running"
+    );
+    assert_eq!(alert_lines(&out), Vec::<String>::new());
+    assert_eq!(ps_drift(&node, &crash), serde_json::json!([]));
+
+    // Wrong image: the container replaced from outside by another image.
+    podman_cli(&["rm", "-f", "-t", "0", &app]);
+    podman_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &app,
+        &node.env.image_v2,
+        "sleep",
+        "3600",
+    ]);
+    let line = wait_alert(&node, &out, 0, &format!("{service}|app|drift:wrong-image|"));
+    assert!(
+        line.ends_with(&format!(
+            "|running, image {} (definition: {})",
+            node.env.image_v2, node.env.image_v1
+        )),
+        "{line}"
+    );
+    assert_eq!(ps_drift(&node, &app), serde_json::json!(["wrong-image"]));
+    let status = node.mcp_json(&["status", &service]);
+    let comps = status["nodes"][0]["components"]
+        .as_array()
+        .expect("components");
+    let app_status = comps.iter().find(|c| c["component"] == "app").expect("app");
+    assert_eq!(app_status["drift"], serde_json::json!(["wrong-image"]));
+
+    // Unmanaged: a container in the service's namespace MCP never made.
+    let extra = format!("{service}-extra");
+    podman_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &extra,
+        &node.env.image_v1,
+        "sleep",
+        "3600",
+    ]);
+    wait_alert(&node, &out, 0, &format!("{service}|extra|drift:unmanaged|"));
+    assert_eq!(ps_drift(&node, &extra), serde_json::json!(["unmanaged"]));
+    podman_cli(&["rm", "-f", "-t", "0", &extra]);
+    wait_alert(&node, &out, 0, &format!("{service}|extra|drift-cleared|"));
+
+    // Back to the definition, then stopped on purpose: no drift.
+    podman_cli(&["rm", "-f", "-t", "0", &app]);
+    node.mcp(&["deploy", &service]).success();
+    wait_alert(&node, &out, 0, &format!("{service}|app|drift-cleared|"));
+    node.mcp(&["stop", &service]).success();
+
+    // Unexpected: started from outside although `active = false`.
+    podman_cli(&["start", &app]);
+    wait_alert(&node, &out, 0, &format!("{service}|app|drift:unexpected|"));
+    assert_eq!(ps_drift(&node, &app), serde_json::json!(["unexpected"]));
+
+    // podman's service restarts: nothing is drift while it is away, and the
+    // monitor follows its events again once it is back.
+    let before = alert_lines(&out).len();
+    node.podman.as_mut().expect("podman service").kill();
+    node.podman = Some(mcp_e2e::PodmanService::start(&node.socket));
+    wait_for(Duration::from_secs(15), || {
+        node.agent_log()
+            .contains("following runtime events again")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the event stream did not come back:\n{}", node.agent_log()));
+    podman_cli(&["stop", "-t", "0", &app]);
+    let line = wait_alert(
+        &node,
+        &out,
+        before,
+        &format!("{service}|app|drift-cleared|"),
+    );
+    assert!(line.ends_with("|unexpected"), "{line}");
+    let alerts = alert_lines(&out);
+    assert_eq!(alerts.len(), before + 1, "{alerts:?}");
+
+    // Every transition is in the history, once.
+    let ev = events(&node, &service);
+    for kind in ["drift:wrong-image", "drift:unmanaged", "drift:unexpected"] {
+        assert_eq!(count(&ev, kind), 1, "{kind}: {ev:?}");
+    }
+    assert_eq!(count(&ev, "drift:stopped"), 0, "{ev:?}");
+}
+
+#[test]
+fn a_flapping_container_costs_at_most_burst_alerts() {
+    let mut node = Node::start();
+    let (script, out) = recorder(node.dir.path());
+    configure_monitor(
+        &mut node,
+        &format!(
+            "interval = 3600\nalert_burst = 2\nalert_cooldown = 3600\nalert_command = [\"{}\", \"{{service}}\", \"{{component}}\", \"{{event}}\"]",
+            script.display()
+        ),
+    );
+    let service = unique("flap");
+    node.write_service(&service, &def(&service, &node.env.image_v1));
+    node.mcp(&["deploy", &service]).success();
+    let app = format!("{service}-app");
+    for round in 0..3 {
+        podman_cli(&["kill", &app]);
+        wait_for(Duration::from_secs(10), || {
+            (count(&events(&node, &service), "drift:stopped") == round + 1).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: no drift:stopped: {:?}",
+                events(&node, &service)
+            )
+        });
+        podman_cli(&["start", &app]);
+        wait_for(Duration::from_secs(10), || {
+            (count(&events(&node, &service), "drift-cleared") == round + 1).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "round {round}: no drift-cleared: {:?}",
+                events(&node, &service)
+            )
+        });
+    }
+    // Six transitions, all recorded; two alerts; the suppression recorded
+    // once for the window.
+    std::thread::sleep(Duration::from_secs(1));
+    let ev = events(&node, &service);
+    assert_eq!(count(&ev, "alert-sent"), 2, "{ev:?}");
+    assert_eq!(count(&ev, "alert-suppressed"), 1, "{ev:?}");
+    let suppressed = ev
+        .iter()
+        .find(|e| e.1 == "alert-suppressed")
+        .expect("suppressed");
+    assert!(
+        suppressed.2.starts_with(
+            "drift:stopped: not alerted: the limit of 2 alerts per 3600s for this component is reached"
+        ),
+        "{suppressed:?}"
+    );
+    let lines = alert_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{service}|app|drift:stopped|{}|drift:stopped|exited",
+            node.name
+        )),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{service}|app|drift-cleared|{}|drift-cleared|stopped",
+            node.name
+        )
+    );
     assert!(node.agent_log().contains("alert suppressed"));
 }

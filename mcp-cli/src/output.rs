@@ -162,11 +162,7 @@ impl Output {
                     } else {
                         "-".into()
                     },
-                    if c.drift.is_empty() {
-                        "-".into()
-                    } else {
-                        format!("DRIFT: {}", c.drift.join(","))
-                    },
+                    drift_cell(&c.drift),
                 ]);
             }
             unmanaged.extend(r.unmanaged.iter().map(|u| (r.node.clone(), u)));
@@ -187,13 +183,29 @@ impl Output {
         if self.json {
             let nodes: Vec<Value> = reports
                 .iter()
-                .map(|r| json!({"node": r.node, "instances": r.instances.iter().map(instance_json).collect::<Vec<_>>()}))
+                .map(|r| {
+                    json!({
+                        "node": r.node,
+                        "instances": r.instances.iter().map(|i| {
+                            let mut v = instance_json(i);
+                            v["drift"] = json!(i.drift);
+                            v
+                        }).collect::<Vec<_>>(),
+                        "missing": r.missing.iter().map(|c| json!({
+                            "service": c.service,
+                            "component": c.component,
+                            "container": c.container_name,
+                            "image": c.desired_image,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
                 .collect();
             return print_json(&json!({ "nodes": nodes }));
         }
         let mut t = table(&[
-            "NODE", "NAME", "RUNTIME", "IMAGE", "STATE", "STATUS", "PORTS", "MANAGED",
+            "NODE", "NAME", "RUNTIME", "IMAGE", "STATE", "STATUS", "PORTS", "MANAGED", "DRIFT",
         ]);
+        let mut missing = Vec::new();
         for r in reports {
             for i in &r.instances {
                 t.add_row(vec![
@@ -205,10 +217,26 @@ impl Output {
                     i.status.clone(),
                     i.ports.join(", "),
                     if i.managed { "yes" } else { "no" }.to_string(),
+                    drift_cell(&i.drift),
                 ]);
             }
+            missing.extend(r.missing.iter().map(|c| (r.node.clone(), c)));
         }
-        print_table(&t)
+        print_table(&t)?;
+        if !missing.is_empty() {
+            let mut m = table(&["NODE", "MISSING", "SERVICE", "COMPONENT", "IMAGE"]);
+            for (node, c) in missing {
+                m.add_row(vec![
+                    node,
+                    c.container_name.clone(),
+                    c.service.clone(),
+                    c.component.clone(),
+                    c.desired_image.clone(),
+                ]);
+            }
+            print_table(&m)?;
+        }
+        Ok(())
     }
 
     /// `mcp sync`: the plan per node, then (unless a dry run) what was done.
@@ -470,6 +498,15 @@ impl Output {
         )?;
         writeln!(out)?;
         Ok(())
+    }
+}
+
+/// The DRIFT cell of `status` and `ps`: `-`, or the kinds.
+fn drift_cell(drift: &[String]) -> String {
+    if drift.is_empty() {
+        "-".into()
+    } else {
+        format!("DRIFT: {}", drift.join(","))
     }
 }
 

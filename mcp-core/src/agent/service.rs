@@ -98,6 +98,7 @@ pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
             .to_string(),
         ports: i.ports.iter().map(ToString::to_string).collect(),
         created_at: i.created_at,
+        drift: Vec::new(),
     }
 }
 
@@ -235,10 +236,18 @@ impl AgentServiceApi for AgentService {
         &self,
         _request: Request<pb::PsRequest>,
     ) -> Result<Response<pb::PsResponse>, Status> {
-        let instances = self.reconciler.ps().await?;
+        let report = self.reconciler.ps().await?;
         Ok(Response::new(pb::PsResponse {
             node: self.node_name.clone(),
-            instances: instances.iter().map(instance).collect(),
+            instances: report
+                .instances
+                .into_iter()
+                .map(|e| pb::RuntimeInstance {
+                    drift: e.drift,
+                    ..instance(&e.instance)
+                })
+                .collect(),
+            missing: report.missing.into_iter().map(component_status).collect(),
         }))
     }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::reconcile::StatusReport;
+use crate::reconcile::{StatusReport, UNMANAGED_DRIFT};
 use crate::registry::EventRecord;
 
 /// Prefix of the event kind recorded when a drift kind appears
@@ -14,10 +14,6 @@ pub const DRIFT_PREFIX: &str = "drift:";
 
 /// Event kind recorded when a component's drift goes to none.
 pub const DRIFT_CLEARED: &str = "drift-cleared";
-
-/// Drift kind of an instance named `<service>-<name>` that MCP does not
-/// manage.
-pub const UNMANAGED: &str = "unmanaged";
 
 /// One component of one service: the unit drift, events and rate limits are
 /// kept for. For an unmanaged instance the component is the part of its name
@@ -117,7 +113,7 @@ impl Observation {
             let entry = drift
                 .entry(ComponentKey::new(service, component))
                 .or_insert_with(ComponentDrift::default);
-            entry.kinds.insert(UNMANAGED.to_string());
+            entry.kinds.insert(UNMANAGED_DRIFT.to_string());
             entry.detail = format!(
                 "instance {} not managed by MCP ({}, image {})",
                 inst.name, inst.state, inst.image

@@ -6,13 +6,15 @@
 //! [`Monitor::run`] is one task per agent (spawned by
 //! [`crate::agent::Agent::serve`]). It
 //!
-//! - follows the runtime's event stream (podman's, filtered to containers),
-//!   reconnecting by itself with a backoff of 0.25 s doubling to 10 s when
-//!   podman goes away or restarts;
-//! - runs a **drift check** 150 ms after an event (a burst of events makes
-//!   one check), after each (re)connection of the stream, after the agent's
-//!   own state-changing RPCs finish, and every `[monitor] interval` as a
-//!   backstop sweep;
+//! - follows the runtime's event stream (podman's, filtered to containers)
+//!   as [`Reconciler::follow_events`] passes it on, which reconnects by
+//!   itself with a backoff of 0.25 s doubling to 10 s when podman goes away
+//!   or restarts;
+//! - runs a **drift check** 100 ms after an event (a burst of events makes
+//!   one check), at start and after each (re)connection of the stream, after
+//!   the agent's own state-changing RPCs finish, and every `[monitor]
+//!   interval` as a backstop sweep (which lists the runtime afresh rather than
+//!   trusting the listing the event stream keeps valid);
 //! - records each drift **transition** in the registry's event history and
 //!   hands it to the alert program.
 //!
@@ -27,9 +29,10 @@
 //!
 //! The monitor keeps, in memory, the last confirmed set of drift kinds per
 //! (service, component) ([`DriftTracker`]). A check whose set differs for a
-//! component is acted on only when a second check at least 0.5 s later finds
+//! component is acted on only when a second check at least 0.25 s later finds
 //! the same set, so containers briefly stopped or absent (a replacement, a
-//! restart by podman's restart policy) do not enter the history. While one
+//! restart by podman's restart policy, which follows the exit within about
+//! 70 ms) do not enter the history. While one
 //! of the agent's own state-changing RPCs (deploy, stop, start, restart,
 //! remove, sync) is in flight, checks wait for it to finish (for at most two
 //! minutes): the agent's own work is not drift. Then:
@@ -83,25 +86,21 @@
 //! thus costs at most `alert_burst` alerts per window.
 //!
 //! [`Reconciler::status`]: crate::reconcile::Reconciler::status
+//! [`Reconciler::follow_events`]: crate::reconcile::Reconciler::follow_events
 
 pub mod activity;
 pub mod alert;
 pub mod drift;
 pub mod limit;
 
-#[cfg(test)]
-mod tests;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use mcp_runtime::Runtime;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::MonitorSettings;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, RuntimeChange};
 use crate::registry::{EventFilter, Registry};
 
 pub use activity::Activity;
@@ -111,11 +110,11 @@ pub use limit::{Decision, RateLimiter};
 
 /// Delay between an event and the check it causes; events within it share
 /// the check.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// How long a change of a component's drift must persist before it is
 /// recorded.
-pub const SETTLE: Duration = Duration::from_millis(500);
+pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// Longest a check waits for the agent's own operations to finish.
 pub const MAX_HOLD: Duration = Duration::from_secs(120);
@@ -127,10 +126,6 @@ pub const ALERT_FAILED: &str = "alert-failed";
 /// Event kind recorded once per window when alerts are rate limited.
 pub const ALERT_SUPPRESSED: &str = "alert-suppressed";
 
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// A connection to the event stream that lasted this long resets the backoff.
-const STABLE_STREAM: Duration = Duration::from_secs(10);
 /// Alerts waiting to run, at most.
 const ALERT_QUEUE: usize = 256;
 
@@ -140,7 +135,6 @@ pub struct Monitor {
     node_name: String,
     settings: MonitorSettings,
     activity: Activity,
-    settle: Duration,
 }
 
 /// Aborts a task when dropped, so the monitor's helpers end with it.
@@ -160,7 +154,6 @@ impl Monitor {
             node_name,
             settings,
             activity: Activity::new(),
-            settle: SETTLE,
         }
     }
 
@@ -178,7 +171,6 @@ impl Monitor {
             node_name,
             settings,
             activity,
-            settle,
         } = self;
         let registry = reconciler.registry().clone();
         let open = match registry.events(&EventFilter::default()) {
@@ -216,14 +208,14 @@ impl Monitor {
             reconciler: reconciler.clone(),
             registry,
             node_name,
-            tracker: DriftTracker::seeded(open, settle),
+            tracker: DriftTracker::seeded(open, SETTLE),
             limiter: RateLimiter::new(settings.alert_burst, settings.alert_cooldown),
             cooldown: settings.alert_cooldown,
             alerts,
         };
         let notify = Arc::new(Notify::new());
-        let _follower = AbortOnDrop(tokio::spawn(follow_runtime(
-            reconciler.runtime().clone(),
+        let _relay = AbortOnDrop(tokio::spawn(relay_changes(
+            reconciler.subscribe_changes(),
             reconciler.registry().clone(),
             notify.clone(),
         )));
@@ -232,9 +224,9 @@ impl Monitor {
         let mut sweep =
             tokio::time::interval_at(Instant::now() + settings.interval, settings.interval);
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // The first check comes with the event stream's connection (when
-        // podman is down, a check would find nothing anyway).
-        let mut next: Option<Instant> = None;
+        // A first check at once (one that cannot reach podman changes
+        // nothing), and another whenever the event stream (re)connects.
+        let mut next: Option<Instant> = Some(Instant::now());
         let mut busy_since = (activity.in_progress() > 0).then(Instant::now);
         loop {
             let mut due = false;
@@ -245,7 +237,11 @@ impl Monitor {
                     next = None;
                     due = true;
                 }
-                _ = sweep.tick() => due = true,
+                _ = sweep.tick() => {
+                    // The backstop does not trust the cached listing.
+                    reconciler.forget_observed();
+                    due = true;
+                }
                 Ok(()) = activity_rx.changed() => {
                     let n = *activity_rx.borrow_and_update();
                     if n == 0 {
@@ -293,48 +289,28 @@ fn concerns_a_service(registry: &Registry, name: &str) -> bool {
     }
 }
 
-/// Follows the runtime's event stream, waking the monitor on every event
-/// about a known service's instance and on every (re)connection; reconnects
-/// with a backoff.
-async fn follow_runtime(runtime: Arc<dyn Runtime>, registry: Arc<Registry>, notify: Arc<Notify>) {
-    let mut backoff = BACKOFF_MIN;
-    let mut was_lost = false;
+/// Wakes the monitor on every change the reconciler passes on from the
+/// runtime's event stream that concerns a known service's instance, on every
+/// (re)connection of that stream, and when it fell behind.
+async fn relay_changes(
+    mut changes: broadcast::Receiver<RuntimeChange>,
+    registry: Arc<Registry>,
+    notify: Arc<Notify>,
+) {
     loop {
-        match runtime.events().await {
-            Ok(mut events) => {
-                let connected = Instant::now();
-                if was_lost {
-                    tracing::info!("monitor: following runtime events again");
-                } else {
-                    tracing::debug!("monitor: following runtime events");
-                }
-                notify.notify_one();
-                while let Some(item) = events.next().await {
-                    match item {
-                        Ok(ev) => {
-                            if ev.name.is_empty() || concerns_a_service(&registry, &ev.name) {
-                                tracing::trace!(action = %ev.action, instance = %ev.name, "runtime event");
-                                notify.notify_one();
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "monitor: runtime event stream failed");
-                            break;
-                        }
-                    }
-                }
-                if connected.elapsed() >= STABLE_STREAM {
-                    backoff = BACKOFF_MIN;
-                }
-                if !was_lost {
-                    tracing::warn!("monitor: runtime event stream lost; reconnecting");
-                }
-                was_lost = true;
+        match changes.recv().await {
+            Ok(RuntimeChange::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                notify.notify_one()
             }
-            Err(e) => tracing::debug!(error = %e, "monitor: cannot follow runtime events"),
+            Ok(RuntimeChange::Instance(name)) => {
+                if name.is_empty() || concerns_a_service(&registry, &name) {
+                    tracing::trace!(instance = %name, "runtime event");
+                    notify.notify_one();
+                }
+            }
+            Ok(RuntimeChange::Lost) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

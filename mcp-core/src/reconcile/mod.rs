@@ -25,6 +25,7 @@ use mcp_runtime::{
     InstanceInfo, InstanceState, LogChunk, LogOptions, LogStream, Runtime, RuntimeError, labels,
 };
 use serde::Serialize;
+use tokio::sync::broadcast;
 
 use crate::error::AgentError;
 use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, ServiceRecord};
@@ -221,6 +222,62 @@ pub struct StatusReport {
     pub unmanaged: Vec<InstanceInfo>,
 }
 
+/// What `ps` shows for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsReport {
+    /// Every instance the runtime has, by name.
+    pub instances: Vec<PsEntry>,
+    /// Components that should have an instance and have none (drift
+    /// `missing`).
+    pub missing: Vec<ComponentStatus>,
+}
+
+/// One instance in a [`PsReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsEntry {
+    /// The instance.
+    pub instance: InstanceInfo,
+    /// Drift kinds of the component it is named for (`stopped`,
+    /// `wrong-image`, `unexpected`), or `unmanaged` for an instance named
+    /// like a known service's component that MCP does not manage; empty for
+    /// an instance as intended and for instances of no known service.
+    pub drift: Vec<String>,
+}
+
+impl PsReport {
+    /// Joins the runtime's `instances` with the `status` computed from them.
+    pub fn from_status(mut instances: Vec<InstanceInfo>, status: StatusReport) -> PsReport {
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut drift: HashMap<String, Vec<String>> = status
+            .unmanaged
+            .into_iter()
+            .map(|i| (i.name, vec![UNMANAGED_DRIFT.to_string()]))
+            .collect();
+        let mut missing = Vec::new();
+        for c in status.components {
+            if c.container_id.is_empty() {
+                if !c.drift.is_empty() {
+                    missing.push(c);
+                }
+            } else if !c.drift.is_empty() {
+                drift.insert(c.container_name.clone(), c.drift);
+            }
+        }
+        let instances = instances
+            .into_iter()
+            .map(|instance| PsEntry {
+                drift: drift.remove(&instance.name).unwrap_or_default(),
+                instance,
+            })
+            .collect();
+        PsReport { instances, missing }
+    }
+}
+
+/// Drift kind of an instance named `<service>-<name>` that MCP does not
+/// manage.
+pub const UNMANAGED_DRIFT: &str = "unmanaged";
+
 /// Per-service locks: operations on one service run one at a time.
 #[derive(Default)]
 struct ServiceLocks {
@@ -286,7 +343,23 @@ pub struct Reconciler {
     stop_timeout: Duration,
     locks: ServiceLocks,
     observed: ObservedCache,
+    changes: broadcast::Sender<RuntimeChange>,
 }
+
+/// What the runtime's event stream reported ([`Reconciler::subscribe_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeChange {
+    /// The stream (re)connected: anything may have changed meanwhile.
+    Connected,
+    /// Something happened to the instance of this name.
+    Instance(String),
+    /// The stream was lost; it is being reconnected.
+    Lost,
+}
+
+/// Changes kept for a receiver that falls behind (it then learns that it
+/// lagged, and must assume anything changed).
+const CHANGES_BUFFER: usize = 1024;
 
 impl Reconciler {
     /// A reconciler over `runtime` and `registry`; instances get
@@ -298,6 +371,7 @@ impl Reconciler {
             stop_timeout,
             locks: ServiceLocks::default(),
             observed: ObservedCache::default(),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
         }
     }
 
@@ -320,29 +394,68 @@ impl Reconciler {
     }
 
     /// Follows the runtime's event stream for as long as the reconciler
-    /// lives, dropping the cached listing on every event, and reconnecting
-    /// (with the cache disabled meanwhile) when the stream is lost.
+    /// lives: every event drops the cached listing and is then passed on to
+    /// [`Reconciler::subscribe_changes`]'s receivers; when the stream is
+    /// lost (podman stopped or restarted), the cache is disabled and the
+    /// stream reconnected with a backoff of 0.25 s doubling to 10 s.
     pub async fn follow_events(self: Arc<Self>) {
+        const BACKOFF_MIN: Duration = Duration::from_millis(250);
+        const BACKOFF_MAX: Duration = Duration::from_secs(10);
+        // A connection that lasted this long resets the backoff.
+        const STABLE: Duration = Duration::from_secs(10);
+        let mut backoff = BACKOFF_MIN;
+        let mut was_lost = false;
         loop {
             match self.runtime.events().await {
                 Ok(mut events) => {
+                    let connected = tokio::time::Instant::now();
                     self.observed.set_live(true);
-                    tracing::debug!("following runtime events");
+                    if was_lost {
+                        tracing::info!("following runtime events again");
+                    } else {
+                        tracing::debug!("following runtime events");
+                    }
+                    let _ = self.changes.send(RuntimeChange::Connected);
                     while let Some(item) = events.next().await {
                         match item {
-                            Ok(_) => self.observed.invalidate(),
+                            Ok(event) => {
+                                self.observed.invalidate();
+                                let _ = self.changes.send(RuntimeChange::Instance(event.name));
+                            }
                             Err(e) => {
-                                tracing::debug!(error = %e, "runtime event stream lost");
+                                tracing::debug!(error = %e, "runtime event stream failed");
                                 break;
                             }
                         }
                     }
                     self.observed.set_live(false);
+                    let _ = self.changes.send(RuntimeChange::Lost);
+                    if connected.elapsed() >= STABLE {
+                        backoff = BACKOFF_MIN;
+                    }
+                    if !was_lost {
+                        tracing::warn!("runtime event stream lost; reconnecting");
+                    }
+                    was_lost = true;
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot follow runtime events"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// Changes reported by the runtime's event stream, as
+    /// [`Reconciler::follow_events`] sees them: each arrives after the
+    /// cached listing was dropped, so a status taken on receipt sees it.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<RuntimeChange> {
+        self.changes.subscribe()
+    }
+
+    /// Drops the cached listing, so that the next status asks the runtime
+    /// (the monitor's backstop sweep does not trust the event stream).
+    pub fn forget_observed(&self) {
+        self.observed.invalidate();
     }
 
     /// The runtime driven.
@@ -1055,11 +1168,20 @@ impl Reconciler {
             None => self.registry.list_services()?,
         };
         let instances = self.observed().await?;
+        self.status_of(&services, &instances)
+    }
+
+    /// The status of `services` given the runtime's `instances`.
+    fn status_of(
+        &self,
+        services: &[ServiceRecord],
+        instances: &[InstanceInfo],
+    ) -> Result<StatusReport, AgentError> {
         let by_name: HashMap<&str, &InstanceInfo> =
             instances.iter().map(|i| (i.name.as_str(), i)).collect();
         let mut components = Vec::new();
         let mut expected = std::collections::HashSet::new();
-        for svc in &services {
+        for svc in services {
             for comp in self.registry.components(&svc.name)? {
                 let name = mcp_runtime::instance_name(&svc.name, &comp.name);
                 let observed = by_name.get(name.as_str()).copied();
@@ -1086,11 +1208,13 @@ impl Reconciler {
         })
     }
 
-    /// Everything the runtime has, managed or not.
-    pub async fn ps(&self) -> Result<Vec<InstanceInfo>, AgentError> {
-        let mut all = self.observed().await?.as_ref().clone();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
+    /// Everything the runtime has, managed or not, each with the drift of
+    /// what it stands for, plus the components that have no instance.
+    pub async fn ps(&self) -> Result<PsReport, AgentError> {
+        let observed = self.observed().await?;
+        let services = self.registry.list_services()?;
+        let status = self.status_of(&services, &observed)?;
+        Ok(PsReport::from_status(observed.as_ref().clone(), status))
     }
 
     /// Logs of a service's components (or one), merged as they arrive; each
@@ -1180,5 +1304,96 @@ fn component_status(
         container_name: name.to_string(),
         drift,
         started_at: started,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_runtime::RuntimeKind;
+
+    fn instance(name: &str, state: InstanceState) -> InstanceInfo {
+        InstanceInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            image: "img:1".into(),
+            image_id: String::new(),
+            state,
+            status: String::new(),
+            exit_code: None,
+            labels: Default::default(),
+            ports: Vec::new(),
+            created_at: 0,
+            started_at: 0,
+            runtime: RuntimeKind::Container,
+            details: None,
+        }
+    }
+
+    fn component(name: &str, observed: Option<&InstanceInfo>, drift: &[&str]) -> ComponentStatus {
+        ComponentStatus {
+            service: "web".into(),
+            component: name.into(),
+            runtime: "container".into(),
+            desired_active: true,
+            desired_image: "img:1".into(),
+            observed_state: observed.map_or("missing".into(), |i| i.state.to_string()),
+            observed_image: observed.map(|i| i.image.clone()).unwrap_or_default(),
+            container_id: observed.map(|i| i.id.clone()).unwrap_or_default(),
+            container_name: format!("web-{name}"),
+            drift: drift.iter().map(|d| d.to_string()).collect(),
+            started_at: 0,
+        }
+    }
+
+    #[test]
+    fn ps_joins_instances_with_their_drift_and_lists_the_missing() {
+        let api = instance("web-api", InstanceState::Running);
+        let db = instance("web-db", InstanceState::Exited);
+        let extra = instance("web-extra", InstanceState::Running);
+        let other = instance("zeta", InstanceState::Running);
+        let status = StatusReport {
+            components: vec![
+                component("api", Some(&api), &[]),
+                component("db", Some(&db), &["stopped"]),
+                component("cache", None, &["missing"]),
+            ],
+            unmanaged: vec![extra.clone()],
+        };
+        let report = PsReport::from_status(
+            vec![other.clone(), extra.clone(), db.clone(), api.clone()],
+            status,
+        );
+        let rows: Vec<(&str, Vec<String>)> = report
+            .instances
+            .iter()
+            .map(|e| (e.instance.name.as_str(), e.drift.clone()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("web-api", vec![]),
+                ("web-db", vec!["stopped".to_string()]),
+                ("web-extra", vec![UNMANAGED_DRIFT.to_string()]),
+                ("zeta", vec![]),
+            ]
+        );
+        let missing: Vec<&str> = report
+            .missing
+            .iter()
+            .map(|c| c.container_name.as_str())
+            .collect();
+        assert_eq!(missing, ["web-cache"]);
+    }
+
+    #[test]
+    fn ps_does_not_list_an_absent_component_of_a_stopped_service_as_missing() {
+        let status = StatusReport {
+            components: vec![component("api", None, &[])],
+            unmanaged: Vec::new(),
+        };
+        let report = PsReport::from_status(Vec::new(), status);
+        assert!(report.missing.is_empty());
+        assert!(report.instances.is_empty());
     }
 }
