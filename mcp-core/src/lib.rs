@@ -2,6 +2,7 @@
 //!
 //! - [`servicedef`]: service definition files: parse, validate, edit `active`.
 //! - [`registry`]: the agent's SQLite registry of services, components and events.
+//! - [`files`]: file operations confined to `<srv_root>/<service>/`.
 //! - [`config`]: agent and CLI configuration, layered defaults, `--dev` set-up.
 //! - [`reconcile`]: turning a definition into running instances, and comparing
 //!   desired with observed state.
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod files;
 pub(crate) mod fsutil;
 pub mod monitor;
 pub mod reconcile;

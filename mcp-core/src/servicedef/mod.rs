@@ -74,6 +74,8 @@ pub use values::{
 };
 pub use write::to_toml;
 
+pub(crate) use values::name_problem;
+
 /// A validated service definition.
 ///
 /// Build one with [`parse`], [`load`] or [`ServiceDef::from_proto`]; the serde
