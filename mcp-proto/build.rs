@@ -15,6 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("mcp_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
+        // File content as `Bytes`: chunks pass between the wire and the
+        // file system without copies.
+        .bytes(".mcp.v1.PushFileRequest.data")
+        .bytes(".mcp.v1.PullFileResponse.data")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -14,6 +14,7 @@ use mcp_core::client::{Client, ConnectOptions};
 use mcp_core::config::{CliConfig, NodeEntry, cli_config_path};
 use mcp_core::reconcile::PullPolicy;
 use mcp_core::servicedef::{self, ServiceDef};
+use mcp_core::transfer;
 
 use output::Output;
 
@@ -144,6 +145,53 @@ enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
+    /// Copy a local file (a directory with -r) into the service's directory on its node.
+    Push {
+        /// Service name: the files go under <srv_root>/SERVICE/ on its node.
+        service: String,
+        /// The local file or directory.
+        local: PathBuf,
+        /// Path in the service's directory [default: LOCAL's name; into it when it ends with /].
+        remote: Option<String>,
+        /// Copy a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Permission bits of the copies, in octal (e.g. 640) [default: each file's own].
+        #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Copy a file (a directory with -r) from the service's directory on its node.
+    Pull {
+        /// Service name.
+        service: String,
+        /// Path in the service's directory ("." for all of it, with -r).
+        remote: String,
+        /// Where to write [default: REMOTE's name here; into it when it is a directory].
+        local: Option<PathBuf>,
+        /// Copy a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// List the service's directory on its node (or PATH in it).
+    Ls {
+        /// Service name.
+        service: String,
+        /// A directory or file in the service's directory [default: the top].
+        path: Option<String>,
+        /// Everything beneath it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Remove a file, symlink or (with -r) directory from the service's directory.
+    Rm {
+        /// Service name.
+        service: String,
+        /// Path in the service's directory.
+        path: String,
+        /// Remove a directory and everything in it.
+        #[arg(short, long)]
+        recursive: bool,
+    },
     /// Nodes.
     Node {
         #[command(subcommand)]
@@ -205,6 +253,18 @@ impl Ctx {
 
     fn load_def(&self, target: &str) -> anyhow::Result<ServiceDef> {
         Ok(servicedef::load(&self.config.definition_path(target))?)
+    }
+
+    /// The node a service's files are on: `--node`, else the node its
+    /// definition names (when there is one in services_dir), else the first.
+    fn node_for_service(&self, service: &str) -> anyhow::Result<&NodeEntry> {
+        let path = self.config.definition_path(service);
+        let def = if self.node.is_none() && path.exists() {
+            Some(servicedef::load(&path)?)
+        } else {
+            None
+        };
+        self.node_for(def.as_ref())
     }
 
     /// The service name an argument stands for: a name as is, a file by its `name`.
@@ -424,8 +484,86 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             ctx.out.events(&all)
         }
+        Command::Push {
+            service,
+            local,
+            remote,
+            recursive,
+            mode,
+        } => {
+            let plan = transfer::plan_push(&local, remote.as_deref(), recursive, mode)?;
+            let node = ctx.node_for_service(&service)?;
+            let mut client = ctx.client(node).await?;
+            let bar = ctx.out.progress(plan.total_bytes());
+            let mut moved = Vec::new();
+            for job in &plan.jobs {
+                moved.push(transfer::push(&mut client, &service, job, &|n| bar.inc(n)).await?);
+            }
+            bar.finish_and_clear();
+            ctx.out
+                .moved("pushed", &node.name, &service, &moved, &plan.skipped)
+        }
+        Command::Pull {
+            service,
+            remote,
+            local,
+            recursive,
+        } => {
+            let node = ctx.node_for_service(&service)?;
+            let mut client = ctx.client(node).await?;
+            let plan =
+                transfer::plan_pull(&mut client, &service, &remote, local.as_deref(), recursive)
+                    .await?;
+            let bar = ctx.out.progress(plan.total_bytes());
+            let mut moved = Vec::new();
+            for job in &plan.jobs {
+                moved.push(transfer::pull(&mut client, &service, job, &|n| bar.inc(n)).await?);
+            }
+            bar.finish_and_clear();
+            ctx.out
+                .moved("pulled", &node.name, &service, &moved, &plan.skipped)
+        }
+        Command::Ls {
+            service,
+            path,
+            recursive,
+        } => {
+            let node = ctx.node_for_service(&service)?;
+            let entries = ctx
+                .client(node)
+                .await?
+                .list_files(&service, path.as_deref().unwrap_or("."), recursive)
+                .await?;
+            ctx.out.files(&node.name, &service, &entries)
+        }
+        Command::Rm {
+            service,
+            path,
+            recursive,
+        } => {
+            let node = ctx.node_for_service(&service)?;
+            let res = ctx
+                .client(node)
+                .await?
+                .remove_file(&service, &path, recursive)
+                .await?;
+            ctx.out.removed_file(&node.name, &service, &res.path)
+        }
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// Parses `--mode`: octal permission bits such as `640` or `0o640`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim_start_matches("0o");
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a file mode: expected octal permission bits such as 640 or 0755"
+            )
+        })
 }
 
 /// `mcp stop` / `mcp start`: rewrite `active` in the file, then push it.

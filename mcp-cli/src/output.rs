@@ -66,10 +66,174 @@ fn ago(unix: i64) -> String {
     }
 }
 
+/// Transfers at least this large get a progress bar on a terminal.
+const PROGRESS_MIN_BYTES: u64 = 4 << 20;
+
+/// A size for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `rwxr-x---` for permission bits, prefixed by the kind's letter.
+fn mode_string(kind: &str, mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "other" => '?',
+        _ => '-',
+    });
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn time_string(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
 impl Output {
     /// An output in the chosen format.
     pub fn new(json: bool) -> Self {
         Output { json }
+    }
+
+    /// A progress bar for a transfer of `total` bytes, drawn on standard
+    /// error when it is a terminal, the output is not JSON and the transfer
+    /// is large enough to be worth one; hidden otherwise.
+    pub fn progress(&self, total: u64) -> indicatif::ProgressBar {
+        use std::io::IsTerminal;
+        if self.json || total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    }
+
+    /// `mcp push` / `mcp pull`: the files moved and their digests.
+    pub fn moved(
+        &self,
+        verb: &str,
+        node: &str,
+        service: &str,
+        moved: &[mcp_core::transfer::Moved],
+        skipped: &[String],
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "node": node,
+                "service": service,
+                verb: moved.iter().map(|m| json!({
+                    "local": m.local.display().to_string(),
+                    "remote": m.remote,
+                    "size": m.size,
+                    "sha256": m.sha256,
+                })).collect::<Vec<_>>(),
+                "skipped": skipped,
+            }));
+        }
+        let mut out = std::io::stdout().lock();
+        for m in moved {
+            let (from, to) = if verb == "pushed" {
+                (
+                    m.local.display().to_string(),
+                    format!("{node}:{service}/{}", m.remote),
+                )
+            } else {
+                (
+                    format!("{node}:{service}/{}", m.remote),
+                    m.local.display().to_string(),
+                )
+            };
+            writeln!(
+                out,
+                "{verb} {from} -> {to} ({}, sha256 {})",
+                human_size(m.size),
+                &m.sha256[..16.min(m.sha256.len())]
+            )?;
+        }
+        for s in skipped {
+            writeln!(out, "skipped {s} (not a regular file or directory)")?;
+        }
+        if moved.is_empty() && skipped.is_empty() {
+            writeln!(out, "nothing to {}", verb.trim_end_matches("ed"))?;
+        }
+        Ok(())
+    }
+
+    /// `mcp ls`.
+    pub fn files(
+        &self,
+        node: &str,
+        service: &str,
+        entries: &[pb::FileEntry],
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "node": node,
+                "service": service,
+                "entries": entries.iter().map(|e| json!({
+                    "path": e.path,
+                    "kind": e.kind,
+                    "size": e.size,
+                    "mode": format!("{:04o}", e.mode),
+                    "mtime": e.mtime,
+                    "symlink_target": (!e.symlink_target.is_empty()).then_some(&e.symlink_target),
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        let mut t = table(&["MODE", "SIZE", "MODIFIED", "PATH"]);
+        for e in entries {
+            let path = if e.kind == "symlink" {
+                format!("{} -> {}", e.path, e.symlink_target)
+            } else if e.kind == "dir" {
+                format!("{}/", e.path)
+            } else {
+                e.path.clone()
+            };
+            t.add_row(vec![
+                mode_string(&e.kind, e.mode),
+                if e.kind == "dir" {
+                    "-".into()
+                } else {
+                    human_size(e.size)
+                },
+                time_string(e.mtime),
+                path,
+            ]);
+        }
+        print_table(&t)
+    }
+
+    /// `mcp rm`.
+    pub fn removed_file(&self, node: &str, service: &str, path: &str) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({"node": node, "service": service, "removed": path}));
+        }
+        writeln!(std::io::stdout().lock(), "removed {node}:{service}/{path}")?;
+        Ok(())
     }
 
     /// Per-component results of a state-changing command.

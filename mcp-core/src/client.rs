@@ -532,6 +532,113 @@ impl Client {
             .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
+
+    /// Uploads one file: `parts` must be the header, the content in chunks,
+    /// then its SHA-256 (see [`crate::transfer`], which builds them from a
+    /// local file).
+    pub async fn push_file(
+        &mut self,
+        parts: impl Stream<Item = pb::PushFileRequest> + Send + 'static,
+    ) -> Result<pb::PushFileResponse, ClientError> {
+        let req = self.request(parts);
+        let res = self
+            .inner
+            .push_file(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
+    /// Downloads one file: its entry, the content in chunks, its SHA-256.
+    pub async fn pull_file(
+        &mut self,
+        service: &str,
+        path: &str,
+    ) -> Result<
+        impl Stream<Item = Result<pb::PullFileResponse, ClientError>> + Send + use<>,
+        ClientError,
+    > {
+        let req = self.request(pb::FileRequest {
+            service: service.to_string(),
+            path: path.to_string(),
+        });
+        let res = self
+            .inner
+            .pull_file(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        let this = self.clone();
+        Ok(res
+            .into_inner()
+            .map(move |item| item.map_err(|s| this.status_err(s))))
+    }
+
+    /// The entries under `path` in a service's directory (the whole tree
+    /// when `recursive`), sorted by path; a file's own entry when `path` is a
+    /// file.
+    pub async fn list_files(
+        &mut self,
+        service: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Vec<pb::FileEntry>, ClientError> {
+        let req = self.request(pb::ListFilesRequest {
+            service: service.to_string(),
+            path: path.to_string(),
+            recursive,
+        });
+        let mut stream = self
+            .inner
+            .list_files(req)
+            .await
+            .map_err(|s| self.status_err(s))?
+            .into_inner();
+        let mut entries = Vec::new();
+        while let Some(batch) = stream.message().await.map_err(|s| self.status_err(s))? {
+            entries.extend(batch.entries);
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    }
+
+    /// One entry of a service's directory.
+    pub async fn stat_file(
+        &mut self,
+        service: &str,
+        path: &str,
+    ) -> Result<pb::FileEntry, ClientError> {
+        let req = self.request(pb::FileRequest {
+            service: service.to_string(),
+            path: path.to_string(),
+        });
+        let res = self
+            .inner
+            .stat_file(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
+    /// Removes a file or symlink, or a directory (with its contents when
+    /// `recursive`), from a service's directory.
+    pub async fn remove_file(
+        &mut self,
+        service: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<pb::RemoveFileResponse, ClientError> {
+        let req = self.request(pb::RemoveFileRequest {
+            service: service.to_string(),
+            path: path.to_string(),
+            recursive,
+        });
+        let res = self
+            .inner
+            .remove_file(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
 }
 
 #[cfg(test)]

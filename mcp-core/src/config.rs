@@ -111,6 +111,8 @@ pub struct AgentConfig {
     pub podman: PodmanSettings,
     /// Monitor settings.
     pub monitor: MonitorSettings,
+    /// File transfer settings.
+    pub files: FilesSettings,
     /// Unikernel (QEMU) settings.
     pub unikernel: UnikernelSettings,
     /// Log output format.
@@ -158,6 +160,16 @@ pub struct PodmanSettings {
     /// Grace period before a stopped container is killed.
     pub stop_timeout: Duration,
 }
+
+/// File transfer settings (`mcp push`, `mcp pull`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilesSettings {
+    /// Largest file a push may write, in bytes.
+    pub max_file_size: u64,
+}
+
+/// Default [`FilesSettings::max_file_size`]: 8 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 << 30;
 
 /// Monitor settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -213,6 +225,8 @@ struct AgentConfigFile {
     podman: PodmanFile,
     #[serde(default)]
     monitor: MonitorFile,
+    #[serde(default)]
+    files: FilesFile,
     #[serde(default)]
     unikernel: UnikernelFile,
     #[serde(default)]
@@ -272,6 +286,20 @@ struct MonitorFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FilesFile {
+    max_file_size: Option<SizeValue>,
+}
+
+/// A size in a configuration file: bytes, or text such as `"4G"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UnikernelFile {
     qemu: Option<PathBuf>,
     accel: Option<String>,
@@ -322,6 +350,9 @@ impl AgentConfig {
                 alert_cooldown: Duration::from_secs(300),
                 alert_burst: 3,
                 event_retention: Duration::from_secs(30 * 86_400),
+            },
+            files: FilesSettings {
+                max_file_size: DEFAULT_MAX_FILE_SIZE,
             },
             unikernel: UnikernelSettings {
                 qemu: PathBuf::from("qemu-system-x86_64"),
@@ -458,6 +489,24 @@ impl AgentConfig {
                 ));
             }
             self.monitor.event_retention = Duration::from_secs(v.saturating_mul(86_400));
+        }
+        if let Some(v) = file.files.max_file_size {
+            let bytes = match v {
+                SizeValue::Bytes(b) => b,
+                SizeValue::Text(text) => crate::servicedef::Memory::parse(&text)
+                    .map(|m| m.bytes())
+                    .map_err(|_| {
+                        invalid(format!(
+                            "files.max_file_size = {text:?}: expected a number of bytes or a size such as \"512M\" or \"4G\""
+                        ))
+                    })?,
+            };
+            if bytes == 0 {
+                return Err(invalid(
+                    "files.max_file_size must be at least 1 byte".into(),
+                ));
+            }
+            self.files.max_file_size = bytes;
         }
         if let Some(v) = file.unikernel.qemu {
             self.unikernel.qemu = v;
@@ -926,6 +975,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("event_retention_days"), "{err}");
+    }
+
+    #[test]
+    fn files_max_file_size_takes_bytes_or_units() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.files.max_file_size, DEFAULT_MAX_FILE_SIZE);
+        c.apply_toml(Path::new("a.toml"), "[files]\nmax_file_size = \"512M\"\n")
+            .unwrap();
+        assert_eq!(c.files.max_file_size, 512 << 20);
+        c.apply_toml(Path::new("a.toml"), "[files]\nmax_file_size = 1000\n")
+            .unwrap();
+        assert_eq!(c.files.max_file_size, 1000);
+        for bad in ["\"4X\"", "0", "\"\""] {
+            let err = c
+                .apply_toml(
+                    Path::new("a.toml"),
+                    &format!("[files]\nmax_file_size = {bad}\n"),
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("files.max_file_size"), "{bad}: {err}");
+        }
+        assert_eq!(c.files.max_file_size, 1000);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use mcp_runtime::RuntimeError;
 
+use crate::files::FilesError;
 use crate::registry::RegistryError;
 use crate::servicedef::ServiceDefError;
 
@@ -27,6 +28,9 @@ pub enum AgentError {
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A file operation under a service directory failed.
+    #[error(transparent)]
+    Files(#[from] FilesError),
 }
 
 impl From<AgentError> for tonic::Status {
@@ -45,8 +49,36 @@ impl From<AgentError> for tonic::Status {
                 RuntimeError::Api { .. } | RuntimeError::Protocol(_) => Code::Internal,
             },
             AgentError::Registry(_) => Code::Internal,
+            AgentError::Files(e) => files_code(e),
         };
         tonic::Status::new(code, err.to_string())
+    }
+}
+
+/// The gRPC code of a file operation's failure.
+fn files_code(err: &FilesError) -> tonic::Code {
+    use tonic::Code;
+    match err {
+        FilesError::InvalidService { .. }
+        | FilesError::InvalidPath { .. }
+        | FilesError::InvalidMode { .. }
+        | FilesError::IsRoot { .. }
+        | FilesError::SizeMismatch { .. } => Code::InvalidArgument,
+        FilesError::NoServiceDir { .. } | FilesError::NotFound { .. } => Code::NotFound,
+        FilesError::Escapes { .. } | FilesError::Symlink { .. } | FilesError::HardLinked { .. } => {
+            Code::PermissionDenied
+        }
+        FilesError::NotAFile { .. }
+        | FilesError::NotADirectory { .. }
+        | FilesError::IsADirectory { .. }
+        | FilesError::DirectoryNotEmpty { .. }
+        | FilesError::UploadFailed { .. } => Code::FailedPrecondition,
+        FilesError::Changed { .. } | FilesError::Interrupted => Code::Aborted,
+        FilesError::TooLarge { .. } | FilesError::TooDeep { .. } | FilesError::NoSpace { .. } => {
+            Code::ResourceExhausted
+        }
+        FilesError::DigestMismatch { .. } => Code::DataLoss,
+        FilesError::Io { .. } => Code::Internal,
     }
 }
 

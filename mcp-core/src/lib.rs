@@ -10,6 +10,8 @@
 //!   events, rate-limited exec-style alerts.
 //! - [`agent`]: the agent's gRPC service and server wiring.
 //! - [`client`]: the client used by `mcp`, the Python bindings and tests.
+//! - [`transfer`]: pushing and pulling files between this machine and a
+//!   service's directory on a node, checked end to end.
 //! - [`error`]: the agent's error type and its one mapping to gRPC status codes.
 //!
 //! The binaries `mcp` and `mcp-agent` are thin shells over these modules.
@@ -26,5 +28,6 @@ pub mod reconcile;
 pub mod registry;
 pub mod servicedef;
 pub mod tls;
+pub mod transfer;
 
 pub use mcp_proto::v1 as proto;

@@ -153,6 +153,11 @@ impl Agent {
             path: config.db.clone(),
             source,
         })?;
+        // The root of the service file trees; each service's own directory
+        // is made by its first push.
+        if let Err(e) = std::fs::create_dir_all(&config.srv_root) {
+            tracing::warn!(srv_root = %config.srv_root.display(), error = %e, "cannot create srv_root; file pushes will fail until it exists");
+        }
         let runtime: Arc<dyn Runtime> = Arc::new(Podman::new(PodmanConfig {
             socket: config.podman.socket.clone(),
             insecure_registries: config.podman.insecure_registries.clone(),
@@ -235,7 +240,12 @@ impl Agent {
                 |b, set| b.register_encoded_file_descriptor_set(set),
             )
             .build_v1()?;
-        let service = AgentService::new(config.node_name.clone(), reconciler);
+        let service = AgentService::new(
+            config.node_name.clone(),
+            reconciler,
+            config.srv_root.clone(),
+            config.files.clone(),
+        );
 
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)

@@ -1,6 +1,7 @@
 //! The `mcp.v1.AgentService` implementation: converts between protobuf
 //! messages and [`Reconciler`] calls. No lifecycle logic lives here.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -10,7 +11,10 @@ use mcp_proto::v1::agent_service_server::AgentService as AgentServiceApi;
 use mcp_runtime::{InstanceInfo, LogOptions};
 use tonic::{Request, Response, Status};
 
+use crate::config::FilesSettings;
 use crate::error::AgentError;
+use crate::files::transfer::{FileWriter, ReadItem, read_file};
+use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
 use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler, plan};
 use crate::registry::EventFilter;
 use crate::servicedef::ServiceDef;
@@ -19,17 +23,88 @@ use crate::servicedef::ServiceDef;
 pub struct AgentService {
     node_name: String,
     reconciler: Arc<Reconciler>,
+    srv_root: PathBuf,
+    files: FilesSettings,
 }
 
 impl AgentService {
-    /// A service for node `node_name` driving `reconciler`.
-    pub fn new(node_name: String, reconciler: Arc<Reconciler>) -> Self {
+    /// A service for node `node_name` driving `reconciler`, with the
+    /// service file trees under `srv_root`.
+    pub fn new(
+        node_name: String,
+        reconciler: Arc<Reconciler>,
+        srv_root: PathBuf,
+        files: FilesSettings,
+    ) -> Self {
         AgentService {
             node_name,
             reconciler,
+            srv_root,
+            files,
         }
     }
+
+    /// The file tree of `service`, opened on a blocking thread; created
+    /// first when `create`.
+    async fn tree(&self, service: &str, create: bool) -> Result<Arc<ServiceTree>, Status> {
+        let root = self.srv_root.clone();
+        let service = service.to_string();
+        let tree = tokio::task::spawn_blocking(move || {
+            if create {
+                ServiceTree::open_or_create(&root, &service)
+            } else {
+                ServiceTree::open(&root, &service)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(format!("file task failed: {e}")))?
+        .map_err(AgentError::from)?;
+        Ok(Arc::new(tree))
+    }
 }
+
+/// Runs a file system call of `tree` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FilesError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("file task failed: {e}")))?
+        .map_err(|e| AgentError::from(e).into())
+}
+
+fn remote_path(path: &str) -> Result<RemotePath, Status> {
+    RemotePath::parse(path).map_err(|e| AgentError::from(e).into())
+}
+
+/// The wire form of the entry at `path`.
+fn file_entry(path: &RemotePath, m: &Metadata) -> pb::FileEntry {
+    pb::FileEntry {
+        path: path.to_string(),
+        kind: m.kind.as_str().to_string(),
+        size: m.size,
+        mode: m.mode,
+        mtime: m
+            .mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        symlink_target: m
+            .symlink_target
+            .as_ref()
+            .map(|t| t.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A 32-byte digest from the wire.
+fn digest(bytes: &[u8]) -> Result<[u8; 32], Status> {
+    bytes.try_into().map_err(|_| {
+        Status::invalid_argument(format!("a SHA-256 is 32 bytes, not {}", bytes.len()))
+    })
+}
+
+/// Entries per `ListFilesResponse` message.
+const LIST_BATCH: usize = 512;
 
 fn action(a: Action) -> pb::ComponentAction {
     match a {
@@ -119,6 +194,8 @@ fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
 }
 
 type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+type PullFileStream = Pin<Box<dyn Stream<Item = Result<pb::PullFileResponse, Status>> + Send>>;
+type ListFilesStream = Pin<Box<dyn Stream<Item = Result<pb::ListFilesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentServiceApi for AgentService {
@@ -375,6 +452,183 @@ impl AgentServiceApi for AgentService {
             definition: Some(adoption.definition.to_proto()),
             adopted: adoption.adopted,
             already_managed: adoption.already_managed,
+        }))
+    }
+
+    async fn push_file(
+        &self,
+        request: Request<tonic::Streaming<pb::PushFileRequest>>,
+    ) -> Result<Response<pb::PushFileResponse>, Status> {
+        use pb::push_file_request::Part;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::PushFileRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a push starts with its header (service, path, mode, size)",
+                ));
+            }
+        };
+        let path = remote_path(&header.path)?;
+        if header.size > self.files.max_file_size {
+            return Err(AgentError::from(FilesError::TooLarge {
+                path: path.to_string(),
+                limit: self.files.max_file_size,
+            })
+            .into());
+        }
+        let tree = self.tree(service_name(&header.service)?, true).await?;
+        let options = UploadOptions::new(header.mode, self.files.max_file_size)
+            .with_expected_size(header.size);
+        let mut writer = FileWriter::start(tree, path.clone(), options)
+            .await
+            .map_err(AgentError::from)?;
+        let sha256 = loop {
+            match stream.message().await? {
+                Some(pb::PushFileRequest {
+                    part: Some(Part::Data(chunk)),
+                }) => writer.send(chunk).await.map_err(AgentError::from)?,
+                Some(pb::PushFileRequest {
+                    part: Some(Part::Sha256(d)),
+                }) => break digest(&d)?,
+                Some(_) => {
+                    return Err(Status::invalid_argument(
+                        "a push has one header, then data, then the SHA-256",
+                    ));
+                }
+                // Dropping the writer abandons the upload.
+                None => return Err(AgentError::from(FilesError::Interrupted).into()),
+            }
+        };
+        let committed = writer.finish(sha256).await.map_err(AgentError::from)?;
+        let tree = self.tree(&header.service, false).await?;
+        let stat_path = path.clone();
+        let metadata = blocking(move || tree.stat(&stat_path)).await?;
+        Ok(Response::new(pb::PushFileResponse {
+            entry: Some(file_entry(&path, &metadata)),
+            sha256: committed.sha256.to_vec(),
+        }))
+    }
+
+    type PullFileStream = PullFileStream;
+
+    async fn pull_file(
+        &self,
+        request: Request<pb::FileRequest>,
+    ) -> Result<Response<Self::PullFileStream>, Status> {
+        use pb::pull_file_response::Part;
+        let req = request.into_inner();
+        let path = remote_path(&req.path)?;
+        let tree = self.tree(service_name(&req.service)?, false).await?;
+        let (metadata, rx) = read_file(tree, path.clone())
+            .await
+            .map_err(AgentError::from)?;
+        let header = pb::PullFileResponse {
+            part: Some(Part::Header(file_entry(&path, &metadata))),
+        };
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+            Ok(ReadItem::Data(chunk)) => Ok(pb::PullFileResponse {
+                part: Some(Part::Data(chunk)),
+            }),
+            Ok(ReadItem::Done(sha256)) => Ok(pb::PullFileResponse {
+                part: Some(Part::Sha256(sha256.to_vec())),
+            }),
+            Err(e) => Err(Status::from(AgentError::from(e))),
+        });
+        Ok(Response::new(Box::pin(
+            futures::stream::once(async { Ok(header) }).chain(body),
+        )))
+    }
+
+    type ListFilesStream = ListFilesStream;
+
+    async fn list_files(
+        &self,
+        request: Request<pb::ListFilesRequest>,
+    ) -> Result<Response<Self::ListFilesStream>, Status> {
+        let req = request.into_inner();
+        let path = remote_path(&req.path)?;
+        let tree = self.tree(service_name(&req.service)?, false).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let recursive = req.recursive;
+        // Walked on a blocking thread, sent in batches as it goes.
+        tokio::task::spawn_blocking(move || {
+            let send = |batch: Vec<pb::FileEntry>| {
+                tx.blocking_send(Ok(pb::ListFilesResponse { entries: batch }))
+                    .is_ok()
+            };
+            let fail = |e: FilesError| {
+                let _ = tx.blocking_send(Err(Status::from(AgentError::from(e))));
+            };
+            let top = match tree.stat(&path) {
+                Ok(m) => m,
+                Err(e) => return fail(e),
+            };
+            if top.kind != crate::files::FileKind::Dir {
+                send(vec![file_entry(&path, &top)]);
+                return;
+            }
+            let mut batch = Vec::with_capacity(LIST_BATCH);
+            let entries: Box<dyn Iterator<Item = Result<(RemotePath, Metadata), FilesError>>> =
+                if recursive {
+                    match tree.walk(&path, crate::files::MAX_WALK_DEPTH) {
+                        Ok(w) => Box::new(w.map(|e| e.map(|e| (e.path, e.metadata)))),
+                        Err(e) => return fail(e),
+                    }
+                } else {
+                    match tree.list(&path) {
+                        Ok(l) => {
+                            let base = path.clone();
+                            Box::new(l.map(move |e| {
+                                e.and_then(|e| Ok((base.join(&e.name)?, e.metadata)))
+                            }))
+                        }
+                        Err(e) => return fail(e),
+                    }
+                };
+            for item in entries {
+                match item {
+                    Ok((p, m)) => batch.push(file_entry(&p, &m)),
+                    Err(e) => return fail(e),
+                }
+                if batch.len() == LIST_BATCH && !send(std::mem::take(&mut batch)) {
+                    return;
+                }
+            }
+            if !batch.is_empty() {
+                send(batch);
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn stat_file(
+        &self,
+        request: Request<pb::FileRequest>,
+    ) -> Result<Response<pb::FileEntry>, Status> {
+        let req = request.into_inner();
+        let path = remote_path(&req.path)?;
+        let tree = self.tree(service_name(&req.service)?, false).await?;
+        let p = path.clone();
+        let metadata = blocking(move || tree.stat(&p)).await?;
+        Ok(Response::new(file_entry(&path, &metadata)))
+    }
+
+    async fn remove_file(
+        &self,
+        request: Request<pb::RemoveFileRequest>,
+    ) -> Result<Response<pb::RemoveFileResponse>, Status> {
+        let req = request.into_inner();
+        let path = remote_path(&req.path)?;
+        let tree = self.tree(service_name(&req.service)?, false).await?;
+        let p = path.clone();
+        blocking(move || tree.remove(&p, req.recursive)).await?;
+        Ok(Response::new(pb::RemoveFileResponse {
+            path: path.to_string(),
         }))
     }
 }

@@ -176,6 +176,11 @@ pub enum FilesError {
         /// The path in the service directory.
         path: String,
     },
+    /// A transfer ended before it was complete: the other side went away, or
+    /// the stream ended without its digest. Nothing was put in place. gRPC:
+    /// `Aborted`.
+    #[error("the transfer ended before it was complete; nothing was changed")]
+    Interrupted,
     /// Any other input/output failure. gRPC: `Internal`.
     #[error("{op} {path:?}: {source}")]
     Io {

@@ -30,6 +30,17 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// The kind's short name on the wire and in listings: `file`, `dir`,
+    /// `symlink` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "other",
+        }
+    }
+
     /// The kind encoded in a `st_mode`.
     fn from_mode(mode: u32) -> Self {
         match FileType::from_raw_mode(mode) {

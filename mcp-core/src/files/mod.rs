@@ -90,6 +90,7 @@ mod meta;
 mod path;
 mod remove;
 mod resolve;
+pub mod transfer;
 mod tree;
 mod upload;
 

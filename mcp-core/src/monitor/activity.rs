@@ -75,9 +75,18 @@ impl Activity {
     }
 }
 
-/// Whether an RPC to `path` changes the node's state.
+/// Admin RPCs that change files under the service directories only, never
+/// what the runtime runs.
+const FILES_ONLY: &[&str] = &[
+    "/mcp.v1.AgentService/PushFile",
+    "/mcp.v1.AgentService/RemoveFile",
+];
+
+/// Whether an RPC to `path` changes what the node runs.
 pub fn changes_state(path: &str) -> bool {
-    path.starts_with(AGENT_API) && policy::required_role(path) == Role::Admin
+    path.starts_with(AGENT_API)
+        && policy::required_role(path) == Role::Admin
+        && !FILES_ONLY.contains(&path)
 }
 
 /// See [`Activity::layer`].
