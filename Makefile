@@ -45,6 +45,7 @@ demo-down:
 	scripts/demo.sh down
 
 bench: test-env
+	scripts/bench-env.sh
 	. $(TEST_ENV) && $(CARGO) build --release --workspace --bins && \
 		$(CARGO) run --release -p mcp-e2e --bin mcp-bench -- --write BENCHMARKS.md
 

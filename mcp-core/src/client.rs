@@ -223,7 +223,10 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
             .map_err(|e| bad_address(root_cause(&e)))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(crate::agent::STREAM_WINDOW)
+            .initial_connection_window_size(crate::agent::CONNECTION_WINDOW)
+            .max_frame_size(crate::agent::MAX_FRAME);
         let token = match &options.token {
             Some(t) => {
                 let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =

@@ -1,4 +1,5 @@
-//! Small file helpers shared by the modules that write secrets and state.
+//! Small file helpers shared by the modules that write secrets and state,
+//! and background writeback for large files being written.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -58,6 +59,76 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// After this many bytes written, [`Writeback`] starts writing them back.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Writes a growing file's data back to disk in the background while it is
+/// still being written, so the final `fsync` finds little left to do
+/// instead of the whole file: on a large transfer the disk works while the
+/// data still arrives. Tell it of every write with [`Writeback::wrote`];
+/// from [`WRITEBACK_EVERY`] bytes on, a thread of its own syncs a copy of
+/// the fd. Errors are left to the caller's own final sync.
+#[derive(Default)]
+pub(crate) struct Writeback {
+    unsynced: u64,
+    nudge: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// Notes `n` more bytes written to `file`; starts a background sync
+    /// once enough have gathered and none is pending.
+    pub(crate) fn wrote(&mut self, file: &File, n: u64) {
+        self.unsynced += n;
+        if self.unsynced < WRITEBACK_EVERY {
+            return;
+        }
+        self.unsynced = 0;
+        if self.nudge.is_none() && !self.start(file) {
+            return;
+        }
+        if let Some(n) = &self.nudge {
+            let _ = n.try_send(());
+        }
+    }
+
+    /// Starts the syncing thread; false when the fd or the thread cannot be
+    /// had (the caller's final sync then does all the work).
+    fn start(&mut self, file: &File) -> bool {
+        let Ok(file) = file.try_clone() else {
+            return false;
+        };
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        let Ok(thread) = std::thread::Builder::new()
+            .name("mcp-writeback".into())
+            .spawn(move || {
+                while nudged.recv().is_ok() {
+                    let _ = file.sync_data();
+                }
+            })
+        else {
+            return false;
+        };
+        self.nudge = Some(nudge);
+        self.thread = Some(thread);
+        true
+    }
+
+    /// Stops the thread, waiting for a sync in progress.
+    pub(crate) fn stop(&mut self) {
+        self.nudge = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +145,26 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn writeback_starts_on_large_files_and_keeps_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let mut file = File::create(&path).unwrap();
+        let mut wb = Writeback::default();
+        let chunk: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        for i in 0..40 {
+            file.write_all(&chunk).unwrap();
+            wb.wrote(&file, chunk.len() as u64);
+            // Started once 32 MiB were written, not before.
+            assert_eq!(wb.thread.is_some(), i >= 31, "after {} MiB", i + 1);
+        }
+        wb.stop();
+        assert!(wb.thread.is_none());
+        file.sync_all().unwrap();
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), 40 << 20);
+        assert!(back.chunks(1 << 20).all(|c| c == chunk.as_slice()));
     }
 }

@@ -420,11 +420,14 @@ impl LocalWriter {
             let mut temp = temp;
             let mut hasher = Sha256::new();
             let mut size = 0u64;
+            let mut writeback = crate::fsutil::Writeback::default();
             while let Some(chunk) = rx.blocking_recv() {
                 hasher.update(&chunk);
                 size += chunk.len() as u64;
                 temp.write_all(&chunk).map_err(local_err(&path))?;
+                writeback.wrote(temp.as_file(), chunk.len() as u64);
             }
+            writeback.stop();
             Ok(Written {
                 temp,
                 size,

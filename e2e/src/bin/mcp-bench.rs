@@ -404,6 +404,236 @@ fn measure_monitor(node: &mut Node, services: &mut Vec<String>) -> MonitorFigure
     }
 }
 
+/// A private `sshd` on 127.0.0.1 for the scp comparison, killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    /// Starts one with its own host key and a client key allowed in.
+    fn start(dir: &std::path::Path) -> Sshd {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("sshd is not installed: `make bench` installs openssh-server (scripts/bench-env.sh)");
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let keygen = |path: &std::path::Path| {
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .status()
+                .expect("ssh-keygen");
+            assert!(st.success(), "ssh-keygen failed");
+        };
+        let host_key = dir.join("host_key");
+        let key = dir.join("client_key");
+        keygen(&host_key);
+        keygen(&key);
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).expect("copy");
+        let port = mcp_e2e::free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin yes\nPidFile {}\nSubsystem sftp {}\n",
+                host_key.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display(),
+                // Debian's default: scp speaks SFTP to this server.
+                ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server"]
+                    .into_iter()
+                    .find(|p| std::path::Path::new(p).exists())
+                    .unwrap_or("internal-sftp")
+            ),
+        )
+        .expect("sshd_config");
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sshd { child, port, key }
+    }
+
+    /// `scp` with this server's settings and otherwise the defaults.
+    fn scp(&self, from: &str, to: &str) -> Command {
+        let mut c = Command::new("scp");
+        c.arg("-q")
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-P", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .args([from, to]);
+        c
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the file transfer measurements found, in seconds and kB.
+struct FilesFigures {
+    push: f64,
+    scp_push: f64,
+    pull: f64,
+    scp_pull: f64,
+    size: u64,
+    rss_growth_kb: u64,
+}
+
+/// Runs `cmd` while sampling the agent's RSS; returns the time and the
+/// highest RSS seen.
+fn time_sampling_rss(cmd: &mut Command, pid: u32) -> (f64, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let t = time(cmd);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (t, sampler.join().expect("sampler"))
+}
+
+/// Push and pull of one `size`-byte file through `mcp` (TLS, a release
+/// agent) against scp to a local sshd, interleaved over `rounds`.
+fn measure_files(node: &Node, size: u64, rounds: usize) -> FilesFigures {
+    let work = tempfile::tempdir_in(node.dir.path()).expect("tempdir");
+    let src = work.path().join("blob.bin");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&src).expect("create");
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..size / (1 << 20) {
+            for chunk in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+            }
+            f.write_all(&buf).expect("write");
+        }
+    }
+    let sshd = Sshd::start(&work.path().join("sshd"));
+    let service = unique("bench-files");
+    let srv_file = node.dir.path().join("srv").join(&service).join("blob.bin");
+    let scp_dst = work.path().join("scp-dst.bin");
+    let pulled = work.path().join("pulled.bin");
+    let scp_pulled = work.path().join("scp-pulled.bin");
+    let pid = node.agent_pid().expect("agent pid");
+    let src_s = src.display().to_string();
+    let (mut push, mut scp_push, mut pull, mut scp_pull) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut growth = 0;
+    for round in 0..rounds {
+        let before = rss_kb(pid);
+        let mut ours = mcp(node, &["push", &service, &src_s, "blob.bin"]);
+        let mut theirs = sshd.scp(&src_s, &format!("root@127.0.0.1:{}", scp_dst.display()));
+        let ((t, peak), s) = if round % 2 == 0 {
+            let a = time_sampling_rss(&mut ours, pid);
+            (a, time(&mut theirs))
+        } else {
+            let s = time(&mut theirs);
+            (time_sampling_rss(&mut ours, pid), s)
+        };
+        push.push(t);
+        scp_push.push(s);
+        growth = growth.max(peak.saturating_sub(before));
+
+        let before = rss_kb(pid);
+        let mut ours = mcp(
+            node,
+            &["pull", &service, "blob.bin", &pulled.display().to_string()],
+        );
+        let mut theirs = sshd.scp(
+            &format!("root@127.0.0.1:{}", srv_file.display()),
+            &scp_pulled.display().to_string(),
+        );
+        let ((t, peak), s) = if round % 2 == 0 {
+            let a = time_sampling_rss(&mut ours, pid);
+            (a, time(&mut theirs))
+        } else {
+            let s = time(&mut theirs);
+            (time_sampling_rss(&mut ours, pid), s)
+        };
+        pull.push(t);
+        scp_pull.push(s);
+        growth = growth.max(peak.saturating_sub(before));
+        for f in [&scp_dst, &pulled, &scp_pulled] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    let _ = mcp(node, &["rm", &service, "blob.bin"]).output();
+    FilesFigures {
+        push: median(push),
+        scp_push: median(scp_push),
+        pull: median(pull),
+        scp_pull: median(scp_pull),
+        size,
+        rss_growth_kb: growth,
+    }
+}
+
+impl FilesFigures {
+    fn throughput(&self, secs: f64) -> f64 {
+        self.size as f64 / secs / (1 << 20) as f64
+    }
+
+    fn rows(&self) -> [Row; 2] {
+        [
+            Row {
+                name: "push 1 GiB over TLS (throughput)",
+                mcp: self.throughput(self.push),
+                other: self.throughput(self.scp_push),
+                other_name: "scp to sshd on 127.0.0.1",
+                unit: "MiB/s",
+                target: ">= 1x",
+                paired_ratio: None,
+            },
+            Row {
+                name: "pull 1 GiB over TLS (throughput)",
+                mcp: self.throughput(self.pull),
+                other: self.throughput(self.scp_pull),
+                other_name: "scp from sshd on 127.0.0.1",
+                unit: "MiB/s",
+                target: ">= 1x",
+                paired_ratio: None,
+            },
+        ]
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let write = args
@@ -429,6 +659,24 @@ fn main() {
                 b * 1e6
             );
         }
+        return;
+    }
+    if args.iter().any(|a| a == "--files-only") {
+        let f = measure_files(&node, 1 << 30, 3);
+        for r in f.rows() {
+            println!(
+                "{}: {:.0} vs {:.0} {}: {:.2}x",
+                r.name,
+                r.mcp,
+                r.other,
+                r.unit,
+                r.ratio()
+            );
+        }
+        println!(
+            "agent RSS growth during transfers: {:.1} MB",
+            f.rss_growth_kb as f64 / 1024.0
+        );
         return;
     }
     if args.iter().any(|a| a == "--monitor-only") {
@@ -521,6 +769,8 @@ fn main() {
         target: "<= 1.05x",
         paired_ratio: Some(r),
     });
+    let files = measure_files(&node, 1 << 30, rounds.clamp(3, 5));
+    rows.extend(files.rows());
     let monitor = measure_monitor(&mut node, &mut services);
     rows.push(monitor.sweep_row());
     for s in &services {
@@ -542,6 +792,10 @@ fn main() {
             r.target
         ));
     }
+    table.push_str(&format!(
+        "| agent RSS growth during the 1 GiB transfers | {:.1} MB | | | | <= 32 MB |\n",
+        files.rss_growth_kb as f64 / 1024.0
+    ));
     table.push_str(&format!(
         "| monitor sweep CPU, the agent's part | {:.3} ms | | | | |\n",
         monitor.agent_cpu * 1000.0

@@ -92,6 +92,14 @@ pub enum ServeError {
     NoTls,
 }
 
+/// HTTP/2 flow control window per stream: file transfers keep this much in
+/// flight (the bytes a peer may send ahead of what was read).
+pub const STREAM_WINDOW: u32 = 4 << 20;
+/// HTTP/2 flow control window per connection.
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+/// Largest HTTP/2 frame: a file chunk travels in a few frames, not dozens.
+pub const MAX_FRAME: u32 = 256 << 10;
+
 /// A configured agent, ready to serve.
 pub struct Agent {
     config: AgentConfig,
@@ -249,6 +257,9 @@ impl Agent {
 
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .layer(tower::util::option_layer(guard))
             .layer(activity.layer())
             .add_service(health_service)

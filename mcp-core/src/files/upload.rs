@@ -14,6 +14,7 @@ use super::meta::{FileId, FileKind, kind_of};
 use super::path::{MAX_COMPONENT_LEN, RemotePath};
 use super::resolve::NO_SYMLINK_WRITES;
 use super::{FilesError, check_mode};
+use crate::fsutil::Writeback;
 
 /// What an upload promises and may do. Build with [`UploadOptions::new`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +99,8 @@ pub struct Upload {
     written: u64,
     options: UploadOptions,
     failed: bool,
+    /// Writes back what was written so far while the upload goes on.
+    writeback: Writeback,
 }
 
 /// The temporary file's prefix before the random part.
@@ -136,6 +139,7 @@ impl Upload {
             written: 0,
             options,
             failed: false,
+            writeback: Writeback::default(),
         })
     }
 
@@ -235,6 +239,7 @@ impl Upload {
             .write_all(chunk)
             .map_err(|e| self.write_error(e))?;
         self.hasher.update(chunk);
+        self.writeback.wrote(&self.file, total - self.written);
         self.written = total;
         Ok(())
     }
@@ -244,6 +249,8 @@ impl Upload {
         let mode = check_mode(self.options.mode)?;
         let shown = self.path.to_string();
         rfs::fchmod(&self.file, mode).map_err(|e| io_error("set mode of", shown.clone(), e))?;
+        // Waits for a sync in progress; the final one below covers the rest.
+        self.writeback.stop();
         self.file.sync_all().map_err(|e| self.write_error(e))?;
         check_target(&self.dir, &self.name, &self.path)?;
         let Some(temp) = self.temp.as_deref() else {
