@@ -472,3 +472,62 @@ fn confinement_and_roles() {
     });
     assert!(refused.is_some(), "{:?}", node.audit_records());
 }
+
+/// `cmd` run under `script`, on a pseudo-terminal: what it wrote there.
+fn on_a_terminal(node: &Node, args: &[&str]) -> String {
+    let mut line = mcp_e2e::bin_dir().join("mcp").display().to_string();
+    for a in args {
+        line.push(' ');
+        line.push_str(a);
+    }
+    let out = std::process::Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env("MCP_CONFIG", node.cli_config())
+        .env_remove("MCP_TOKEN")
+        .output()
+        .expect("script (util-linux) is needed for this test");
+    assert!(
+        out.status.success(),
+        "{line}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_progress_bar_only_on_a_terminal_and_for_large_transfers() {
+    let node = Node::start();
+    let service = unique("progress");
+    let work = tempfile::tempdir().expect("tempdir");
+    let big = work.path().join("big.bin");
+    std::fs::write(&big, content(24 << 20, 4)).expect("write");
+    let small = work.path().join("small.txt");
+    std::fs::write(&small, "small\n").expect("write");
+    let big_s = big.to_str().expect("utf-8");
+    let small_s = small.to_str().expect("utf-8");
+
+    // indicatif draws with the total size and a rate.
+    let tty = on_a_terminal(&node, &["push", &service, big_s]);
+    assert!(tty.contains("24.00 MiB"), "{tty:?}");
+    assert!(tty.contains("pushed"), "{tty:?}");
+    // Small: no bar, even on a terminal.
+    let tty = on_a_terminal(&node, &["push", &service, small_s]);
+    assert!(!tty.contains("MiB/s") && !tty.contains("B/s"), "{tty:?}");
+    // Not a terminal, or JSON: no bar, and JSON stays parseable.
+    let piped = node.mcp(&["push", &service, big_s]).success();
+    assert!(!piped.stderr.contains("MiB"), "{}", piped.stderr);
+    let tty = on_a_terminal(
+        &node,
+        &[
+            "--json",
+            "pull",
+            &service,
+            "big.bin",
+            work.path().join("back.bin").to_str().expect("utf-8"),
+        ],
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(tty.trim()).unwrap_or_else(|e| panic!("{e}: {tty:?}"));
+    assert_eq!(json["pulled"][0]["size"], 24 << 20);
+}
