@@ -7,6 +7,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Reads until `buf` is full or the input ends; returns the bytes read
+/// (fewer than `buf.len()` only at the end).
+pub(crate) fn read_full(input: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Creates the directory `path` is in (and its parents) if missing.
 pub fn create_parent_dir(path: &Path) -> io::Result<()> {
     match path.parent() {

@@ -315,7 +315,7 @@ pub async fn push(
         }
         loop {
             let mut buf = BytesMut::zeroed(CHUNK_SIZE);
-            let n = read_full(&mut file, &mut buf).map_err(local_err(&path))?;
+            let n = crate::fsutil::read_full(&mut file, &mut buf).map_err(local_err(&path))?;
             if n == 0 {
                 break;
             }
@@ -370,20 +370,6 @@ pub async fn push(
         size: response.entry.map_or(job.size, |e| e.size),
         sha256: hex::encode(local_digest),
     })
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// A local file being written through a temporary file beside it.

@@ -557,39 +557,37 @@ fn measure_files(node: &Node, size: u64, rounds: usize) -> FilesFigures {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut growth = 0;
     for round in 0..rounds {
-        let before = rss_kb(pid);
-        let mut ours = mcp(node, &["push", &service, &src_s, "blob.bin"]);
-        let mut theirs = sshd.scp(&src_s, &format!("root@127.0.0.1:{}", scp_dst.display()));
-        let ((t, peak), s) = if round % 2 == 0 {
-            let a = time_sampling_rss(&mut ours, pid);
-            (a, time(&mut theirs))
-        } else {
-            let s = time(&mut theirs);
-            (time_sampling_rss(&mut ours, pid), s)
+        // Ours first in even rounds, theirs first in odd ones.
+        let mut pair = |ours: &mut Command, theirs: &mut Command| {
+            let before = rss_kb(pid);
+            let ((t, peak), s) = if round % 2 == 0 {
+                let a = time_sampling_rss(ours, pid);
+                (a, time(theirs))
+            } else {
+                let s = time(theirs);
+                (time_sampling_rss(ours, pid), s)
+            };
+            growth = growth.max(peak.saturating_sub(before));
+            (t, s)
         };
+        let (t, s) = pair(
+            &mut mcp(node, &["push", &service, &src_s, "blob.bin"]),
+            &mut sshd.scp(&src_s, &format!("root@127.0.0.1:{}", scp_dst.display())),
+        );
         push.push(t);
         scp_push.push(s);
-        growth = growth.max(peak.saturating_sub(before));
-
-        let before = rss_kb(pid);
-        let mut ours = mcp(
-            node,
-            &["pull", &service, "blob.bin", &pulled.display().to_string()],
+        let (t, s) = pair(
+            &mut mcp(
+                node,
+                &["pull", &service, "blob.bin", &pulled.display().to_string()],
+            ),
+            &mut sshd.scp(
+                &format!("root@127.0.0.1:{}", srv_file.display()),
+                &scp_pulled.display().to_string(),
+            ),
         );
-        let mut theirs = sshd.scp(
-            &format!("root@127.0.0.1:{}", srv_file.display()),
-            &scp_pulled.display().to_string(),
-        );
-        let ((t, peak), s) = if round % 2 == 0 {
-            let a = time_sampling_rss(&mut ours, pid);
-            (a, time(&mut theirs))
-        } else {
-            let s = time(&mut theirs);
-            (time_sampling_rss(&mut ours, pid), s)
-        };
         pull.push(t);
         scp_pull.push(s);
-        growth = growth.max(peak.saturating_sub(before));
         for f in [&scp_dst, &pulled, &scp_pulled] {
             let _ = std::fs::remove_file(f);
         }

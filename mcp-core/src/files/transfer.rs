@@ -3,7 +3,6 @@
 //! async side by a short queue of chunks, so hashing and disk I/O overlap
 //! with TLS and memory stays at a few chunks whatever the file's size.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -50,7 +49,7 @@ pub async fn read_file(
         let mut hasher = Sha256::new();
         loop {
             let mut buf = BytesMut::zeroed(CHUNK_SIZE);
-            let n = match read_full(&mut file, &mut buf) {
+            let n = match crate::fsutil::read_full(&mut file, &mut buf) {
                 Ok(n) => n,
                 Err(source) => {
                     let _ = tx.blocking_send(Err(FilesError::Io {
@@ -74,20 +73,6 @@ pub async fn read_file(
     });
     let metadata = opened_rx.await.map_err(|_| FilesError::Interrupted)??;
     Ok((metadata, rx))
-}
-
-/// Reads until `buf` is full or the file ends; returns the bytes read.
-fn read_full(file: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 /// An item of an upload.
