@@ -169,6 +169,19 @@ fn push_pull_ls_rm_through_the_cli() {
         b"h1 { color: red }\n"
     );
 
+    // A symlink inside the tree is pulled as the file it leads to.
+    std::os::unix::fs::symlink("index.html", srv(&node, &service).join("www/home.html"))
+        .expect("symlink");
+    let home = work.path().join("home.html");
+    node.mcp(&[
+        "pull",
+        &service,
+        "www/home.html",
+        home.to_str().expect("utf-8"),
+    ])
+    .success();
+    assert_eq!(std::fs::read(&home).expect("read"), b"<h1>hi</h1>\n");
+
     // rm: a file; a non-empty directory only with -r.
     node.mcp(&["rm", &service, "conf/blob.bin"]).success();
     assert!(!on_node.exists());

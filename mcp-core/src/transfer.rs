@@ -219,11 +219,11 @@ pub fn plan_push(
 }
 
 /// The files `mcp pull REMOTE [LOCAL]` means, asked of the agent. A file
-/// goes to LOCAL, or to its own name in the current directory; into LOCAL
-/// when that is an existing directory. A directory needs `recursive` and
-/// becomes LOCAL (by default its own name, or the service's for the root),
-/// its files at the same relative paths; symlinks and special files are
-/// skipped.
+/// (or a symlink, pulled as what it leads to) goes to LOCAL, or to its own
+/// name in the current directory; into LOCAL when that is an existing
+/// directory. A directory needs `recursive` and becomes LOCAL (by default
+/// its own name, or the service's for the root), its files at the same
+/// relative paths; symlinks and special files in it are skipped.
 pub async fn plan_pull(
     client: &mut Client,
     service: &str,
@@ -236,7 +236,9 @@ pub async fn plan_pull(
         "" => service.to_string(),
         b => b.to_string(),
     };
-    if top.kind == "file" {
+    // A symlink is pulled as the file it leads to; the agent follows it
+    // only while it stays inside the service's directory.
+    if top.kind == "file" || top.kind == "symlink" {
         let local = match local {
             None => PathBuf::from(&base),
             Some(l) if l.is_dir() => l.join(&base),
