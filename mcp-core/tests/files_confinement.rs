@@ -1550,3 +1550,37 @@ fn hostile_path_table_stays_inside() {
         assert_eq!(done, with_walk, "{raw:?} with the component walk");
     }
 }
+
+#[test]
+fn an_upload_removes_stale_temporary_files_of_interrupted_uploads() {
+    let f = Fixture::new();
+    let old = f.svc.join("dir/.app.toml.mcp-upload-00000000deadbeef");
+    let fresh = f.svc.join("dir/.app.toml.mcp-upload-00000000cafef00d");
+    let lookalike_dir = f.svc.join("dir/.x.mcp-upload-0000000000000001");
+    for p in [&old, &fresh] {
+        fs::write(p, "partial").unwrap();
+    }
+    fs::create_dir(&lookalike_dir).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let tree = f.tree(Resolver::Auto);
+    let mut up = tree
+        .upload(
+            &RemotePath::parse("dir/new.txt").unwrap(),
+            UploadOptions::new(0o644, 1 << 20),
+        )
+        .unwrap();
+    up.write_chunk(b"new\n").unwrap();
+    up.commit(None).unwrap();
+    // The stale one went; the fresh one may be an upload in progress; a
+    // directory is never taken for a temporary file.
+    assert!(!old.exists());
+    assert!(fresh.exists());
+    assert!(lookalike_dir.is_dir());
+    assert_eq!(fs::read(f.svc.join("dir/new.txt")).unwrap(), b"new\n");
+}

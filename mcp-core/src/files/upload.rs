@@ -87,7 +87,9 @@ pub struct Committed {
 /// commit. (Should a symlink appear between that last check and the rename,
 /// the rename replaces the link itself; nothing is written through it.) The
 /// new file belongs to the agent's user; the old file's owner and mode are
-/// not carried over. If the agent dies mid-upload, the temporary file stays.
+/// not carried over. If the agent dies mid-upload, the temporary file stays
+/// until an upload into the same directory finds it untouched for
+/// an hour and removes it.
 pub struct Upload {
     path: RemotePath,
     dir: OwnedFd,
@@ -128,6 +130,7 @@ impl Upload {
             });
         }
         check_target(&dir, name, &path)?;
+        remove_stale_temps(&dir);
         let (temp, file) = create_temp(&dir, name, &path)?;
         Ok(Upload {
             path,
@@ -372,6 +375,54 @@ fn create_temp(dir: &OwnedFd, name: &str, path: &RemotePath) -> Result<(String, 
         path.to_string(),
         Errno::EXIST,
     ))
+}
+
+/// Temporary upload files older than this were left by an agent that died
+/// mid-upload (a live upload writes to its file continuously).
+pub(crate) const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary upload files in `dir` (regular files named
+/// `.*.mcp-upload-*`) not written to for [`STALE_TEMP`]: each upload
+/// cleans up after crashed ones in its own directory. Best effort.
+fn remove_stale_temps(dir: &OwnedFd) {
+    let Ok(fd) = rfs::openat(
+        dir.as_fd(),
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(entries) = rfs::Dir::new(fd) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if !(name.starts_with('.') && name.contains(TEMP_MARK)) {
+            continue;
+        }
+        let Ok(st) = rfs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let meta = super::Metadata::from_stat(&st, None);
+        let stale = now
+            .duration_since(meta.mtime)
+            .is_ok_and(|age| age >= STALE_TEMP);
+        if meta.kind == FileKind::File && stale {
+            match rfs::unlinkat(dir.as_fd(), name, AtFlags::empty()) {
+                Ok(()) => tracing::info!(
+                    file = name,
+                    "removed the temporary file of an interrupted upload"
+                ),
+                Err(e) => {
+                    tracing::debug!(file = name, error = %e, "cannot remove a stale temporary file")
+                }
+            }
+        }
+    }
 }
 
 /// `.<name>.mcp-upload-<16 hex digits>`, with `name` cut (on a character
