@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::FilesSettings;
 use crate::error::AgentError;
-use crate::files::transfer::{FileWriter, ReadItem, read_file};
+use crate::files::transfer::{FileWriter, ReadItem, list_entries, read_file};
 use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
 use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler, plan};
 use crate::registry::EventFilter;
@@ -551,59 +551,15 @@ impl AgentServiceApi for AgentService {
         let req = request.into_inner();
         let path = remote_path(&req.path)?;
         let tree = self.tree(service_name(&req.service)?, false).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let recursive = req.recursive;
-        // Walked on a blocking thread, sent in batches as it goes.
-        tokio::task::spawn_blocking(move || {
-            let send = |batch: Vec<pb::FileEntry>| {
-                tx.blocking_send(Ok(pb::ListFilesResponse { entries: batch }))
-                    .is_ok()
-            };
-            let fail = |e: FilesError| {
-                let _ = tx.blocking_send(Err(Status::from(AgentError::from(e))));
-            };
-            let top = match tree.stat(&path) {
-                Ok(m) => m,
-                Err(e) => return fail(e),
-            };
-            if top.kind != crate::files::FileKind::Dir {
-                send(vec![file_entry(&path, &top)]);
-                return;
-            }
-            let mut batch = Vec::with_capacity(LIST_BATCH);
-            let entries: Box<dyn Iterator<Item = Result<(RemotePath, Metadata), FilesError>>> =
-                if recursive {
-                    match tree.walk(&path, crate::files::MAX_WALK_DEPTH) {
-                        Ok(w) => Box::new(w.map(|e| e.map(|e| (e.path, e.metadata)))),
-                        Err(e) => return fail(e),
-                    }
-                } else {
-                    match tree.list(&path) {
-                        Ok(l) => {
-                            let base = path.clone();
-                            Box::new(l.map(move |e| {
-                                e.and_then(|e| Ok((base.join(&e.name)?, e.metadata)))
-                            }))
-                        }
-                        Err(e) => return fail(e),
-                    }
-                };
-            for item in entries {
-                match item {
-                    Ok((p, m)) => batch.push(file_entry(&p, &m)),
-                    Err(e) => return fail(e),
-                }
-                if batch.len() == LIST_BATCH && !send(std::mem::take(&mut batch)) {
-                    return;
-                }
-            }
-            if !batch.is_empty() {
-                send(batch);
-            }
+        let batches = list_entries(tree, path, req.recursive, LIST_BATCH);
+        let out = tokio_stream::wrappers::ReceiverStream::new(batches).map(|batch| {
+            batch
+                .map(|entries| pb::ListFilesResponse {
+                    entries: entries.iter().map(|(p, m)| file_entry(p, m)).collect(),
+                })
+                .map_err(|e| Status::from(AgentError::from(e)))
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn stat_file(

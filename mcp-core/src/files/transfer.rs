@@ -1,7 +1,8 @@
 //! Streaming between a [`ServiceTree`] and the network, for the agent's file
-//! RPCs: the file system work runs on a blocking thread, connected to the
-//! async side by a short queue of chunks, so hashing and disk I/O overlap
-//! with TLS and memory stays at a few chunks whatever the file's size.
+//! RPCs (reads, uploads, listings): the file system work runs on a blocking
+//! thread, connected to the async side by a short queue of chunks, so
+//! hashing and disk I/O overlap with TLS and memory stays at a few chunks
+//! whatever the file's size.
 
 use std::sync::Arc;
 
@@ -9,7 +10,10 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Committed, FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
+use super::{
+    Committed, FileKind, FilesError, MAX_WALK_DEPTH, Metadata, RemotePath, ServiceTree,
+    UploadOptions,
+};
 
 /// Bytes per chunk on the wire, both ways.
 pub const CHUNK_SIZE: usize = 256 * 1024;
@@ -159,4 +163,60 @@ impl FileWriter {
             .await
             .unwrap_or(Err(FilesError::Interrupted))
     }
+}
+
+/// Lists `path` on a blocking thread, in batches of at most `batch` entries
+/// as the walk goes: a directory's entries (the whole tree beneath it when
+/// `recursive`, symlinks listed and never followed), or a file's own entry.
+/// An error ends the listing. Dropping the receiver stops the walk.
+pub fn list_entries(
+    tree: Arc<ServiceTree>,
+    path: RemotePath,
+    recursive: bool,
+    batch: usize,
+) -> mpsc::Receiver<Result<Vec<(RemotePath, Metadata)>, FilesError>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let fail = |e: FilesError| {
+            let _ = tx.blocking_send(Err(e));
+        };
+        let top = match tree.stat(&path) {
+            Ok(m) => m,
+            Err(e) => return fail(e),
+        };
+        if top.kind != FileKind::Dir {
+            let _ = tx.blocking_send(Ok(vec![(path, top)]));
+            return;
+        }
+        let entries: Box<dyn Iterator<Item = Result<(RemotePath, Metadata), FilesError>>> =
+            if recursive {
+                match tree.walk(&path, MAX_WALK_DEPTH) {
+                    Ok(w) => Box::new(w.map(|e| e.map(|e| (e.path, e.metadata)))),
+                    Err(e) => return fail(e),
+                }
+            } else {
+                match tree.list(&path) {
+                    Ok(l) => Box::new(
+                        l.map(move |e| e.and_then(|e| Ok((path.join(&e.name)?, e.metadata)))),
+                    ),
+                    Err(e) => return fail(e),
+                }
+            };
+        let batch = batch.max(1);
+        let mut pending = Vec::with_capacity(batch);
+        for item in entries {
+            match item {
+                Ok(entry) => pending.push(entry),
+                Err(e) => return fail(e),
+            }
+            if pending.len() == batch && tx.blocking_send(Ok(std::mem::take(&mut pending))).is_err()
+            {
+                return;
+            }
+        }
+        if !pending.is_empty() {
+            let _ = tx.blocking_send(Ok(pending));
+        }
+    });
+    rx
 }
