@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and configures what MCP's tests, demo and benchmarks need on a
-# Debian host: podman with runc, a local image registry, and busybox test
-# images pushed to it. Idempotent: run it as often as you like.
+# Debian host: podman with runc, a local image registry, busybox test images
+# pushed to it, and QEMU with a test guest (a Debian cloud kernel, a busybox
+# initramfs, and a one-sector raw disk). Idempotent: run it as often as you
+# like.
 #
 # Writes $MCP_ENV_DIR/env (default .test-env/env) with the variables the tests
 # read; source it or let the Makefile do so.
@@ -20,6 +22,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v catatonit >/dev/null || need+=(catatonit)
 command -v curl >/dev/null || need+=(curl)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v cpio >/dev/null || need+=(cpio)
 install_packages ${need[@]+"${need[@]}"}
 
 conf=$env_dir/containers.conf
@@ -80,10 +84,17 @@ make_image() {
 make_image 1 "hello from v1"
 make_image 2 "hello from v2"
 
+. "$root/scripts/qemu-guest.sh"
+build_qemu_guest "$env_dir/qemu"
+
 cat >"$env_dir/env" <<ENV
 export CONTAINERS_CONF=$conf
 export MCP_TEST_REGISTRY=$registry_addr
 export MCP_TEST_IMAGE=$registry_addr/mcp-test/busybox:1
 export MCP_TEST_IMAGE_V2=$registry_addr/mcp-test/busybox:2
+export MCP_TEST_QEMU=$(command -v qemu-system-x86_64)
+export MCP_TEST_KERNEL=$env_dir/qemu/vmlinuz
+export MCP_TEST_INITRD=$env_dir/qemu/initrd.gz
+export MCP_TEST_DISK=$env_dir/qemu/disk.raw
 ENV
 echo "test-env: ready ($env_dir/env)"
