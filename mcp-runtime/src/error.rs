@@ -34,7 +34,9 @@ pub enum RuntimeError {
     Api {
         /// What was attempted, such as `create web-api`.
         operation: String,
-        /// HTTP status from the backend.
+        /// Status from the backend: the HTTP status for podman, the exit
+        /// status of `qemu-system-x86_64` for QEMU (0 when there is none,
+        /// such as a failed file operation in the VM's state directory).
         status: u16,
         /// The backend's message.
         message: String,

@@ -3,18 +3,22 @@
 //!
 //! - [`podman::Podman`] speaks podman's libpod REST API over its unix socket
 //!   (one HTTP request per operation, never one `podman` process per call).
+//! - [`qemu::Qemu`] runs unikernel VMs in `qemu-system-x86_64`, one state
+//!   directory per VM, controlled through QMP.
 //!
 //! Every instance MCP creates carries the labels in [`labels`], so MCP can
 //! tell its own containers from the others on the node.
 
 pub mod error;
 pub mod podman;
+pub mod qemu;
 pub mod spec;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use spec::{
-    EventStream, InstanceDetails, InstanceInfo, InstanceSpec, InstanceState, LogChunk, LogOptions,
-    LogStream, LogStreamKind, PortMapping, RuntimeEvent, RuntimeKind, RuntimeVersion, VolumeMount,
+    EventStream, InstanceDetails, InstanceInfo, InstanceSpec, InstanceState, KernelBoot, LogChunk,
+    LogOptions, LogStream, LogStreamKind, PortMapping, RuntimeEvent, RuntimeKind, RuntimeVersion,
+    VolumeMount,
 };
 
 use std::time::Duration;

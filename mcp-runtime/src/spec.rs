@@ -101,6 +101,26 @@ pub struct InstanceSpec {
     pub vcpus: Option<u32>,
     /// Labels to attach.
     pub labels: BTreeMap<String, String>,
+    /// Direct kernel boot (VMs only): QEMU loads this kernel, initrd and
+    /// command line itself. With it, `image` is an optional raw disk to
+    /// attach (empty for none); without it, `image` is the raw disk image
+    /// the VM boots from. Containers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelBoot>,
+}
+
+/// A kernel QEMU boots directly (`-kernel`, `-initrd`, `-append`), rather
+/// than a bootable disk image.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KernelBoot {
+    /// Absolute path of the kernel image.
+    pub kernel: String,
+    /// Absolute path of the initial ramdisk, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// The kernel command line, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<String>,
 }
 
 /// The state of an instance as the runtime reports it.

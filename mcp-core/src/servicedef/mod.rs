@@ -308,6 +308,7 @@ impl ComponentDef {
             memory_bytes: self.memory.as_ref().map(Memory::bytes),
             vcpus: self.vcpus,
             labels,
+            kernel: None,
         }
     }
 

@@ -210,7 +210,8 @@ pub fn parse_restart(restart: &str) -> RuntimeResult<(String, Option<u32>)> {
 }
 
 impl SpecGenerator {
-    /// The SpecGenerator for `spec`. `vcpus` does not apply to containers and is ignored.
+    /// The SpecGenerator for `spec`. `vcpus` and `kernel` do not apply to
+    /// containers and are ignored.
     pub fn from_spec(spec: &crate::InstanceSpec) -> RuntimeResult<SpecGenerator> {
         if spec.name.is_empty() {
             return Err(RuntimeError::Invalid("instance name is empty".into()));
@@ -988,6 +989,7 @@ mod tests {
             memory_bytes: Some(1 << 20),
             vcpus: Some(2),
             labels: BTreeMap::from([("mcp.managed".into(), "true".into())]),
+            kernel: None,
         };
         let json =
             serde_json::to_value(SpecGenerator::from_spec(&spec).expect("spec")).expect("json");
