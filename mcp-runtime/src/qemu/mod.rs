@@ -755,7 +755,7 @@ fn diff(
 /// Probes whether QEMU can run a guest under KVM here: `/dev/kvm` must open
 /// read-write, and a throwaway VM under KVM (firmware only, no boot device,
 /// set to exit instead of rebooting) must run to its end within a few
-/// seconds, and quicker than [`KVM_PROBE_SLOW`]. Nested KVM that opens but
+/// seconds, and quicker than 2 s. Nested KVM that opens but
 /// hangs, crashes QEMU or crawls fails the probe.
 /// `Err` says why KVM is not usable.
 pub async fn probe_kvm(qemu: &Path) -> Result<(), String> {
@@ -789,10 +789,15 @@ pub async fn probe_kvm(qemu: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
     match tokio::time::timeout(KVM_PROBE_TIMEOUT, child.wait_with_output()).await {
         Ok(Ok(output)) if output.status.success() => {
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis(),
-                "KVM probe passed"
-            );
+            let elapsed = started.elapsed();
+            if elapsed > KVM_PROBE_SLOW {
+                return Err(format!(
+                    "a probe VM under KVM took {} ms (a working KVM takes well under {} ms)",
+                    elapsed.as_millis(),
+                    KVM_PROBE_SLOW.as_millis()
+                ));
+            }
+            tracing::debug!(elapsed_ms = elapsed.as_millis(), "KVM probe passed");
             Ok(())
         }
         Ok(Ok(output)) => Err(format!(
