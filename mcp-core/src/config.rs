@@ -196,6 +196,8 @@ pub struct UnikernelSettings {
     pub qemu: PathBuf,
     /// `auto`, `kvm` or `tcg`.
     pub accel: String,
+    /// Where each VM's state (record, QMP socket, pidfile, serial log) is kept.
+    pub state_dir: PathBuf,
 }
 
 /// Log output format of the agent.
@@ -303,6 +305,7 @@ enum SizeValue {
 struct UnikernelFile {
     qemu: Option<PathBuf>,
     accel: Option<String>,
+    state_dir: Option<PathBuf>,
 }
 
 fn default_podman_socket() -> PathBuf {
@@ -357,6 +360,7 @@ impl AgentConfig {
             unikernel: UnikernelSettings {
                 qemu: PathBuf::from("qemu-system-x86_64"),
                 accel: "auto".to_string(),
+                state_dir: PathBuf::from("/var/lib/mcp/vms"),
             },
             log_format: LogFormat::Text,
             auth: AuthSettings {
@@ -382,6 +386,7 @@ impl AgentConfig {
         config.listen = Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_AGENT_PORT)));
         config.db = data_dir.join("mcp.db");
         config.srv_root = data_dir.join("srv");
+        config.unikernel.state_dir = data_dir.join("vms");
         config.podman.stop_timeout = Duration::from_secs(5);
         config.auth.token_file = data_dir.join("tokens.toml");
         config.auth.audit_file = Some(data_dir.join("audit.jsonl"));
@@ -507,6 +512,9 @@ impl AgentConfig {
                 ));
             }
             self.files.max_file_size = bytes;
+        }
+        if let Some(v) = file.unikernel.state_dir {
+            self.unikernel.state_dir = v;
         }
         if let Some(v) = file.unikernel.qemu {
             self.unikernel.qemu = v;

@@ -9,6 +9,7 @@
 //! Every instance MCP creates carries the labels in [`labels`], so MCP can
 //! tell its own containers from the others on the node.
 
+pub mod combined;
 pub mod error;
 pub mod podman;
 pub mod qemu;

@@ -79,6 +79,9 @@ pub struct VolumeMount {
 pub struct InstanceSpec {
     /// Instance name, `<service>-<component>`.
     pub name: String,
+    /// Which runtime runs it: a container (the default) or a VM.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     /// Image reference.
     pub image: String,
     /// Command and arguments; empty to use the image's default.

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use mcp_proto::v1::agent_service_server::AgentServiceServer;
 use mcp_runtime::Runtime;
+use mcp_runtime::combined::Runtimes;
 use mcp_runtime::podman::{Podman, PodmanConfig};
+use mcp_runtime::qemu::{Accel, Qemu, QemuConfig};
 use tokio::net::TcpListener;
 
 use crate::auth::local::{LocalTokens, TokenFileError};
@@ -131,6 +133,32 @@ fn validator(config: &AgentConfig) -> Result<Arc<dyn TokenValidator>, ServeError
     Ok(Arc::new(ChainValidator::new(chain)))
 }
 
+/// The QEMU runtime, when the configured QEMU binary is there; `None` (and
+/// unikernel deploys refused) otherwise.
+fn vm_runtime(config: &AgentConfig) -> Option<Arc<Qemu>> {
+    let qemu = &config.unikernel.qemu;
+    let found = if qemu.components().count() > 1 {
+        qemu.is_file().then(|| qemu.clone())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(qemu))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(binary) = found else {
+        tracing::info!(qemu = %qemu.display(), "QEMU not found: this node runs containers only");
+        return None;
+    };
+    let accel = Accel::parse(&config.unikernel.accel).unwrap_or(Accel::Auto);
+    tracing::info!(qemu = %binary.display(), accel = accel.as_str(), state_dir = %config.unikernel.state_dir.display(), "unikernel runtime available");
+    Some(Arc::new(Qemu::new(QemuConfig {
+        qemu: binary,
+        state_dir: config.unikernel.state_dir.clone(),
+        accel,
+    })))
+}
+
 /// The TLS configuration, or `None` for an explicitly insecure agent.
 fn server_tls(config: &AgentConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServeError> {
     if config.tls.insecure {
@@ -166,10 +194,11 @@ impl Agent {
         if let Err(e) = std::fs::create_dir_all(&config.srv_root) {
             tracing::warn!(srv_root = %config.srv_root.display(), error = %e, "cannot create srv_root; file pushes will fail until it exists");
         }
-        let runtime: Arc<dyn Runtime> = Arc::new(Podman::new(PodmanConfig {
+        let podman: Arc<dyn Runtime> = Arc::new(Podman::new(PodmanConfig {
             socket: config.podman.socket.clone(),
             insecure_registries: config.podman.insecure_registries.clone(),
         }));
+        let runtime: Arc<dyn Runtime> = Arc::new(Runtimes::new(podman, vm_runtime(&config)));
         let reconciler = Arc::new(Reconciler::new(
             runtime,
             Arc::new(registry),

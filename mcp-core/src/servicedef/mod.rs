@@ -297,6 +297,7 @@ impl ComponentDef {
         ]);
         InstanceSpec {
             name: instance_name(service, &self.name),
+            runtime: self.runtime,
             image: self.image.clone(),
             cmd: self.cmd.clone(),
             env: self.env.clone(),

@@ -962,6 +962,7 @@ mod tests {
     fn spec_generator_full() {
         let spec = InstanceSpec {
             name: "svc-web".into(),
+            runtime: RuntimeKind::Container,
             image: "127.0.0.1:5000/a/b:1".into(),
             cmd: vec!["sh".into(), "-c".into(), "true".into()],
             env: BTreeMap::from([("A".into(), "1".into())]),

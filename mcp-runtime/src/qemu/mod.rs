@@ -186,6 +186,11 @@ impl Qemu {
             .find(|(_, record)| record.id == name_or_id))
     }
 
+    /// Whether a VM of this name or id exists (it has a record).
+    pub fn has(&self, name_or_id: &str) -> bool {
+        matches!(self.find(name_or_id), Ok(Some(_)))
+    }
+
     /// Like [`find`](Self::find), but a missing VM is [`RuntimeError::NotFound`].
     fn get(&self, name_or_id: &str) -> RuntimeResult<(VmDir, VmRecord)> {
         self.find(name_or_id)?
