@@ -17,10 +17,15 @@ fn enable_vms(node: &mut Node) -> std::path::PathBuf {
     node.stop_agent();
     let path = node.dir.path().join("agent.toml");
     let mut text = std::fs::read_to_string(&path).expect("agent.toml");
+    let images = std::path::Path::new(&require("MCP_TEST_DISK"))
+        .parent()
+        .expect("the test disk's directory")
+        .to_path_buf();
     text.push_str(&format!(
-        "\n[unikernel]\nqemu = \"{}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\n",
+        "\n[unikernel]\nqemu = \"{}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\nimages_dirs = [\"{}\"]\n",
         require("MCP_TEST_QEMU"),
-        state_dir.display()
+        state_dir.display(),
+        images.display()
     ));
     std::fs::write(&path, text).expect("agent.toml");
     node.start_agent();
@@ -39,7 +44,11 @@ fn a_vm_and_a_container_are_managed_alike_across_an_agent_restart() {
     let mut node = Node::start();
     let state_dir = enable_vms(&mut node);
     let service = unique("uni");
-    let disk = require("MCP_TEST_DISK");
+    // The disk image goes to the service's directory like any other file,
+    // and the definition names it there.
+    node.mcp(&["push", &service, &require("MCP_TEST_DISK"), "vm/disk.raw"])
+        .success();
+    let disk = "vm/disk.raw";
     node.write_service(
         &service,
         &format!(
@@ -61,6 +70,9 @@ cmd = ["sleep", "3600"]
         ),
     );
     node.mcp(&["deploy", &service]).success();
+    let info = node.mcp_json(&["node", "info"]);
+    assert_eq!(info["nodes"][0]["unikernels"], true, "{info}");
+    assert_eq!(info["nodes"][0]["accel"], "tcg", "{info}");
 
     // One status and one ps for both kinds.
     let status = node.mcp_json(&["status", &service]);
@@ -130,4 +142,126 @@ cmd = ["sleep", "3600"]
     // Removal leaves no VM state behind.
     node.mcp(&["remove", &service]).success();
     assert!(!state_dir.join(&vm_name).exists());
+
+    // Files outside the service's directory and the images dirs are refused,
+    // before anything is registered.
+    for (image, why) in [
+        ("/etc/hostname", "not in one of [unikernel] images_dirs"),
+        ("../other/disk.raw", "invalid path"),
+        ("vm/missing.raw", "does not exist"),
+    ] {
+        let bad = unique("badvm");
+        node.write_service(
+            &bad,
+            &format!(
+                "name = \"{bad}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"{image}\"\n"
+            ),
+        );
+        let err = node.mcp(&["deploy", &bad]).failure();
+        assert!(err.contains(why), "{image}: {err}");
+        assert!(!state_dir.join(format!("{bad}-vm")).exists());
+    }
+}
+
+#[test]
+fn a_node_without_qemu_refuses_unikernels_before_changing_anything() {
+    let mut node = Node::start();
+    node.stop_agent();
+    let path = node.dir.path().join("agent.toml");
+    let mut text = std::fs::read_to_string(&path).expect("agent.toml");
+    text.push_str("\n[unikernel]\nqemu = \"/nonexistent/qemu-system-x86_64\"\n");
+    std::fs::write(&path, text).expect("agent.toml");
+    node.start_agent();
+
+    let info = node.mcp_json(&["node", "info"]);
+    assert_eq!(info["nodes"][0]["unikernels"], false, "{info}");
+    let table = node.mcp(&["node", "info"]).success().stdout;
+    assert!(table.contains("QEMU not found"), "{table}");
+
+    let service = unique("noqemu");
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"3600\"]\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"{disk}\"\n",
+            image = node.env.image_v1,
+            disk = require("MCP_TEST_DISK"),
+        ),
+    );
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(
+        err.contains(&format!("{service}/vm: this node cannot run unikernels")),
+        "{err}"
+    );
+    // Nothing changed: not registered, the container not created either.
+    let list = node.mcp_json(&["list"]);
+    assert!(!list.to_string().contains(&service), "{list}");
+    assert!(node.instances_of(&service).is_empty());
+}
+
+#[test]
+fn a_kernel_boot_guest_serves_its_port_and_powers_off_on_stop() {
+    let mut node = Node::start();
+    // The guest needs more than the harness's one-second stop timeout to
+    // answer the power button under TCG.
+    let path = node.dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&path).expect("agent.toml");
+    std::fs::write(
+        &path,
+        text.replace("stop_timeout = 1\n", "stop_timeout = 30\n"),
+    )
+    .expect("agent.toml");
+    enable_vms(&mut node);
+    let service = unique("guest");
+    let port = mcp_e2e::free_port();
+    node.write_service(
+        &service,
+        &format!(
+            r#"name = "{service}"
+
+[[components]]
+name = "vm"
+runtime = "unikernel"
+kernel = "{kernel}"
+initrd = "{initrd}"
+append = "console=ttyS0 quiet panic=-1"
+memory = "256M"
+ports = ["127.0.0.1:{port}:8080"]
+"#,
+            kernel = require("MCP_TEST_KERNEL"),
+            initrd = require("MCP_TEST_INITRD"),
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let up = wait_for(Duration::from_secs(90), || {
+        let out = node.mcp(&["logs", &service]).success().stdout;
+        out.contains("mcp-test-guest: up").then_some(out)
+    });
+    assert!(
+        up.is_some(),
+        "the guest did not come up:\n{}",
+        node.agent_log()
+    );
+    let page = mcp_e2e::http_get(port);
+    assert!(page.contains("hello from the mcp test guest"), "{page:?}");
+
+    // `mcp stop`: the guest sees the power button and powers off by itself.
+    node.mcp(&["stop", &service]).success();
+    let logs = node.mcp(&["logs", &service]).success().stdout;
+    assert!(
+        logs.contains("mcp-test-guest: power button, powering off"),
+        "{logs}"
+    );
+    let status = node.mcp_json(&["status", &service]);
+    let vm = component(&status, "vm");
+    assert_ne!(vm["observed_state"], "running", "{status}");
+    assert_eq!(vm["drift"], serde_json::json!([]), "{status}");
+    // And `mcp start` boots it again (its serial log goes on).
+    node.mcp(&["start", &service]).success();
+    let again = wait_for(Duration::from_secs(90), || {
+        let out = node.mcp(&["logs", &service]).success().stdout;
+        (out.matches("mcp-test-guest: up").count() >= 2).then_some(())
+    });
+    assert!(again.is_some(), "no second boot:\n{}", node.agent_log());
+    let page = mcp_e2e::http_get(port);
+    assert!(page.contains("hello from the mcp test guest"), "{page:?}");
 }

@@ -625,26 +625,39 @@ impl Output {
                         "node_name": i.node_name, "agent_version": i.agent_version,
                         "runtime_available": i.runtime_available, "runtime_version": i.runtime_version,
                         "runtime_error": (!i.runtime_error.is_empty()).then_some(&i.runtime_error),
+                        "unikernels": i.unikernels,
+                        "qemu": (!i.qemu.is_empty()).then_some(&i.qemu),
+                        "accel": (!i.accel.is_empty()).then_some(&i.accel),
+                        "ops": i.ops,
                     }),
                     Err(e) => json!({"node": n.name, "address": n.address, "reachable": false, "error": one_line(e)}),
                 })
                 .collect();
             return print_json(&json!({ "nodes": rows }));
         }
-        let mut t = table(&["NODE", "ADDRESS", "AGENT", "RUNTIME"]);
+        let mut t = table(&["NODE", "ADDRESS", "AGENT", "RUNTIME", "UNIKERNELS"]);
         for (n, r) in infos {
-            let (agent, runtime) = match r {
+            let unikernels = |i: &pb::NodeInfoResponse| {
+                if !i.unikernels {
+                    return "no (QEMU not found)".to_string();
+                }
+                let ops = if i.ops { ", ops" } else { "" };
+                format!("qemu, {}{ops}", i.accel)
+            };
+            let (agent, runtime, vms) = match r {
                 Ok(i) if i.runtime_available => (
                     i.agent_version.clone(),
                     format!("podman {}", i.runtime_version),
+                    unikernels(i),
                 ),
                 Ok(i) => (
                     i.agent_version.clone(),
                     format!("unavailable: {}", i.runtime_error),
+                    unikernels(i),
                 ),
-                Err(e) => ("unreachable".to_string(), one_line(e)),
+                Err(e) => ("unreachable".to_string(), one_line(e), "-".to_string()),
             };
-            t.add_row(vec![n.name.clone(), n.address.clone(), agent, runtime]);
+            t.add_row(vec![n.name.clone(), n.address.clone(), agent, runtime, vms]);
         }
         print_table(&t)
     }

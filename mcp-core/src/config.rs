@@ -198,6 +198,9 @@ pub struct UnikernelSettings {
     pub accel: String,
     /// Where each VM's state (record, QMP socket, pidfile, serial log) is kept.
     pub state_dir: PathBuf,
+    /// Directories VM images, kernels and initrds may be named in by
+    /// absolute path; relative paths are in the service's own directory.
+    pub images_dirs: Vec<PathBuf>,
 }
 
 /// Log output format of the agent.
@@ -306,6 +309,7 @@ struct UnikernelFile {
     qemu: Option<PathBuf>,
     accel: Option<String>,
     state_dir: Option<PathBuf>,
+    images_dirs: Option<Vec<PathBuf>>,
 }
 
 fn default_podman_socket() -> PathBuf {
@@ -361,6 +365,7 @@ impl AgentConfig {
                 qemu: PathBuf::from("qemu-system-x86_64"),
                 accel: "auto".to_string(),
                 state_dir: PathBuf::from("/var/lib/mcp/vms"),
+                images_dirs: Vec::new(),
             },
             log_format: LogFormat::Text,
             auth: AuthSettings {
@@ -515,6 +520,15 @@ impl AgentConfig {
         }
         if let Some(v) = file.unikernel.state_dir {
             self.unikernel.state_dir = v;
+        }
+        if let Some(v) = file.unikernel.images_dirs {
+            if let Some(bad) = v.iter().find(|d| !d.is_absolute()) {
+                return Err(invalid(format!(
+                    "unikernel.images_dirs: {} is not an absolute path",
+                    bad.display()
+                )));
+            }
+            self.unikernel.images_dirs = v;
         }
         if let Some(v) = file.unikernel.qemu {
             self.unikernel.qemu = v;
@@ -892,6 +906,19 @@ impl CliConfig {
         file.sync_all().map_err(io)?;
         Ok(true)
     }
+}
+
+/// Where `program` is: itself when it names a path (has a `/`) and is a
+/// file, else the first directory of `PATH` that holds it.
+pub fn on_path(program: impl AsRef<Path>) -> Option<PathBuf> {
+    let program = program.as_ref();
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

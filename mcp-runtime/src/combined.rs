@@ -22,7 +22,7 @@ use futures::StreamExt;
 use crate::qemu::Qemu;
 use crate::{
     EventStream, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError,
-    RuntimeKind, RuntimeResult, RuntimeVersion,
+    RuntimeKind, RuntimeResult, RuntimeVersion, VmSupport,
 };
 
 /// Containers and, when configured, VMs, as one [`Runtime`].
@@ -71,6 +71,13 @@ impl Runtimes {
 impl Runtime for Runtimes {
     fn kind(&self) -> RuntimeKind {
         self.containers.kind()
+    }
+
+    async fn vm_support(&self) -> Option<VmSupport> {
+        match &self.vms {
+            Some(q) => q.vm_support().await,
+            None => None,
+        }
     }
 
     async fn ping(&self) -> RuntimeResult<RuntimeVersion> {

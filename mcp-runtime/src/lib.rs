@@ -39,6 +39,15 @@ pub mod labels {
     pub const SPEC_HASH: &str = "mcp.spec-hash";
 }
 
+/// A node's VM support, as [`Runtime::vm_support`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSupport {
+    /// The QEMU binary VMs run with.
+    pub qemu: String,
+    /// The accelerator VMs get: `kvm` or `tcg`, or `auto` while undecided.
+    pub accel: String,
+}
+
 /// The instance name of a component: `<service>-<component>`.
 pub fn instance_name(service: &str, component: &str) -> String {
     format!("{service}-{component}")
@@ -53,6 +62,11 @@ pub fn instance_name(service: &str, component: &str) -> String {
 pub trait Runtime: Send + Sync {
     /// Which kind of runtime this is.
     fn kind(&self) -> RuntimeKind;
+
+    /// What the node can do with VMs: `None` when this runtime runs none.
+    async fn vm_support(&self) -> Option<VmSupport> {
+        None
+    }
 
     /// Checks that the backend answers, and reports its version.
     async fn ping(&self) -> RuntimeResult<RuntimeVersion>;

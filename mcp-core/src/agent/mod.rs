@@ -25,7 +25,7 @@ use crate::auth::mcias::Mcias;
 use crate::auth::{ChainValidator, TokenValidator};
 use crate::config::{AgentConfig, ConfigError};
 use crate::monitor::{Activity, Monitor};
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, VmFiles};
 use crate::registry::{Registry, RegistryError};
 use crate::tls::{self, TlsError};
 use audit::{AuditFileError, AuditLog};
@@ -137,16 +137,7 @@ fn validator(config: &AgentConfig) -> Result<Arc<dyn TokenValidator>, ServeError
 /// unikernel deploys refused) otherwise.
 fn vm_runtime(config: &AgentConfig) -> Option<Arc<Qemu>> {
     let qemu = &config.unikernel.qemu;
-    let found = if qemu.components().count() > 1 {
-        qemu.is_file().then(|| qemu.clone())
-    } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(qemu))
-                .find(|p| p.is_file())
-        })
-    };
-    let Some(binary) = found else {
+    let Some(binary) = crate::config::on_path(qemu) else {
         tracing::info!(qemu = %qemu.display(), "QEMU not found: this node runs containers only");
         return None;
     };
@@ -199,11 +190,14 @@ impl Agent {
             insecure_registries: config.podman.insecure_registries.clone(),
         }));
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes::new(podman, vm_runtime(&config)));
-        let reconciler = Arc::new(Reconciler::new(
-            runtime,
-            Arc::new(registry),
-            config.podman.stop_timeout,
-        ));
+        let reconciler = Arc::new(
+            Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout).with_vm_files(
+                VmFiles {
+                    srv_root: config.srv_root.clone(),
+                    images_dirs: config.unikernel.images_dirs.clone(),
+                },
+            ),
+        );
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

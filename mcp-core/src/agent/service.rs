@@ -366,12 +366,17 @@ impl AgentServiceApi for AgentService {
             Ok(v) => (true, v.version, String::new()),
             Err(e) => (false, String::new(), e.to_string()),
         };
+        let vms = self.reconciler.runtime().vm_support().await;
         Ok(Response::new(pb::NodeInfoResponse {
             node_name: self.node_name.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             runtime_available: available,
             runtime_version: version,
             runtime_error: error,
+            unikernels: vms.is_some(),
+            qemu: vms.as_ref().map(|v| v.qemu.clone()).unwrap_or_default(),
+            accel: vms.map(|v| v.accel).unwrap_or_default(),
+            ops: crate::config::on_path("ops").is_some(),
         }))
     }
 

@@ -76,6 +76,7 @@ fn component_from_instance(name: &str, inst: &InstanceInfo) -> ComponentDef {
             .then(|| crate::servicedef::Memory::from_bytes(details.memory_bytes)),
         vcpus: None,
         routes: Vec::new(),
+        ..ComponentDef::default()
     }
 }
 
@@ -344,6 +345,116 @@ pub struct Reconciler {
     locks: ServiceLocks,
     observed: ObservedCache,
     changes: broadcast::Sender<RuntimeChange>,
+    vm_files: VmFiles,
+}
+
+/// Where the files a unikernel component names (its disk image, kernel,
+/// initrd) may be: a relative path is a regular file in the service's own
+/// directory `<srv_root>/<service>/` (resolved beneath it, never through a
+/// symlink); an absolute path must lie in one of `images_dirs`
+/// (`[unikernel] images_dirs`), and is refused otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct VmFiles {
+    /// Root of the service directories.
+    pub srv_root: std::path::PathBuf,
+    /// Directories absolute paths may point into.
+    pub images_dirs: Vec<std::path::PathBuf>,
+}
+
+impl VmFiles {
+    /// The host path of `path`, which the definition of `service`'s
+    /// `component` gives as its `what` (`image`, `kernel`, `initrd`).
+    pub fn resolve(
+        &self,
+        service: &str,
+        component: &str,
+        what: &str,
+        path: &str,
+    ) -> Result<String, AgentError> {
+        let bad = |why: String| {
+            AgentError::InvalidArgument(format!("{service}/{component}: {what} {path:?}: {why}"))
+        };
+        let p = std::path::Path::new(path);
+        if p.is_absolute() {
+            let real = p
+                .canonicalize()
+                .map_err(|e| bad(format!("cannot be read: {e}")))?;
+            let allowed = self
+                .images_dirs
+                .iter()
+                .any(|d| d.canonicalize().is_ok_and(|d| real.starts_with(&d)));
+            if !allowed {
+                return Err(bad(if self.images_dirs.is_empty() {
+                    "an absolute path must be in one of [unikernel] images_dirs, and none is configured; or push the file to the service's directory and name it relatively".into()
+                } else {
+                    format!(
+                        "not in one of [unikernel] images_dirs ({})",
+                        self.images_dirs
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }));
+            }
+            if !real.is_file() {
+                return Err(bad("is not a regular file".into()));
+            }
+            return Ok(path.to_string());
+        }
+        let rel = crate::files::RemotePath::parse(path).map_err(|e| bad(e.to_string()))?;
+        let tree = crate::files::ServiceTree::open(&self.srv_root, service)
+            .map_err(|e| bad(e.to_string()))?;
+        let meta = tree.stat(&rel).map_err(|e| bad(e.to_string()))?;
+        if meta.kind != crate::files::FileKind::File {
+            return Err(bad(format!(
+                "is a {} in the service's directory, not a regular file",
+                meta.kind
+            )));
+        }
+        Ok(self.host_path(service, path))
+    }
+
+    /// The host path the runtime is given for `path` as a definition of
+    /// `service` names it (no checks: see [`VmFiles::resolve`]).
+    pub fn host_path(&self, service: &str, path: &str) -> String {
+        // Empty: a VM booting a kernel without a disk.
+        if path.is_empty() || std::path::Path::new(path).is_absolute() {
+            return path.to_string();
+        }
+        match crate::files::RemotePath::parse(path) {
+            Ok(rel) => self
+                .srv_root
+                .join(service)
+                .join(rel.as_str())
+                .display()
+                .to_string(),
+            Err(_) => path.to_string(),
+        }
+    }
+
+    /// `spec` with the files of a VM resolved (a container's is returned as
+    /// it is).
+    pub fn resolve_spec(
+        &self,
+        service: &str,
+        component: &str,
+        mut spec: mcp_runtime::InstanceSpec,
+    ) -> Result<mcp_runtime::InstanceSpec, AgentError> {
+        if spec.runtime != mcp_runtime::RuntimeKind::Unikernel {
+            return Ok(spec);
+        }
+        if !spec.image.is_empty() {
+            spec.image = self.resolve(service, component, "image", &spec.image)?;
+        }
+        if let Some(k) = spec.kernel.as_mut() {
+            k.kernel = self.resolve(service, component, "kernel", &k.kernel)?;
+            if let Some(initrd) = k.initrd.as_mut() {
+                *initrd = self.resolve(service, component, "initrd", initrd)?;
+            }
+        }
+        Ok(spec)
+    }
 }
 
 /// What the runtime's event stream reported ([`Reconciler::subscribe_changes`]).
@@ -372,7 +483,14 @@ impl Reconciler {
             locks: ServiceLocks::default(),
             observed: ObservedCache::default(),
             changes: broadcast::channel(CHANGES_BUFFER).0,
+            vm_files: VmFiles::default(),
         }
+    }
+
+    /// Where the files VMs boot from may be (see [`VmFiles`]).
+    pub fn with_vm_files(mut self, vm_files: VmFiles) -> Self {
+        self.vm_files = vm_files;
+        self
     }
 
     /// Every instance on the node, from the cached listing when the event
@@ -485,6 +603,17 @@ impl Reconciler {
             return Err(AgentError::NotFound(format!(
                 "service {:?} has no component {name:?}",
                 def.name
+            )));
+        }
+        if let Some(c) = def
+            .components
+            .iter()
+            .find(|c| c.runtime == mcp_runtime::RuntimeKind::Unikernel)
+            && self.runtime.vm_support().await.is_none()
+        {
+            return Err(AgentError::Conflict(format!(
+                "{}/{}: this node cannot run unikernels: the agent found no QEMU at start ([unikernel] qemu)",
+                def.name, c.name
             )));
         }
         let _guard = self.locks.lock(&def.name).await;
@@ -638,7 +767,9 @@ impl Reconciler {
         active: bool,
         pull: PullPolicy,
     ) -> Result<(Action, Option<String>), AgentError> {
-        let spec = def.instance_spec(service);
+        let spec = self
+            .vm_files
+            .resolve_spec(service, &def.name, def.instance_spec(service))?;
         let name = spec.name.clone();
         self.resolve_leftover(&name).await?;
         let current = self.runtime.inspect(&name).await?;
@@ -673,12 +804,12 @@ impl Reconciler {
                 }
             }
             Some(cur) => {
-                self.ensure_image(&def.image, pull).await?;
+                self.ensure_image(&spec.image, pull).await?;
                 let id = self.replace(&cur, &spec, active).await?;
                 Ok((Action::Updated, Some(id)))
             }
             None => {
-                self.ensure_image(&def.image, pull).await?;
+                self.ensure_image(&spec.image, pull).await?;
                 let id = self.runtime.create(&spec).await?;
                 if active && let Err(err) = self.runtime.start(&id).await {
                     self.discard(&id).await;
@@ -690,6 +821,10 @@ impl Reconciler {
     }
 
     async fn ensure_image(&self, image: &str, pull: PullPolicy) -> Result<(), AgentError> {
+        if image.is_empty() {
+            // A VM booting a kernel without a disk.
+            return Ok(());
+        }
         if pull == PullPolicy::Always || !self.runtime.image_exists(image).await? {
             self.runtime.pull(image).await?;
         }
@@ -1185,7 +1320,19 @@ impl Reconciler {
             for comp in self.registry.components(&svc.name)? {
                 let name = mcp_runtime::instance_name(&svc.name, &comp.name);
                 let observed = by_name.get(name.as_str()).copied();
-                components.push(component_status(svc, &comp, &name, observed));
+                // A VM's image is the file it was created from.
+                let runtime_image = if comp.runtime == mcp_runtime::RuntimeKind::Unikernel {
+                    self.vm_files.host_path(&svc.name, &comp.image)
+                } else {
+                    comp.image.clone()
+                };
+                components.push(component_status(
+                    svc,
+                    &comp,
+                    &name,
+                    observed,
+                    &runtime_image,
+                ));
                 expected.insert(name);
             }
         }
@@ -1264,6 +1411,7 @@ fn component_status(
     comp: &ComponentRecord,
     name: &str,
     observed: Option<&InstanceInfo>,
+    runtime_image: &str,
 ) -> ComponentStatus {
     let mut drift = Vec::new();
     let (state, image, id, started) = match observed {
@@ -1281,7 +1429,7 @@ fn component_status(
             if !svc.active && running {
                 drift.push("unexpected".to_string());
             }
-            if inst.image != comp.image {
+            if inst.image != runtime_image {
                 drift.push("wrong-image".to_string());
             }
             (

@@ -207,8 +207,9 @@ impl CreateReason {
 /// One field that differs, with both values as short text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldChange {
-    /// The field: `runtime`, `image`, `cmd`, `env.<KEY>`, `ports`,
-    /// `volumes`, `network`, `user`, `restart`, `memory`, `vcpus`, `routes`;
+    /// The field: `runtime`, `image`, `kernel`, `initrd`, `append`, `cmd`,
+    /// `env.<KEY>`, `ports`, `volumes`, `network`, `user`, `restart`,
+    /// `memory`, `vcpus`, `routes`;
     /// `instance` and `state` (see [`Change::Update`]); `active` and `tier`
     /// for a service.
     pub field: String,
@@ -493,12 +494,12 @@ fn short_hash(hash: &str) -> &str {
 }
 
 /// The fields that differ from `from` to `to`, in the order `runtime`,
-/// `image`, `cmd`, `env.<KEY>` (one per key, by key), `ports`, `volumes`,
-/// `network`, `user`, `restart`, `memory`, `vcpus`, `routes`. Names are not
-/// compared.
+/// `image`, `kernel`, `initrd`, `append`, `cmd`, `env.<KEY>` (one per key,
+/// by key), `ports`, `volumes`, `network`, `user`, `restart`, `memory`,
+/// `vcpus`, `routes`. Names are not compared.
 ///
 /// A variable added shows `from` [`UNSET`], one removed `to` [`UNSET`]; an
-/// unset option shows [`UNSET`]. Lists are shown whole as compact text
+/// unset option (or no image, with a kernel) shows [`UNSET`]. Lists are shown whole as compact text
 /// (`cmd` quoted, `["serve", "--config", "/srv/x.toml"]`; ports and volumes
 /// in their canonical forms, comma-separated; routes as
 /// `hostname:port [public]`), an empty one as [`NONE`]. Memory sizes are
@@ -515,7 +516,10 @@ pub fn diff_components(from: &ComponentDef, to: &ComponentDef) -> Vec<FieldChang
         from.runtime.as_str().to_string(),
         to.runtime.as_str().to_string(),
     );
-    field("image", from.image.clone(), to.image.clone());
+    field("image", show_image(&from.image), show_image(&to.image));
+    field("kernel", show_opt(&from.kernel), show_opt(&to.kernel));
+    field("initrd", show_opt(&from.initrd), show_opt(&to.initrd));
+    field("append", show_opt(&from.append), show_opt(&to.append));
     field("cmd", show_cmd(&from.cmd), show_cmd(&to.cmd));
 
     let keys: BTreeSet<&String> = from.env.keys().chain(to.env.keys()).collect();
@@ -554,6 +558,15 @@ pub fn diff_components(from: &ComponentDef, to: &ComponentDef) -> Vec<FieldChang
         show_list(to.routes.iter().map(show_route)),
     );
     out
+}
+
+/// An image, [`UNSET`] when empty (a kernel booted without a disk).
+fn show_image(image: &str) -> String {
+    if image.is_empty() {
+        UNSET.to_string()
+    } else {
+        image.to_string()
+    }
 }
 
 fn show_cmd(cmd: &[String]) -> String {
@@ -844,6 +857,9 @@ name = "s"
 name = "c"
 image = "a:2"
 runtime = "unikernel"
+kernel = "vmlinuz"
+initrd = "initrd.img"
+append = "console=ttyS0"
 cmd = ["x", "y z"]
 env = { A = "2" }
 ports = []
@@ -868,6 +884,9 @@ public = true
             [
                 ("runtime", "container", "unikernel"),
                 ("image", "a:1", "a:2"),
+                ("kernel", UNSET, "vmlinuz"),
+                ("initrd", UNSET, "initrd.img"),
+                ("append", UNSET, "console=ttyS0"),
                 ("cmd", r#"["x"]"#, r#"["x", "y z"]"#),
                 ("env.A", "1", "2"),
                 ("ports", "80:80", NONE),
@@ -881,6 +900,45 @@ public = true
             ]
         );
         assert!(diff_components(&from.components[0], &from.components[0]).is_empty());
+    }
+
+    /// A unikernel `vm` of service `vm` booting `vmlinuz` with `append`,
+    /// without a disk.
+    fn kernel_vm(append: &str) -> ServiceDef {
+        def(&format!(
+            "name = \"vm\"\n[[components]]\nname = \"app\"\nruntime = \"unikernel\"\nkernel = \"vmlinuz\"\nappend = \"{append}\"\n"
+        ))
+    }
+
+    #[test]
+    fn kernel_command_line_change_recreates_the_vm() {
+        let (records, instances) = deployed(&[kernel_vm("console=ttyS0")]);
+        let same = plan(&[kernel_vm("console=ttyS0")], &records, &instances, false);
+        assert!(same.is_noop(), "{same:?}");
+
+        let changed = plan(
+            &[kernel_vm("console=ttyS0 quiet")],
+            &records,
+            &instances,
+            false,
+        );
+        assert_eq!(order(&changed), [("vm", ServiceAction::Update)]);
+        let c = change(&changed, "vm", "app");
+        assert_eq!(
+            fields(c),
+            [("append", "console=ttyS0", "console=ttyS0 quiet")]
+        );
+        assert!(matches!(c, Change::Update { recreate: true, .. }));
+
+        // Adding a disk shows the image going from unset.
+        let with_disk = def(
+            "name = \"vm\"\n[[components]]\nname = \"app\"\nruntime = \"unikernel\"\nkernel = \"vmlinuz\"\nappend = \"console=ttyS0\"\nimage = \"data.img\"\n",
+        );
+        let disk = plan(&[with_disk], &records, &instances, false);
+        assert_eq!(
+            fields(change(&disk, "vm", "app")),
+            [("image", UNSET, "data.img")]
+        );
     }
 
     #[test]

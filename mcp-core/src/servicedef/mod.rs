@@ -62,7 +62,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use mcp_proto::v1 as pb;
-use mcp_runtime::{InstanceSpec, PortMapping, RuntimeKind, VolumeMount, instance_name, labels};
+use mcp_runtime::{
+    InstanceSpec, KernelBoot, PortMapping, RuntimeKind, VolumeMount, instance_name, labels,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -132,7 +134,8 @@ impl fmt::Display for Tier {
 pub struct ComponentDef {
     /// The component's name; the instance is `<service>-<component>`.
     pub name: String,
-    /// Image reference.
+    /// Image reference. For a unikernel, the raw disk image it boots; with
+    /// [`kernel`](Self::kernel), an extra raw disk to attach, empty for none.
     pub image: String,
     /// Container (podman, the default) or unikernel (QEMU).
     pub runtime: RuntimeKind,
@@ -156,6 +159,17 @@ pub struct ComponentDef {
     pub vcpus: Option<u32>,
     /// Edge routes (v2).
     pub routes: Vec<RouteDef>,
+    /// Direct kernel boot (unikernel only): the kernel QEMU boots, as
+    /// written in the definition. Unset to boot `image` instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Initial ramdisk for [`kernel`](Self::kernel), as written; only with a
+    /// kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    /// Kernel command line for [`kernel`](Self::kernel); only with a kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append: Option<String>,
 }
 
 /// A route for edge routing (v2).
@@ -282,12 +296,17 @@ impl ComponentDef {
                     public: r.public,
                 })
                 .collect(),
+            kernel: self.kernel.clone().unwrap_or_default(),
+            initrd: self.initrd.clone().unwrap_or_default(),
+            append: self.append.clone().unwrap_or_default(),
         }
     }
 
     /// What a runtime needs to create this component of `service`: named
     /// `<service>-<component>` and labelled as managed by MCP, with the
-    /// service, component and [`spec_hash`](Self::spec_hash).
+    /// service, component and [`spec_hash`](Self::spec_hash). With a
+    /// [`kernel`](Self::kernel), the instance boots it directly (paths as
+    /// written; `image`, possibly empty, is then an extra disk).
     pub fn instance_spec(&self, service: &str) -> InstanceSpec {
         let labels = BTreeMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
@@ -309,7 +328,11 @@ impl ComponentDef {
             memory_bytes: self.memory.as_ref().map(Memory::bytes),
             vcpus: self.vcpus,
             labels,
-            kernel: None,
+            kernel: self.kernel.as_ref().map(|kernel| KernelBoot {
+                kernel: kernel.clone(),
+                initrd: self.initrd.clone(),
+                append: self.append.clone(),
+            }),
         }
     }
 
@@ -318,20 +341,25 @@ impl ComponentDef {
     /// the same instance, so an unchanged digest means no recreate.
     ///
     /// Covered: image, runtime, cmd, env, ports, volumes, network, user,
-    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree) and vcpus.
-    /// Not covered: the name (it is the instance's identity) and routes (the
-    /// edge's business, not the instance's).
+    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree), vcpus, and
+    /// kernel, initrd and append. Not covered: the name (it is the
+    /// instance's identity) and routes (the edge's business, not the
+    /// instance's).
     ///
     /// Stability: the digest is taken over an explicit canonical encoding,
     /// not over an in-memory layout or a map's iteration order: a JSON array
     /// whose first element is the encoding's version tag, then each field in
     /// the fixed order above; env as `[key, value]` pairs sorted by key;
     /// ports and volumes in their canonical text forms, in definition order;
-    /// unset options as `null`. The same definition therefore gives the same
-    /// digest in every process and every version of MCP. Changing the
-    /// encoding means a new version tag (and every instance recreated once).
+    /// unset options as `null`. The kernel boot fields, added later, are
+    /// appended only when one of them is set, as one more element
+    /// `["kernel", kernel, initrd, append]`, so a component without them
+    /// keeps the digest earlier versions gave it (no recreate on upgrade).
+    /// The same definition therefore gives the same digest in every process
+    /// and every version of MCP. Changing the encoding means a new version
+    /// tag (and every instance recreated once).
     pub fn spec_hash(&self) -> String {
-        let canonical = serde_json::json!([
+        let mut canonical = serde_json::json!([
             "mcp-spec-hash/v1",
             self.image,
             self.runtime.as_str(),
@@ -348,6 +376,15 @@ impl ComponentDef {
             self.memory.as_ref().map(Memory::bytes),
             self.vcpus,
         ]);
+        let kernel_boot = self.kernel.is_some() || self.initrd.is_some() || self.append.is_some();
+        if kernel_boot && let Some(fields) = canonical.as_array_mut() {
+            fields.push(serde_json::json!([
+                "kernel",
+                self.kernel,
+                self.initrd,
+                self.append,
+            ]));
+        }
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
 }

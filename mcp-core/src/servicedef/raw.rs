@@ -113,6 +113,9 @@ pub(crate) struct RawComponent {
     pub memory: Option<L<MemoryValue>>,
     pub vcpus: Option<L<i64>>,
     pub routes: Vec<RawRoute>,
+    pub kernel: Option<L<String>>,
+    pub initrd: Option<L<String>>,
+    pub append: Option<L<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +129,7 @@ pub(crate) struct RawRoute {
 const SERVICE_KEYS: &[&str] = &["name", "active", "node", "tier", "components"];
 const COMPONENT_KEYS: &[&str] = &[
     "name", "image", "runtime", "cmd", "env", "ports", "volumes", "network", "user", "restart",
-    "memory", "vcpus", "routes",
+    "memory", "vcpus", "routes", "kernel", "initrd", "append",
 ];
 const ROUTE_KEYS: &[&str] = &["hostname", "port", "public"];
 
@@ -322,6 +325,9 @@ impl TomlReader {
             memory: None,
             vcpus: None,
             routes: Vec::new(),
+            kernel: None,
+            initrd: None,
+            append: None,
         };
         for entry @ (key, value) in table.iter() {
             match key.get_ref().as_ref() {
@@ -358,6 +364,9 @@ impl TomlReader {
                     }
                 }
                 "vcpus" => c.vcpus = self.integer("vcpus", value),
+                "kernel" => c.kernel = self.string("kernel", value),
+                "initrd" => c.initrd = self.string("initrd", value),
+                "append" => c.append = self.string("append", value),
                 "routes" => {
                     for (loc, table) in self.tables("routes", value) {
                         let route = self.route(loc, table);
@@ -411,7 +420,8 @@ impl TomlReader {
 }
 
 /// Reads a request's `ServiceSpec` into the raw model. Empty strings (and a
-/// zero `vcpus`) are proto3's "not set".
+/// zero `vcpus`) are proto3's "not set"; `image` is required, so an empty one
+/// is kept (and rejected) unless `kernel` is set, which makes it optional.
 pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
     let at = |path: String| Loc::Field(path);
     let some = |value: &str, path: String| L {
@@ -431,7 +441,11 @@ pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
             RawComponent {
                 loc: at(format!("components[{i}]")),
                 name: Some(some(&c.name, p("name"))),
-                image: Some(some(&c.image, p("image"))),
+                image: if c.kernel.is_empty() {
+                    Some(some(&c.image, p("image")))
+                } else {
+                    optional(&c.image, p("image"))
+                },
                 runtime: optional(&c.runtime, p("runtime")),
                 cmd: c.cmd.clone(),
                 env: env
@@ -481,6 +495,9 @@ pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
                         }
                     })
                     .collect(),
+                kernel: optional(&c.kernel, p("kernel")),
+                initrd: optional(&c.initrd, p("initrd")),
+                append: optional(&c.append, p("append")),
             }
         })
         .collect();

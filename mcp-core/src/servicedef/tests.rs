@@ -246,6 +246,92 @@ const BAD: &[(&str, usize, usize, &str)] = &[
         11,
         "invalid runtime \"docker\": expected \"container\" or \"unikernel\"",
     ),
+    // Direct kernel boot.
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nkernel = \"vmlinuz\"\n",
+        5,
+        10,
+        "\"kernel\" is only for unikernel components (runtime \"unikernel\")",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nruntime = \"container\"\ninitrd = \"initrd.img\"\n",
+        6,
+        10,
+        "\"initrd\" is only for unikernel components",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nappend = \"quiet\"\n",
+        5,
+        10,
+        "\"append\" is only for unikernel components",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"vm.img\"\nruntime = \"unikernel\"\ninitrd = \"initrd.img\"\n",
+        6,
+        10,
+        "\"initrd\" needs \"kernel\": it is only used when booting a kernel directly",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"vm.img\"\nruntime = \"unikernel\"\nappend = \"console=ttyS0\"\n",
+        6,
+        10,
+        "\"append\" needs \"kernel\"",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = \"\"\n",
+        5,
+        10,
+        "invalid kernel \"\": must not be empty",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = \"/boot/my kernel\"\n",
+        5,
+        10,
+        "invalid kernel \"/boot/my kernel\": must not contain whitespace",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = \"k\"\ninitrd = \"\"\n",
+        6,
+        10,
+        "invalid initrd \"\": must not be empty",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = \"k\"\nappend = \"\"\n",
+        6,
+        10,
+        "invalid append \"\": must not be empty",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = \"k\"\nimage = \"\"\n",
+        6,
+        9,
+        "image must not be empty (leave it out to boot the kernel without a disk)",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\n",
+        2,
+        1,
+        "component \"b\" is missing required key \"image\" (or \"kernel\" to boot a kernel directly)",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernel = 5\n",
+        5,
+        10,
+        "invalid type for \"kernel\": expected a string, found an integer",
+    ),
+    (
+        // An invalid runtime is the problem, not the kernel on its fallback.
+        "name = \"a\"\n[[components]]\nname = \"b\"\nkernel = \"k\"\nruntime = \"vm\"\n",
+        5,
+        11,
+        "invalid runtime \"vm\"",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nkernal = \"k\"\n",
+        5,
+        1,
+        "unknown key \"kernal\" in a component; expected one of: name, image, runtime, cmd, env, ports, volumes, network, user, restart, memory, vcpus, routes, kernel, initrd, append",
+    ),
     // Ports.
     (
         "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nports = [\"80:80\", \"8080:abc\"]\n",
@@ -575,6 +661,260 @@ fn spec_hash_is_stable_and_covers_the_instance() {
     }
 }
 
+/// Spec hashes recorded before `kernel`, `initrd` and `append` existed: a
+/// component that sets none of them must keep its digest, or upgrading MCP
+/// would recreate it.
+const PINNED_BEFORE_KERNEL_BOOT: &[(&str, &str)] = &[
+    (
+        "name = \"m\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n",
+        "fc558105bb751af3b60195f0b94c20c92fcb661a990aff4bb077027a4859aba1",
+    ),
+    (
+        "name = \"v\"\n[[components]]\nname = \"vm\"\nimage = \"vault.img\"\nruntime = \"unikernel\"\nmemory = \"1G\"\nvcpus = 2\n",
+        "f069d33160dd52707b21b24801b10a7865bdf62cf7081729453fa78a2f70d4fc",
+    ),
+];
+
+#[test]
+fn spec_hash_without_kernel_boot_is_unchanged() {
+    assert_eq!(ok(FULL).components[0].spec_hash(), PINNED_FULL_HASH);
+    for (src, pinned) in PINNED_BEFORE_KERNEL_BOOT {
+        assert_eq!(ok(src).components[0].spec_hash(), *pinned, "{src}");
+    }
+    // And it survives a JSON round trip through storage (no new keys).
+    let c = &ok(PINNED_BEFORE_KERNEL_BOOT[1].0).components[0];
+    let json = serde_json::to_string(c).expect("serialize");
+    for key in ["\"kernel\"", "\"initrd\"", "\"append\""] {
+        assert!(!json.contains(key), "{json}");
+    }
+}
+
+#[test]
+fn spec_hash_covers_kernel_boot() {
+    let def = ok(KERNEL_VM);
+    let vm = &def.components[0];
+    let hash = vm.spec_hash();
+    let changes: Vec<fn(&mut ComponentDef)> = vec![
+        |c| c.kernel = Some("other".into()),
+        |c| c.initrd = None,
+        |c| c.initrd = Some("other.img".into()),
+        |c| c.append = None,
+        |c| c.append = Some("console=ttyS0 quiet".into()),
+        |c| c.image.clear(),
+    ];
+    for (i, change) in changes.into_iter().enumerate() {
+        let mut c = vm.clone();
+        change(&mut c);
+        assert_ne!(c.spec_hash(), hash, "change {i} must change the hash");
+    }
+    // Taking the kernel away (booting the disk instead) changes it too.
+    let mut disk = vm.clone();
+    (disk.kernel, disk.initrd, disk.append, disk.image) = (None, None, None, "vm.img".into());
+    let mut with_kernel = disk.clone();
+    with_kernel.kernel = Some("vmlinuz".into());
+    assert_ne!(disk.spec_hash(), with_kernel.spec_hash());
+    // Fields do not run into each other.
+    let mut a = vm.clone();
+    (a.initrd, a.append) = (Some("x".into()), None);
+    let mut b = vm.clone();
+    (b.initrd, b.append) = (None, Some("x".into()));
+    assert_ne!(a.spec_hash(), b.spec_hash());
+}
+
+/// A unikernel booting a kernel directly, with an initrd, a command line
+/// and an extra disk.
+const KERNEL_VM: &str = r#"name = "vm"
+
+[[components]]
+name    = "app"
+runtime = "unikernel"
+kernel  = "kernel/vmlinuz"
+initrd  = "/srv/vm/initrd.img"
+append  = "console=ttyS0 root=/dev/vda rw"
+image   = "data.img"
+memory  = "512M"
+vcpus   = 2
+ports   = ["127.0.0.1:8080:80"]
+"#;
+
+#[test]
+fn parses_a_kernel_boot_unikernel() {
+    let def = ok(KERNEL_VM);
+    let c = &def.components[0];
+    assert_eq!(c.runtime, RuntimeKind::Unikernel);
+    assert_eq!(c.kernel.as_deref(), Some("kernel/vmlinuz"));
+    assert_eq!(c.initrd.as_deref(), Some("/srv/vm/initrd.img"));
+    assert_eq!(c.append.as_deref(), Some("console=ttyS0 root=/dev/vda rw"));
+    assert_eq!(c.image, "data.img");
+
+    // The instance boots the kernel, paths as written; the image is the disk.
+    let spec = c.instance_spec(&def.name);
+    assert_eq!(spec.name, "vm-app");
+    assert_eq!(spec.image, "data.img");
+    assert_eq!(
+        spec.kernel,
+        Some(mcp_runtime::KernelBoot {
+            kernel: "kernel/vmlinuz".into(),
+            initrd: Some("/srv/vm/initrd.img".into()),
+            append: Some("console=ttyS0 root=/dev/vda rw".into()),
+        })
+    );
+    assert_eq!(
+        spec.labels.get(mcp_runtime::labels::SPEC_HASH),
+        Some(&c.spec_hash())
+    );
+
+    // Without a disk and with only a kernel, image is empty and nothing else set.
+    let bare = ok(
+        "name = \"vm\"\n[[components]]\nname = \"app\"\nruntime = \"unikernel\"\nkernel = \"vmlinuz\"\n",
+    );
+    let c = &bare.components[0];
+    assert_eq!(
+        (c.image.as_str(), c.initrd.clone(), c.append.clone()),
+        ("", None, None)
+    );
+    let spec = c.instance_spec(&bare.name);
+    assert_eq!(spec.image, "");
+    assert_eq!(
+        spec.kernel,
+        Some(mcp_runtime::KernelBoot {
+            kernel: "vmlinuz".into(),
+            initrd: None,
+            append: None,
+        })
+    );
+
+    // Booting a disk image: no kernel in the instance.
+    let disk = ok(
+        "name = \"vm\"\n[[components]]\nname = \"app\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\n",
+    );
+    assert_eq!(disk.components[0].kernel, None);
+    assert_eq!(disk.components[0].instance_spec("vm").kernel, None);
+}
+
+#[test]
+fn kernel_boot_proto_round_trip() {
+    let def = ok(KERNEL_VM);
+    let spec = def.to_proto();
+    let c = &spec.components[0];
+    assert_eq!(
+        (c.kernel.as_str(), c.initrd.as_str(), c.append.as_str()),
+        (
+            "kernel/vmlinuz",
+            "/srv/vm/initrd.img",
+            "console=ttyS0 root=/dev/vda rw"
+        )
+    );
+    assert_eq!(ServiceDef::from_proto(&spec).ok(), Some(def.clone()));
+
+    // No disk: an empty image on the wire is "none" when there is a kernel.
+    let mut no_disk = def.clone();
+    no_disk.components[0].image.clear();
+    no_disk.components[0].initrd = None;
+    let spec = no_disk.to_proto();
+    assert_eq!(spec.components[0].image, "");
+    assert_eq!(spec.components[0].initrd, "");
+    assert_eq!(ServiceDef::from_proto(&spec).ok(), Some(no_disk));
+
+    // A container's proto has them empty, read back as unset.
+    let full = ok(FULL);
+    let spec = full.to_proto();
+    assert_eq!(spec.components[0].kernel, "");
+    assert_eq!(ServiceDef::from_proto(&spec).ok(), Some(full));
+}
+
+#[test]
+fn kernel_boot_proto_is_held_to_the_same_rules() {
+    let cases: Vec<(pb::ServiceSpec, &str)> = vec![
+        (
+            spec_with(|s| s.components[1].kernel = "vmlinuz".into()),
+            "components[1].kernel: \"kernel\" is only for unikernel components",
+        ),
+        (
+            spec_with(|s| {
+                s.components[1].runtime = "container".into();
+                s.components[1].append = "quiet".into();
+            }),
+            "components[1].append: \"append\" is only for unikernel components",
+        ),
+        (
+            spec_with(|s| {
+                s.components[1].runtime = "unikernel".into();
+                s.components[1].initrd = "initrd.img".into();
+            }),
+            "components[1].initrd: \"initrd\" needs \"kernel\"",
+        ),
+        (
+            spec_with(|s| {
+                s.components[1].runtime = "unikernel".into();
+                s.components[1].image.clear();
+            }),
+            "components[1].image: image must not be empty",
+        ),
+        (
+            spec_with(|s| {
+                s.components[1].runtime = "unikernel".into();
+                s.components[1].kernel = "my kernel".into();
+            }),
+            "components[1].kernel: invalid kernel \"my kernel\": must not contain whitespace",
+        ),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let err = ServiceDef::from_proto(&spec).expect_err(want);
+        assert!(
+            matches!(err, ServiceDefError::InvalidRequest { .. }),
+            "case {i}"
+        );
+        assert!(err.message().starts_with(want), "case {i}: {err}");
+    }
+    // A kernel without an image is fine on the wire as in a file.
+    let def = ServiceDef::from_proto(&spec_with(|s| {
+        let web = &mut s.components[1];
+        web.runtime = "unikernel".into();
+        web.image.clear();
+        web.kernel = "vmlinuz".into();
+        web.append = "console=ttyS0".into();
+    }))
+    .expect("valid");
+    let web = def.component("web").expect("web");
+    assert_eq!(
+        (
+            web.image.as_str(),
+            web.kernel.as_deref(),
+            web.initrd.as_deref(),
+            web.append.as_deref()
+        ),
+        ("", Some("vmlinuz"), None, Some("console=ttyS0"))
+    );
+}
+
+#[test]
+fn kernel_boot_to_toml_round_trip() {
+    let def = ok(KERNEL_VM);
+    let written = to_toml(&def);
+    assert!(
+        written.contains("kernel = \"kernel/vmlinuz\"\n"),
+        "{written}"
+    );
+    assert_eq!(ok(&written), def, "{written}");
+
+    // Without a disk, no image key is written, and it still parses back.
+    let mut no_disk = def.clone();
+    no_disk.components[0].image.clear();
+    no_disk.components[0].append = None;
+    let written = to_toml(&no_disk);
+    assert!(!written.contains("image"), "{written}");
+    assert!(!written.contains("append"), "{written}");
+    assert_eq!(ok(&written), no_disk, "{written}");
+    assert_eq!(
+        ok(&written).components[0].spec_hash(),
+        no_disk.components[0].spec_hash()
+    );
+
+    // Components without a kernel are written as before.
+    assert!(!to_toml(&ok(FULL)).contains("kernel"));
+}
+
 /// The spec hash of the SPEC example's `api` component.
 const PINNED_FULL_HASH: &str = "b33ba9161fcd2704919d5bd39579cb39d94cbeb07fd2b213acf10ac6d9d41233";
 
@@ -609,4 +949,11 @@ fn json_round_trip_and_old_json() {
     .expect("old json");
     assert_eq!(old.runtime, RuntimeKind::Container);
     assert_eq!(old.memory, None);
+    assert_eq!((old.kernel, old.initrd, old.append), (None, None, None));
+
+    // Kernel boot fields are stored and read back.
+    let vm = ok(KERNEL_VM).components[0].clone();
+    let json = serde_json::to_string(&vm).expect("serialize");
+    let back: ComponentDef = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, vm);
 }

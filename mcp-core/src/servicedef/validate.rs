@@ -155,22 +155,53 @@ impl Validator {
                 n.value
             }
         };
+        // Whether the runtime is known: an invalid one is reported, and the
+        // default it falls back to must not raise issues of its own.
+        let (runtime, runtime_known) = match &raw.runtime {
+            None => (RuntimeKind::default(), true),
+            Some(r) => match r.value.as_str() {
+                "container" => (RuntimeKind::Container, true),
+                "unikernel" => (RuntimeKind::Unikernel, true),
+                other => {
+                    self.issue(
+                        &r.loc,
+                        format!(
+                            "invalid runtime {other:?}: expected \"container\" or \"unikernel\""
+                        ),
+                    );
+                    (RuntimeKind::default(), false)
+                }
+            },
+        };
+        let kernel_boot = raw.kernel.is_some();
         let image = match raw.image {
+            // With a kernel, the image is an optional extra disk.
+            None if kernel_boot => String::new(),
             None => {
                 let which = if name.is_empty() {
                     String::from("component")
                 } else {
                     format!("component {name:?}")
                 };
+                let hint = if runtime == RuntimeKind::Unikernel {
+                    " (or \"kernel\" to boot a kernel directly)"
+                } else {
+                    ""
+                };
                 self.missing(
                     &raw.loc,
-                    format!("{which} is missing required key \"image\""),
+                    format!("{which} is missing required key \"image\"{hint}"),
                 );
                 String::new()
             }
             Some(image) => {
                 if image.value.trim().is_empty() {
-                    self.issue(&image.loc, "image must not be empty");
+                    let hint = if kernel_boot {
+                        " (leave it out to boot the kernel without a disk)"
+                    } else {
+                        ""
+                    };
+                    self.issue(&image.loc, format!("image must not be empty{hint}"));
                 } else if image.value.chars().any(char::is_whitespace) {
                     self.issue(
                         &image.loc,
@@ -183,23 +214,6 @@ impl Validator {
                 image.value
             }
         };
-        let runtime = match raw.runtime {
-            None => RuntimeKind::default(),
-            Some(r) => match r.value.as_str() {
-                "container" => RuntimeKind::Container,
-                "unikernel" => RuntimeKind::Unikernel,
-                other => {
-                    self.issue(
-                        &r.loc,
-                        format!(
-                            "invalid runtime {other:?}: expected \"container\" or \"unikernel\""
-                        ),
-                    );
-                    RuntimeKind::default()
-                }
-            },
-        };
-
         let mut env = BTreeMap::new();
         for (key, value) in raw.env {
             if !is_env_key(&key.value) {
@@ -295,6 +309,8 @@ impl Validator {
             }
         });
         let routes = raw.routes.into_iter().map(|r| self.route(r)).collect();
+        let (kernel, initrd, append) =
+            self.kernel_boot(runtime, runtime_known, raw.kernel, raw.initrd, raw.append);
 
         ComponentDef {
             name,
@@ -310,7 +326,63 @@ impl Validator {
             memory,
             vcpus,
             routes,
+            kernel,
+            initrd,
+            append,
         }
+    }
+
+    /// Checks `kernel`, `initrd` and `append`: only for a unikernel, the
+    /// latter two only with a kernel, none empty (paths without whitespace).
+    fn kernel_boot(
+        &mut self,
+        runtime: RuntimeKind,
+        runtime_known: bool,
+        kernel: Option<L<String>>,
+        initrd: Option<L<String>>,
+        append: Option<L<String>>,
+    ) -> (Option<String>, Option<String>, Option<String>) {
+        let keys = [
+            ("kernel", &kernel),
+            ("initrd", &initrd),
+            ("append", &append),
+        ];
+        match runtime {
+            RuntimeKind::Container if runtime_known => {
+                for (key, value) in keys {
+                    if let Some(v) = value {
+                        self.issue(
+                            &v.loc,
+                            format!(
+                                "{key:?} is only for unikernel components (runtime \"unikernel\")"
+                            ),
+                        );
+                    }
+                }
+            }
+            RuntimeKind::Unikernel if kernel.is_none() => {
+                for (key, value) in &keys[1..] {
+                    if let Some(v) = value {
+                        self.issue(
+                            &v.loc,
+                            format!(
+                                "{key:?} needs \"kernel\": it is only used when booting a kernel directly"
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+        let kernel = self.word("kernel", kernel);
+        let initrd = self.word("initrd", initrd);
+        let append = append.map(|a| {
+            if a.value.is_empty() {
+                self.issue(&a.loc, "invalid append \"\": must not be empty");
+            }
+            a.value
+        });
+        (kernel, initrd, append)
     }
 
     fn route(&mut self, raw: RawRoute) -> RouteDef {

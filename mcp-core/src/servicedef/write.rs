@@ -30,9 +30,21 @@ pub fn to_toml(def: &ServiceDef) -> String {
     for c in &def.components {
         let mut t = Table::new();
         t["name"] = value(c.name.as_str());
-        t["image"] = value(c.image.as_str());
+        // Empty only with a kernel: no extra disk, so no `image` key.
+        if !c.image.is_empty() || c.kernel.is_none() {
+            t["image"] = value(c.image.as_str());
+        }
         if c.runtime == RuntimeKind::Unikernel {
             t["runtime"] = value("unikernel");
+        }
+        for (key, v) in [
+            ("kernel", &c.kernel),
+            ("initrd", &c.initrd),
+            ("append", &c.append),
+        ] {
+            if let Some(v) = v {
+                t[key] = value(v.as_str());
+            }
         }
         if !c.cmd.is_empty() {
             t["cmd"] = value(strings(c.cmd.iter().map(String::as_str)));

@@ -48,7 +48,7 @@ use self::vm::{ResolvedAccel, VmDir, VmRecord};
 use crate::spec::{InstanceDetails, LogChunk, LogStreamKind};
 use crate::{
     EventStream, InstanceInfo, InstanceSpec, InstanceState, LogOptions, LogStream, Runtime,
-    RuntimeError, RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
+    RuntimeError, RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion, VmSupport,
 };
 
 /// How long one QMP exchange may take.
@@ -444,6 +444,21 @@ impl Qemu {
 impl Runtime for Qemu {
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Unikernel
+    }
+
+    /// The binary and the accelerator. For `auto`, KVM is probed when the
+    /// first VM starts (the probe takes seconds on a host whose KVM crawls,
+    /// too long for a query); until then the accelerator reads `auto`.
+    async fn vm_support(&self) -> Option<VmSupport> {
+        let accel = match self.config.accel {
+            Accel::Kvm => ResolvedAccel::Kvm.as_str(),
+            Accel::Tcg => ResolvedAccel::Tcg.as_str(),
+            Accel::Auto => self.accel.get().map_or("auto", |a| a.as_str()),
+        };
+        Some(VmSupport {
+            qemu: self.config.qemu.display().to_string(),
+            accel: accel.to_string(),
+        })
     }
 
     /// Runs `qemu-system-x86_64 --version`; `api_version` is `qmp`.
