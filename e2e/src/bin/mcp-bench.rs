@@ -632,6 +632,149 @@ impl FilesFigures {
     }
 }
 
+/// What the VM measurements found.
+struct VmFigures {
+    deploy_to_serial: f64,
+    by_hand: f64,
+    rss_per_vm_kb: u64,
+}
+
+/// Seconds until `path` holds a complete first line (or `timeout`).
+fn first_serial_line(path: &std::path::Path, start: Instant, timeout: Duration) -> f64 {
+    loop {
+        if std::fs::read(path).is_ok_and(|b| b.contains(&b'\n')) {
+            return start.elapsed().as_secs_f64();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no serial output in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Deploy-to-first-serial-line of the test guest through the agent (TCG)
+/// against the same QEMU command line started by hand, over `rounds`; then
+/// the agent's RSS per running VM.
+fn measure_vms(node: &mut Node, rounds: usize) -> VmFigures {
+    let env =
+        |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run make bench"));
+    let (qemu, kernel, initrd) = (
+        env("MCP_TEST_QEMU"),
+        env("MCP_TEST_KERNEL"),
+        env("MCP_TEST_INITRD"),
+    );
+    let state_dir = node.dir.path().join("vms");
+    let images = std::path::Path::new(&kernel)
+        .parent()
+        .expect("images dir")
+        .to_path_buf();
+    node.stop_agent();
+    let config = node.dir.path().join("agent.toml");
+    let mut text = std::fs::read_to_string(&config).expect("agent.toml");
+    text.push_str(&format!(
+        "\n[unikernel]\nqemu = \"{qemu}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\nimages_dirs = [\"{}\"]\n",
+        state_dir.display(),
+        images.display()
+    ));
+    std::fs::write(&config, text).expect("agent.toml");
+    node.start_agent();
+    let def = |service: &str| {
+        format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1\"\nmemory = \"256M\"\n"
+        )
+    };
+    let hand_dir = tempfile::tempdir_in(node.dir.path()).expect("tempdir");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let run_ours = |node: &mut Node| {
+            let service = unique("bench-vm");
+            node.write_service(&service, &def(&service));
+            let vm_dir = state_dir.join(format!("{service}-vm"));
+            let start = Instant::now();
+            let out = mcp(node, &["deploy", &service]).output().expect("deploy");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let t = first_serial_line(&vm_dir.join("serial.log"), start, Duration::from_secs(60));
+            // The same command line, for the hand-run side.
+            let pid = std::fs::read_to_string(vm_dir.join("pid")).expect("pidfile");
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("cmdline");
+            let _ = mcp(node, &["remove", &service]).output();
+            (t, cmdline, vm_dir)
+        };
+        let run_theirs = |cmdline: &[u8], vm_dir: &std::path::Path| {
+            // QEMU's own argv with the VM's state paths moved to a fresh dir.
+            let _ = std::fs::remove_dir_all(hand_dir.path());
+            std::fs::create_dir_all(hand_dir.path()).expect("mkdir");
+            let from = vm_dir.display().to_string();
+            let to = hand_dir.path().display().to_string();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .skip(1)
+                .map(|a| String::from_utf8_lossy(a).replace(&from, &to))
+                .collect();
+            let start = Instant::now();
+            let st = Command::new(&qemu).args(&args).status().expect("qemu");
+            assert!(st.success(), "qemu by hand failed");
+            let t = first_serial_line(
+                &hand_dir.path().join("serial.log"),
+                start,
+                Duration::from_secs(60),
+            );
+            if let Ok(pid) = std::fs::read_to_string(hand_dir.path().join("pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+            t
+        };
+        // Alternate which goes first.
+        let (t, h) = if round % 2 == 0 {
+            let (t, cmdline, vm_dir) = run_ours(node);
+            (t, run_theirs(&cmdline, &vm_dir))
+        } else {
+            // The hand run needs an argv: take it from a deploy first, then
+            // time the hand run before the measured deploy.
+            let (_, cmdline, vm_dir) = run_ours(node);
+            let h = run_theirs(&cmdline, &vm_dir);
+            let (t, _, _) = run_ours(node);
+            (t, h)
+        };
+        ours.push(t);
+        theirs.push(h);
+    }
+    // Memory: the agent with three VMs running against none.
+    let pid = node.agent_pid().expect("agent pid");
+    let before = rss_kb(pid);
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        let service = unique("bench-vm");
+        node.write_service(&service, &def(&service));
+        let out = mcp(node, &["deploy", &service]).output().expect("deploy");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        services.push(service);
+    }
+    for _ in 0..5 {
+        let _ = mcp(node, &["status"]).output();
+    }
+    let after = rss_kb(pid);
+    for s in &services {
+        let _ = mcp(node, &["remove", s]).output();
+    }
+    VmFigures {
+        deploy_to_serial: median(ours),
+        by_hand: median(theirs),
+        rss_per_vm_kb: after.saturating_sub(before) / 3,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let write = args
@@ -657,6 +800,17 @@ fn main() {
                 b * 1e6
             );
         }
+        return;
+    }
+    if args.iter().any(|a| a == "--vm-only") {
+        let v = measure_vms(&mut node, 5);
+        println!(
+            "deploy to first serial line: {:.3} s vs qemu by hand {:.3} s: {:.2}x; agent RSS per VM {:.0} kB",
+            v.deploy_to_serial,
+            v.by_hand,
+            v.deploy_to_serial / v.by_hand,
+            v.rss_per_vm_kb
+        );
         return;
     }
     if args.iter().any(|a| a == "--files-only") {
