@@ -161,6 +161,60 @@ cmd = ["sleep", "3600"]
         assert!(err.contains(why), "{image}: {err}");
         assert!(!state_dir.join(format!("{bad}-vm")).exists());
     }
+
+    // Memory below what a VM can boot with, a host port already taken, a
+    // corrupt kernel: clear errors, no VM left running or recorded.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let garbage = node.dir.path().join("garbage");
+    std::fs::write(&garbage, vec![0x5a; 4096]).expect("write");
+    node.mcp(&[
+        "push",
+        &service,
+        garbage.to_str().expect("utf-8"),
+        "vm/garbage",
+    ])
+    .success();
+    for (extra, why) in [
+        ("memory = \"16M\"", "below the minimum"),
+        (
+            &*format!("ports = [\"127.0.0.1:{taken_port}:8080\"]"),
+            "already in use",
+        ),
+        ("kernel = \"vm/garbage\"", "qemu"),
+    ] {
+        let bad = unique("badvm");
+        node.mcp(&["push", &bad, &require("MCP_TEST_DISK"), "vm/disk.raw"])
+            .success();
+        if extra.starts_with("kernel") {
+            node.mcp(&["push", &bad, garbage.to_str().expect("utf-8"), "vm/garbage"])
+                .success();
+        }
+        node.write_service(
+            &bad,
+            &format!(
+                "name = \"{bad}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"vm/disk.raw\"\n{extra}\n"
+            ),
+        );
+        let err = node.mcp(&["deploy", &bad]).failure();
+        assert!(err.to_lowercase().contains(why), "{extra}: {err}");
+        let status = node.mcp_json(&["status"]);
+        assert!(
+            !status.to_string().contains(&format!("\"{bad}-vm\"")) || {
+                let c = status["nodes"][0]["components"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|c| c["service"] == bad.as_str()).cloned())
+                    .unwrap_or_default();
+                c["observed_state"] != "running"
+            },
+            "{extra}: {status}"
+        );
+        let running = std::fs::read_to_string(state_dir.join(format!("{bad}-vm")).join("pid"))
+            .ok()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{}", pid.trim())).exists());
+        assert!(running.is_none(), "{extra}: a qemu was left running");
+    }
+    drop(taken);
 }
 
 #[test]

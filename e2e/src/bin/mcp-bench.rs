@@ -925,6 +925,16 @@ fn main() {
     rows.extend(files.rows());
     let monitor = measure_monitor(&mut node, &mut services);
     rows.push(monitor.sweep_row());
+    let vms = measure_vms(&mut node, 5);
+    rows.push(Row {
+        name: "deploy a VM to its first serial line (TCG)",
+        mcp: vms.deploy_to_serial,
+        other: vms.by_hand,
+        other_name: "the same qemu command by hand",
+        unit: "s",
+        target: "<= 1.1x",
+        paired_ratio: None,
+    });
     for s in &services {
         let _ = mcp(&node, &["remove", s]).output();
     }
@@ -947,6 +957,10 @@ fn main() {
     table.push_str(&format!(
         "| agent RSS growth during the 1 GiB transfers | {:.1} MB | | | | <= 32 MB |\n",
         files.rss_growth_kb as f64 / 1024.0
+    ));
+    table.push_str(&format!(
+        "| agent RSS per running VM | {:.0} kB | | | | |\n",
+        vms.rss_per_vm_kb
     ));
     table.push_str(&format!(
         "| monitor sweep CPU, the agent's part | {:.3} ms | | | | |\n",

@@ -771,8 +771,17 @@ impl Reconciler {
             .vm_files
             .resolve_spec(service, &def.name, def.instance_spec(service))?;
         let name = spec.name.clone();
-        self.resolve_leftover(&name).await?;
-        let current = self.runtime.inspect(&name).await?;
+        // Both looked up at once; a leftover of an interrupted deploy (rare)
+        // is resolved first and the instance looked up again.
+        let staged = format!("{name}{STAGED_SUFFIX}");
+        let (leftover, current) =
+            tokio::join!(self.runtime.inspect(&staged), self.runtime.inspect(&name));
+        let current = if leftover?.is_some() {
+            self.resolve_leftover(&name).await?;
+            self.runtime.inspect(&name).await?
+        } else {
+            current?
+        };
         let hash = def.spec_hash();
         // An adopted instance carries no labels: the registry vouches for it
         // by id, with the hash of the definition recorded at adoption.
