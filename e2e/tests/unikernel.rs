@@ -119,12 +119,15 @@ cmd = ["sleep", "3600"]
         "a redeploy replaced something: {plan}"
     );
 
-    // QEMU dies behind the agent's back: drift, from the VM runtime's events.
+    // QEMU dies while the agent is down: the restarted agent reports it as
+    // drift (and alerts, like any drift).
+    node.stop_agent();
     let status = std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()
         .expect("kill");
     assert!(status.success());
+    node.start_agent();
     let drift = wait_for(Duration::from_secs(15), || {
         let v = node.mcp_json(&["events", "--service", &service]);
         v["nodes"][0]["events"].as_array().and_then(|a| {
@@ -136,6 +139,42 @@ cmd = ["sleep", "3600"]
     assert!(
         drift.is_some(),
         "no drift for the dead VM:\n{}",
+        node.agent_log()
+    );
+
+    // Started again, then killed while the agent watches: drift again, from
+    // the VM runtime's events.
+    node.mcp(&["start", &service]).success();
+    let cleared = wait_for(Duration::from_secs(15), || {
+        let v = node.mcp_json(&["events", "--service", &service]);
+        v["nodes"][0]["events"].as_array().and_then(|a| {
+            a.iter()
+                .find(|e| e["component"] == "vm" && e["kind"] == "drift-cleared")
+                .cloned()
+        })
+    });
+    assert!(
+        cleared.is_some(),
+        "the restarted VM did not clear its drift"
+    );
+    let pid = std::fs::read_to_string(state_dir.join(&vm_name).join("pid")).expect("pidfile");
+    let status = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let second = wait_for(Duration::from_secs(15), || {
+        let v = node.mcp_json(&["events", "--service", &service]);
+        let n = v["nodes"][0]["events"].as_array().map_or(0, |a| {
+            a.iter()
+                .filter(|e| e["component"] == "vm" && e["kind"] == "drift:stopped")
+                .count()
+        });
+        (n >= 2).then_some(())
+    });
+    assert!(
+        second.is_some(),
+        "no drift for the VM killed under the agent:\n{}",
         node.agent_log()
     );
 
