@@ -313,6 +313,17 @@ impl Node {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// Restarts the agent with its configuration (`agent.toml`) edited by
+    /// `edit`.
+    pub fn reconfigure(&mut self, edit: impl FnOnce(&mut String)) {
+        self.stop_agent();
+        let path = self.dir.path().join("agent.toml");
+        let mut text = std::fs::read_to_string(&path).expect("read agent.toml");
+        edit(&mut text);
+        std::fs::write(&path, text).expect("write agent.toml");
+        self.start_agent();
+    }
+
     /// Stops the agent with SIGTERM and waits for it.
     pub fn stop_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {

@@ -217,12 +217,7 @@ fn push_pull_ls_rm_through_the_cli() {
 fn a_failed_push_leaves_the_old_file_and_no_temporary_files() {
     let mut node = Node::start();
     // A size limit of 1 MiB.
-    node.stop_agent();
-    let config = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&config).expect("agent.toml");
-    text.push_str("\n[files]\nmax_file_size = \"1M\"\n");
-    std::fs::write(&config, text).expect("agent.toml");
-    node.start_agent();
+    node.reconfigure(|text| text.push_str("\n[files]\nmax_file_size = \"1M\"\n"));
 
     let service = unique("atomic");
     let dir = srv(&node, &service);

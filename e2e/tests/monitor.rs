@@ -26,12 +26,7 @@ restart = "no"
 
 /// Restarts the node's agent with `[monitor]` keys added to its configuration.
 fn configure_monitor(node: &mut Node, keys: &str) {
-    node.stop_agent();
-    let path = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&path).expect("agent.toml");
-    text.push_str(&format!("\n[monitor]\n{keys}\n"));
-    std::fs::write(&path, text).expect("write agent.toml");
-    node.start_agent();
+    node.reconfigure(|text| text.push_str(&format!("\n[monitor]\n{keys}\n")));
 }
 
 /// An alert program that appends its arguments and some of its environment

@@ -148,11 +148,7 @@ fn roles_token_sources_and_clear_errors() {
 #[test]
 fn plaintext_only_when_asked_and_then_with_a_warning() {
     let mut node = Node::start();
-    node.stop_agent();
-    let agent_toml = node.dir.path().join("agent.toml");
-    let text = std::fs::read_to_string(&agent_toml).expect("read");
-    std::fs::write(&agent_toml, format!("{text}insecure = true\n")).expect("write");
-    node.start_agent();
+    node.reconfigure(|text| text.push_str("insecure = true\n"));
     // A CLI that expects TLS fails clearly...
     let err = node.mcp(&["list"]).failure();
     assert!(err.contains("TLS"), "{err}");

@@ -11,25 +11,31 @@ fn require(var: &str) -> String {
     })
 }
 
-/// Restarts the node's agent with the QEMU runtime configured (TCG).
-fn enable_vms(node: &mut Node) -> std::path::PathBuf {
-    let state_dir = node.dir.path().join("vms");
-    node.stop_agent();
-    let path = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&path).expect("agent.toml");
+/// The node's VM state directory.
+fn state_dir(node: &Node) -> std::path::PathBuf {
+    node.dir.path().join("vms")
+}
+
+/// The agent configuration of the QEMU runtime (TCG), with the test
+/// guest's directory as an images dir.
+fn vm_config(node: &Node) -> String {
     let images = std::path::Path::new(&require("MCP_TEST_DISK"))
         .parent()
         .expect("the test disk's directory")
         .to_path_buf();
-    text.push_str(&format!(
+    format!(
         "\n[unikernel]\nqemu = \"{}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\nimages_dirs = [\"{}\"]\n",
         require("MCP_TEST_QEMU"),
-        state_dir.display(),
+        state_dir(node).display(),
         images.display()
-    ));
-    std::fs::write(&path, text).expect("agent.toml");
-    node.start_agent();
-    state_dir
+    )
+}
+
+/// Restarts the node's agent with the QEMU runtime configured.
+fn enable_vms(node: &mut Node) -> std::path::PathBuf {
+    let vms = vm_config(node);
+    node.reconfigure(|text| text.push_str(&vms));
+    state_dir(node)
 }
 
 fn component<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -259,12 +265,9 @@ cmd = ["sleep", "3600"]
 #[test]
 fn a_node_without_qemu_refuses_unikernels_before_changing_anything() {
     let mut node = Node::start();
-    node.stop_agent();
-    let path = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&path).expect("agent.toml");
-    text.push_str("\n[unikernel]\nqemu = \"/nonexistent/qemu-system-x86_64\"\n");
-    std::fs::write(&path, text).expect("agent.toml");
-    node.start_agent();
+    node.reconfigure(|text| {
+        text.push_str("\n[unikernel]\nqemu = \"/nonexistent/qemu-system-x86_64\"\n")
+    });
 
     let info = node.mcp_json(&["node", "info"]);
     assert_eq!(info["nodes"][0]["unikernels"], false, "{info}");
@@ -296,14 +299,11 @@ fn a_kernel_boot_guest_serves_its_port_and_powers_off_on_stop() {
     let mut node = Node::start();
     // The guest needs more than the harness's one-second stop timeout to
     // answer the power button under TCG.
-    let path = node.dir.path().join("agent.toml");
-    let text = std::fs::read_to_string(&path).expect("agent.toml");
-    std::fs::write(
-        &path,
-        text.replace("stop_timeout = 1\n", "stop_timeout = 30\n"),
-    )
-    .expect("agent.toml");
-    enable_vms(&mut node);
+    let vms = vm_config(&node);
+    node.reconfigure(|text| {
+        *text = text.replace("stop_timeout = 1\n", "stop_timeout = 30\n");
+        text.push_str(&vms);
+    });
     let service = unique("guest");
     let port = mcp_e2e::free_port();
     node.write_service(

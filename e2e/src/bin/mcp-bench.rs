@@ -255,15 +255,12 @@ fn podman_ps_cpu() -> f64 {
 /// Restarts the node's agent with a monitor that sweeps every second and
 /// runs `script` for every alert (no rate limit in the way of the trials).
 fn enable_monitor(node: &mut Node, script: &std::path::Path) {
-    node.stop_agent();
-    let path = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&path).expect("agent.toml");
-    text.push_str(&format!(
-        "\n[monitor]\ninterval = 1\nalert_command = [\"{}\"]\nalert_cooldown = 1\nalert_burst = 1000\n",
-        script.display()
-    ));
-    std::fs::write(&path, text).expect("agent.toml");
-    node.start_agent();
+    node.reconfigure(|text| {
+        text.push_str(&format!(
+            "\n[monitor]\ninterval = 1\nalert_command = [\"{}\"]\nalert_cooldown = 1\nalert_burst = 1000\n",
+            script.display()
+        ))
+    });
 }
 
 /// Seconds from `podman kill` of a managed container until the alert
@@ -670,16 +667,13 @@ fn measure_vms(node: &mut Node, rounds: usize) -> VmFigures {
         .parent()
         .expect("images dir")
         .to_path_buf();
-    node.stop_agent();
-    let config = node.dir.path().join("agent.toml");
-    let mut text = std::fs::read_to_string(&config).expect("agent.toml");
-    text.push_str(&format!(
-        "\n[unikernel]\nqemu = \"{qemu}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\nimages_dirs = [\"{}\"]\n",
-        state_dir.display(),
-        images.display()
-    ));
-    std::fs::write(&config, text).expect("agent.toml");
-    node.start_agent();
+    node.reconfigure(|text| {
+        text.push_str(&format!(
+            "\n[unikernel]\nqemu = \"{qemu}\"\naccel = \"tcg\"\nstate_dir = \"{}\"\nimages_dirs = [\"{}\"]\n",
+            state_dir.display(),
+            images.display()
+        ))
+    });
     let def = |service: &str| {
         format!(
             "name = \"{service}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\nappend = \"console=ttyS0 panic=-1\"\nmemory = \"256M\"\n"
