@@ -345,7 +345,7 @@ fn every_drift_kind_comes_from_podman_events_and_survives_a_podman_restart() {
 [[components]]
 name = "crash"
 image = "{image}"
-cmd = ["/bin/sh", "-c", "while [ ! -f /tmp/crash ]; do sleep 0.1; done; busybox rm /tmp/crash; exit 3"]
+cmd = ["/bin/sh", "-c", "while [ ! -f /tmp/crash ]; do sleep 0.1; done; sleep 1; busybox rm /tmp/crash; exit 3"]
 restart = "always"
 "#,
         def(&service, &node.env.image_v1),
@@ -357,6 +357,8 @@ restart = "always"
     let crash = format!("{service}-crash");
 
     // A crash that podman's restart policy repairs at once is not drift.
+    // (The container exits a second after the file appears, so that the
+    // `podman exec` creating it has collected its own exit code by then.)
     podman_cli(&["exec", &crash, "busybox", "touch", "/tmp/crash"]);
     wait_for(Duration::from_secs(10), || {
         (podman_cli(&["inspect", "-f", "{{.RestartCount}}", &crash]) != "0").then_some(())
