@@ -6,7 +6,7 @@ CARGO      ?= cargo
 ENV_DIR    ?= $(CURDIR)/.test-env
 TEST_ENV    = $(ENV_DIR)/env
 
-.PHONY: all build test test-env lint fmt proto mcp mcp-agent demo demo-down bench clean
+.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent demo demo-down bench clean
 
 all: lint test build
 
@@ -28,8 +28,26 @@ proto:
 test-env:
 	MCP_ENV_DIR=$(ENV_DIR) scripts/test-env.sh
 
+VENV        = $(ENV_DIR)/venv
+PY_PKG      = bindings/python
+
 test: test-env
 	. $(TEST_ENV) && $(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast
+	$(MAKE) test-python
+
+# The Python bindings, installed into the test environment's venv with pip
+# (a debug build, sharing the workspace's target directory), tested with
+# pytest against real agents, their stubs checked against the module, and
+# the examples and tests type-checked in mypy's strict mode.
+test-python: test-env
+	PATH=$(VENV)/bin:$$PATH MATURIN_PEP517_ARGS="--profile dev" $(VENV)/bin/pip install -q --no-build-isolation --force-reinstall --no-deps ./$(PY_PKG)
+	. $(TEST_ENV) && cd $(PY_PKG) && $(VENV)/bin/python -m pytest -q
+	cd /tmp && $(VENV)/bin/python -m mypy.stubtest metacircular_mcp --allowlist $(CURDIR)/$(PY_PKG)/stubtest-allowlist.txt
+	$(VENV)/bin/python -m mypy --strict examples/python $(PY_PKG)/tests
+
+# A release build of the bindings, into the test environment's venv.
+python: test-env
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/pip install -q --no-build-isolation --force-reinstall --no-deps ./$(PY_PKG)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -44,7 +62,7 @@ demo:
 demo-down:
 	scripts/demo.sh down
 
-bench: test-env
+bench: test-env python
 	scripts/bench-env.sh
 	. $(TEST_ENV) && $(CARGO) build --release --workspace --bins && \
 		$(CARGO) run --release -p mcp-e2e --bin mcp-bench -- --write BENCHMARKS.md

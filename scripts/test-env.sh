@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs and configures what MCP's tests, demo and benchmarks need on a
 # Debian host: podman with runc, a local image registry, busybox test images
-# pushed to it, and QEMU with a test guest (a Debian cloud kernel, a busybox
-# initramfs, and a one-sector raw disk). Idempotent: run it as often as you
-# like.
+# pushed to it, QEMU with a test guest (a Debian cloud kernel, a busybox
+# initramfs, and a one-sector raw disk), and a Python virtual environment
+# with maturin, pytest and mypy. Idempotent: run it as often as you like.
 #
 # Writes $MCP_ENV_DIR/env (default .test-env/env) with the variables the tests
 # read; source it or let the Makefile do so.
@@ -24,6 +24,7 @@ command -v catatonit >/dev/null || need+=(catatonit)
 command -v curl >/dev/null || need+=(curl)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 install_packages ${need[@]+"${need[@]}"}
 
 conf=$env_dir/containers.conf
@@ -87,6 +88,13 @@ make_image 2 "hello from v2"
 . "$root/scripts/qemu-guest.sh"
 build_qemu_guest "$env_dir/qemu"
 
+# A Python environment for the bindings: maturin builds them, pytest and
+# mypy test them.
+venv=$env_dir/venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import maturin, pytest, mypy' 2>/dev/null ||
+    "$venv/bin/pip" install -q 'maturin>=1.9.4,<2' 'pytest>=8' 'mypy>=1.10'
+
 cat >"$env_dir/env" <<ENV
 export CONTAINERS_CONF=$conf
 export MCP_TEST_REGISTRY=$registry_addr
@@ -96,5 +104,6 @@ export MCP_TEST_QEMU=$(command -v qemu-system-x86_64)
 export MCP_TEST_KERNEL=$env_dir/qemu/vmlinuz
 export MCP_TEST_INITRD=$env_dir/qemu/initrd.gz
 export MCP_TEST_DISK=$env_dir/qemu/disk.raw
+export MCP_PYTHON=$venv/bin/python
 ENV
 echo "test-env: ready ($env_dir/env)"

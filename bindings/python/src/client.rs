@@ -1,0 +1,640 @@
+//! [`Client`]: the synchronous Python face of `mcp_core::client::Client`,
+//! the same client `mcp` uses. Each call runs on the shared runtime with
+//! the GIL released (see [`crate::runtime::wait`]), so several Python
+//! threads can call at once, on one client or several.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use futures::StreamExt;
+use mcp_core::client::{self as core, ConnectOptions};
+use mcp_core::config::{CliConfig, cli_config_path};
+use mcp_core::reconcile::PullPolicy;
+use mcp_core::servicedef;
+use mcp_core::transfer;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::error::{Error, Failed};
+use crate::logs::LogStream;
+use crate::runtime::wait;
+use crate::servicedef::{ServiceDef, load};
+use crate::types::{
+    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, StatusReport,
+    SyncResult, Transfer, TransferResult,
+};
+
+/// A connection to one node's agent.
+///
+/// Make one with `Client(address, token=..., ca_cert=...)`, or with
+/// `Client.from_config()` from the CLI's configuration. Every method blocks
+/// until the agent answers, with the GIL released.
+#[pyclass(module = "metacircular_mcp", frozen)]
+pub struct Client {
+    inner: core::Client,
+    /// The process that made it: a child after `fork` must make its own.
+    pid: u32,
+    /// The CLI configuration it came from, for service names and `sync`.
+    config: Option<CliConfig>,
+}
+
+/// Reads a `pull` argument.
+fn pull_policy(pull: &str) -> Result<PullPolicy, Error> {
+    match pull {
+        "missing" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        other => Err(Error::Invalid(format!(
+            "pull={other:?}: expected \"missing\" or \"always\""
+        ))),
+    }
+}
+
+/// Raises `DeployError` when a component failed and `check` is set.
+fn checked(
+    result: ActionResult,
+    check: bool,
+    raw: &[mcp_core::proto::ComponentResult],
+) -> Result<ActionResult, Error> {
+    match core::failures(&result.service, raw) {
+        Some(text) if check => Err(Error::Failed(
+            format!("{}: {text}", result.node),
+            Failed::Action(result),
+        )),
+        _ => Ok(result),
+    }
+}
+
+impl Client {
+    /// The Rust client, for one call.
+    fn client(&self) -> Result<core::Client, Error> {
+        if self.pid != std::process::id() {
+            return Err(Error::Invalid(
+                "this Client was made in another process (before fork); make a new Client in this one"
+                    .into(),
+            ));
+        }
+        Ok(self.inner.clone())
+    }
+
+    /// The definition an argument stands for: a `ServiceDef` as is; a path
+    /// (or, with a configuration, a service name) loaded from its file.
+    fn definition(&self, arg: &Bound<'_, PyAny>) -> PyResult<servicedef::ServiceDef> {
+        if let Ok(def) = arg.cast::<ServiceDef>() {
+            return Ok(def.get().inner.clone());
+        }
+        let path = match (&self.config, arg.extract::<String>()) {
+            (Some(config), Ok(text)) => config.definition_path(&text),
+            _ => arg.extract::<PathBuf>()?,
+        };
+        Ok(load(&path)?.inner)
+    }
+
+    fn connect(
+        py: Python<'_>,
+        node: String,
+        address: String,
+        options: ConnectOptions,
+        config: Option<CliConfig>,
+    ) -> PyResult<Client> {
+        let inner = wait(py, async move {
+            Ok(core::Client::connect(&node, &address, &options).await?)
+        })?;
+        Ok(Client {
+            inner,
+            pid: std::process::id(),
+            config,
+        })
+    }
+
+    /// Runs a call answered with a service's component results.
+    fn action(
+        &self,
+        py: Python<'_>,
+        check: bool,
+        call: impl Future<
+            Output = Result<(String, Vec<mcp_core::proto::ComponentResult>), core::ClientError>,
+        > + Send,
+    ) -> PyResult<ActionResult> {
+        let node = self.inner.node().to_string();
+        wait(py, async move {
+            let (service, results) = call.await?;
+            let result = ActionResult::new(&node, service, results.clone());
+            checked(result, check, &results)
+        })
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// Connects to the agent at `address` (`host:port`).
+    ///
+    /// `token` defaults to the `MCP_TOKEN` environment variable. The agent's
+    /// certificate is checked against `ca_cert`; `cert` and `key` are a
+    /// client certificate for agents that ask for one. `insecure=True`
+    /// talks plaintext gRPC (only to agents serving plaintext). `node`
+    /// names the node in messages (default: the address).
+    #[new]
+    #[pyo3(signature = (address, *, token = None, ca_cert = None, cert = None, key = None, insecure = false, node = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        address: String,
+        token: Option<String>,
+        ca_cert: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        insecure: bool,
+        node: Option<String>,
+    ) -> PyResult<Client> {
+        let (token, token_source) = match token {
+            Some(t) => (Some(t), "the token argument".to_string()),
+            None => match std::env::var("MCP_TOKEN").ok().filter(|t| !t.is_empty()) {
+                Some(t) => (Some(t), "MCP_TOKEN".to_string()),
+                None => (None, String::new()),
+            },
+        };
+        if let Some(t) = &token
+            && let Err(e) = mcp_core::auth::check_token_syntax(t.as_bytes())
+        {
+            return Err(Error::Invalid(format!("unusable token from {token_source}: {e}")).into());
+        }
+        let tls = match (insecure, ca_cert) {
+            (true, None) if cert.is_none() && key.is_none() => None,
+            (true, _) => {
+                return Err(Error::Invalid(
+                    "insecure=True talks plaintext: do not pass ca_cert, cert or key with it"
+                        .into(),
+                )
+                .into());
+            }
+            (false, None) => {
+                return Err(Error::Invalid(
+                    "ca_cert is required to check the agent's certificate (or insecure=True for an agent serving plaintext)".into(),
+                )
+                .into());
+            }
+            (false, Some(ca_cert)) => Some(mcp_core::tls::ClientTlsFiles { ca_cert, cert, key }),
+        };
+        let options = ConnectOptions {
+            token,
+            token_source,
+            tls,
+        };
+        let node = node.unwrap_or_else(|| address.clone());
+        Client::connect(py, node, address, options, None)
+    }
+
+    /// Connects to a node of the CLI's configuration: `path`, else
+    /// `$MCP_CONFIG`, else `$XDG_CONFIG_HOME/mcp/mcp.toml`; `node`, else the
+    /// first configured node. The token comes from `token_file`, else
+    /// `MCP_TOKEN`, else the configuration, as for `mcp`.
+    #[classmethod]
+    #[pyo3(signature = (path = None, *, node = None, token_file = None))]
+    fn from_config(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        node: Option<String>,
+        token_file: Option<PathBuf>,
+    ) -> PyResult<Client> {
+        let path = cli_config_path(path.as_deref()).map_err(Error::from)?;
+        let config = CliConfig::load(&path).map_err(Error::from)?;
+        let token = config
+            .resolve_token(token_file.as_deref())
+            .map_err(Error::from)?;
+        let tls = config.client_tls(&path).map_err(Error::from)?;
+        let entry = config
+            .node(node.as_deref())
+            .map_err(|e| Error::Invalid(format!("{e} (in {})", path.display())))?
+            .clone();
+        let options = ConnectOptions {
+            token_source: token.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            token: token.map(|(t, _)| t),
+            tls,
+        };
+        Client::connect(py, entry.name, entry.address, options, Some(config))
+    }
+
+    /// The node's name.
+    #[getter]
+    fn node(&self) -> &str {
+        self.inner.node()
+    }
+
+    /// The agent's address.
+    #[getter]
+    fn address(&self) -> &str {
+        self.inner.address()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        use pyo3::IntoPyObjectExt;
+        Ok(format!(
+            "Client(node={}, address={})",
+            self.inner.node().into_bound_py_any(py)?.repr()?,
+            self.inner.address().into_bound_py_any(py)?.repr()?
+        ))
+    }
+
+    /// Deploys a definition (a `ServiceDef`, a file path or, for a client
+    /// made from the CLI configuration, a service name in `services_dir`);
+    /// with `component`, only that component. Raises `DeployError` when a
+    /// component fails, unless `check=False`.
+    #[pyo3(signature = (definition, *, component = None, pull = "missing", check = true))]
+    fn deploy(
+        &self,
+        py: Python<'_>,
+        definition: &Bound<'_, PyAny>,
+        component: Option<String>,
+        pull: &str,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let def = self.definition(definition)?;
+        let pull = pull_policy(pull)?;
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.deploy(&def, component.as_deref(), pull).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
+    /// Stops a service (or one component) and records it as stopped.
+    #[pyo3(signature = (service, *, component = None, check = true))]
+    fn stop(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.stop(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
+    /// Starts a service (or one component) and records it as active.
+    #[pyo3(signature = (service, *, component = None, check = true))]
+    fn start(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.start(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
+    /// Restarts a service's components (or one) without changing them.
+    #[pyo3(signature = (service, *, component = None, check = true))]
+    fn restart(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.restart(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
+    /// Stops and removes a service's components and forgets the service.
+    #[pyo3(signature = (service, *, check = true))]
+    fn remove(&self, py: Python<'_>, service: String, check: bool) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.remove(&service).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
+    /// Desired versus observed state of one service's components, or all.
+    #[pyo3(signature = (service = None))]
+    fn status(&self, py: Python<'_>, service: Option<String>) -> PyResult<StatusReport> {
+        let mut c = self.client()?;
+        wait(
+            py,
+            async move { Ok(c.status(service.as_deref()).await?.into()) },
+        )
+    }
+
+    /// Every container and VM on the node, with drift, and the components
+    /// that have none.
+    fn ps(&self, py: Python<'_>) -> PyResult<PsReport> {
+        let mut c = self.client()?;
+        wait(py, async move { Ok(c.ps().await?.into()) })
+    }
+
+    /// The services the node's registry knows.
+    fn list(&self, py: Python<'_>) -> PyResult<Vec<crate::types::ServiceSummary>> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            Ok(c.list()
+                .await?
+                .services
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// The agent's version and what the node can run.
+    fn node_info(&self, py: Python<'_>) -> PyResult<NodeInfo> {
+        let mut c = self.client()?;
+        wait(py, async move { Ok(c.node_info().await?.into()) })
+    }
+
+    /// Sends the whole set of services this node should run; the node
+    /// converges to it. `definitions` are `ServiceDef`s or paths; `None`
+    /// (for a client made from the CLI configuration) means every
+    /// definition in `services_dir` meant for this node, as `mcp sync`
+    /// sends. With `dry_run`, only the plan is made. Services outside the
+    /// set are removed only with `prune`.
+    #[pyo3(signature = (definitions = None, *, dry_run = false, prune = false, pull = "missing", check = true))]
+    fn sync(
+        &self,
+        py: Python<'_>,
+        definitions: Option<Vec<Bound<'_, PyAny>>>,
+        dry_run: bool,
+        prune: bool,
+        pull: &str,
+        check: bool,
+    ) -> PyResult<SyncResult> {
+        let pull = pull_policy(pull)?;
+        let defs = match definitions {
+            Some(args) => args
+                .iter()
+                .map(|a| self.definition(a))
+                .collect::<PyResult<Vec<_>>>()?,
+            None => self.configured_set()?,
+        };
+        let mut c = self.client()?;
+        wait(py, async move {
+            let node = c.node().to_string();
+            let answer = c.sync(&defs, dry_run, prune, pull).await?;
+            let raw: Vec<(String, Vec<mcp_core::proto::ComponentResult>)> = answer
+                .results
+                .iter()
+                .map(|r| (r.service.clone(), r.results.clone()))
+                .collect();
+            let result = SyncResult::new(&node, answer);
+            let failed: Vec<String> = raw
+                .iter()
+                .filter_map(|(service, results)| core::failures(service, results))
+                .collect();
+            if check && !failed.is_empty() {
+                return Err(Error::Failed(
+                    format!("{node}: {}", failed.join("; ")),
+                    Failed::Sync(result),
+                ));
+            }
+            Ok(result)
+        })
+    }
+
+    /// Takes existing `<service>-*` containers into the registry without
+    /// touching them.
+    fn adopt(&self, py: Python<'_>, service: String) -> PyResult<AdoptResult> {
+        let mut c = self.client()?;
+        let (node, answer) = wait(py, async move {
+            let answer = c.adopt(&service).await?;
+            Ok((c.node().to_string(), answer))
+        })?;
+        let definition = answer
+            .definition
+            .as_ref()
+            .map(servicedef::ServiceDef::from_proto)
+            .transpose()
+            .map_err(crate::error::definition_error)?
+            .ok_or_else(|| Error::Invalid("the agent sent no definition".into()))?;
+        Ok(AdoptResult {
+            node,
+            definition: ServiceDef::new(definition, None),
+            adopted: answer.adopted,
+            already_managed: answer.already_managed,
+        })
+    }
+
+    /// The output of a service (or one component) as an iterator of
+    /// `LogLine`; with `follow`, lines keep coming until it is closed.
+    /// `tail` keeps only the last N lines of the existing output.
+    #[pyo3(signature = (service, component = None, *, follow = false, tail = None))]
+    fn logs(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> PyResult<LogStream> {
+        let mut c = self.client()?;
+        let chunks = wait(py, async move {
+            Ok(c.logs(&service, component.as_deref(), follow, tail)
+                .await?
+                .boxed())
+        })?;
+        Ok(LogStream::new(chunks))
+    }
+
+    /// The node's event history, oldest first: of one service, since a
+    /// time (an aware `datetime`, RFC 3339 text, or a span back from now
+    /// such as `"30m"`), the last `limit`.
+    #[pyo3(signature = (service = None, *, since = None, limit = None))]
+    fn events(
+        &self,
+        py: Python<'_>,
+        service: Option<String>,
+        since: Option<&Bound<'_, PyAny>>,
+        limit: Option<u32>,
+    ) -> PyResult<Vec<Event>> {
+        let since = since.map(since_time).transpose()?;
+        let mut c = self.client()?;
+        wait(py, async move {
+            let answer = c.events(service.as_deref(), since, limit).await?;
+            Ok(answer.events.into_iter().map(Into::into).collect())
+        })
+    }
+
+    /// Copies a local file (a directory with `recursive`) into the
+    /// service's directory on the node: to `remote`, by default the local
+    /// name at the top; into `remote` when it ends with `/`. Each file keeps
+    /// its permission bits unless `mode` is given. Checked end to end with
+    /// SHA-256; a file is replaced only once it has all arrived.
+    #[pyo3(signature = (service, local, remote = None, *, recursive = false, mode = None))]
+    fn push(
+        &self,
+        py: Python<'_>,
+        service: String,
+        local: PathBuf,
+        remote: Option<String>,
+        recursive: bool,
+        mode: Option<u32>,
+    ) -> PyResult<TransferResult> {
+        if let Some(m) = mode
+            && m > 0o7777
+        {
+            return Err(Error::Invalid(format!(
+                "mode={m:#o}: expected permission bits such as 0o640"
+            ))
+            .into());
+        }
+        let mut c = self.client()?;
+        wait(py, async move {
+            let plan = transfer::plan_push(&local, remote.as_deref(), recursive, mode)?;
+            let mut files = Vec::new();
+            for job in &plan.jobs {
+                files.push(Transfer::from(
+                    transfer::push(&mut c, &service, job, &|_| {}).await?,
+                ));
+            }
+            Ok(TransferResult {
+                node: c.node().to_string(),
+                service,
+                files,
+                skipped: plan.skipped,
+            })
+        })
+    }
+
+    /// Copies a file (a directory with `recursive`) from the service's
+    /// directory on the node: to `local`, by default its name here; into
+    /// `local` when that is a directory. Checked end to end with SHA-256;
+    /// each file is written beside its target and renamed into place.
+    #[pyo3(signature = (service, remote, local = None, *, recursive = false))]
+    fn pull(
+        &self,
+        py: Python<'_>,
+        service: String,
+        remote: String,
+        local: Option<PathBuf>,
+        recursive: bool,
+    ) -> PyResult<TransferResult> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            let plan =
+                transfer::plan_pull(&mut c, &service, &remote, local.as_deref(), recursive).await?;
+            let mut files = Vec::new();
+            for job in &plan.jobs {
+                files.push(Transfer::from(
+                    transfer::pull(&mut c, &service, job, &|_| {}).await?,
+                ));
+            }
+            Ok(TransferResult {
+                node: c.node().to_string(),
+                service,
+                files,
+                skipped: plan.skipped,
+            })
+        })
+    }
+
+    /// The entries under `path` in the service's directory (everything
+    /// beneath it with `recursive`), sorted by path.
+    #[pyo3(signature = (service, path = ".", *, recursive = false))]
+    fn list_files(
+        &self,
+        py: Python<'_>,
+        service: String,
+        path: &str,
+        recursive: bool,
+    ) -> PyResult<Vec<FileEntry>> {
+        let mut c = self.client()?;
+        let path = path.to_string();
+        wait(py, async move {
+            let entries = c.list_files(&service, &path, recursive).await?;
+            Ok(entries.into_iter().map(Into::into).collect())
+        })
+    }
+
+    /// One entry of the service's directory.
+    fn stat_file(&self, py: Python<'_>, service: String, path: String) -> PyResult<FileEntry> {
+        let mut c = self.client()?;
+        wait(
+            py,
+            async move { Ok(c.stat_file(&service, &path).await?.into()) },
+        )
+    }
+
+    /// Removes a file or symlink, or a directory (with its contents only
+    /// with `recursive`), from the service's directory. Returns the path
+    /// removed.
+    #[pyo3(signature = (service, path, *, recursive = false))]
+    fn remove_file(
+        &self,
+        py: Python<'_>,
+        service: String,
+        path: String,
+        recursive: bool,
+    ) -> PyResult<String> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            Ok(c.remove_file(&service, &path, recursive).await?.path)
+        })
+    }
+}
+
+impl Client {
+    /// The definitions `mcp sync` would send to this client's node.
+    fn configured_set(&self) -> PyResult<Vec<servicedef::ServiceDef>> {
+        let Some(config) = &self.config else {
+            return Err(Error::Invalid(
+                "sync() needs definitions: this Client was not made from a CLI configuration"
+                    .into(),
+            )
+            .into());
+        };
+        let defs = servicedef::load_dir(&config.services_dir)
+            .map_err(crate::error::definition_error)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        let sets =
+            core::sync_sets(config, defs, Some(self.inner.node())).map_err(Error::Invalid)?;
+        Ok(sets.into_iter().flat_map(|(_, defs)| defs).collect())
+    }
+}
+
+/// Reads a `since` argument: an aware `datetime`, or text that
+/// `mcp events --since` accepts.
+fn since_time(arg: &Bound<'_, PyAny>) -> PyResult<DateTime<Utc>> {
+    if let Ok(text) = arg.extract::<String>() {
+        return core::parse_since(&text, Utc::now()).map_err(|e| Error::Invalid(e).into());
+    }
+    match arg.extract::<DateTime<FixedOffset>>() {
+        Ok(t) => Ok(t.with_timezone(&Utc)),
+        Err(_) => Err(Error::Invalid(
+            "since: expected a timezone-aware datetime, or text such as \"30m\" or \"2026-11-23T18:00:00Z\""
+                .into(),
+        )
+        .into()),
+    }
+}
+
+/// Reads the CLI configuration: `path`, else `$MCP_CONFIG`, else
+/// `$XDG_CONFIG_HOME/mcp/mcp.toml` (as `Client.from_config` does).
+#[pyfunction]
+#[pyo3(signature = (path = None))]
+pub fn load_config(path: Option<PathBuf>) -> PyResult<Config> {
+    let path = cli_config_path(path.as_deref()).map_err(Error::from)?;
+    let config = CliConfig::load(&path).map_err(Error::from)?;
+    Ok(Config {
+        path: path.display().to_string(),
+        services_dir: config.services_dir.display().to_string(),
+        nodes: config
+            .nodes
+            .into_iter()
+            .map(|n| Node {
+                name: n.name,
+                address: n.address,
+            })
+            .collect(),
+    })
+}
