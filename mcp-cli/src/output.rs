@@ -4,6 +4,7 @@ use std::io::Write;
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
+use mcp_core::client::action_name;
 use mcp_core::config::NodeEntry;
 use mcp_core::proto as pb;
 use serde_json::{Value, json};
@@ -32,21 +33,6 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
 fn print_table(t: &Table) -> anyhow::Result<()> {
     writeln!(std::io::stdout().lock(), "{t}")?;
     Ok(())
-}
-
-/// The lower-case word for a component action.
-pub fn action_word(action: i32) -> &'static str {
-    match pb::ComponentAction::try_from(action) {
-        Ok(pb::ComponentAction::Created) => "created",
-        Ok(pb::ComponentAction::Updated) => "updated",
-        Ok(pb::ComponentAction::Unchanged) => "unchanged",
-        Ok(pb::ComponentAction::Started) => "started",
-        Ok(pb::ComponentAction::Stopped) => "stopped",
-        Ok(pb::ComponentAction::Restarted) => "restarted",
-        Ok(pb::ComponentAction::Removed) => "removed",
-        Ok(pb::ComponentAction::Failed) => "failed",
-        _ => "unknown",
-    }
 }
 
 fn short_id(id: &str) -> &str {
@@ -249,7 +235,7 @@ impl Output {
                 .map(|r| {
                     json!({
                         "component": r.component,
-                        "action": action_word(r.action),
+                        "action": action_name(r.action),
                         "container_id": r.container_id,
                         "error": (!r.error.is_empty()).then_some(&r.error),
                     })
@@ -261,7 +247,7 @@ impl Output {
         for r in results {
             t.add_row(vec![
                 format!("{service}-{}", r.component),
-                action_word(r.action).to_string(),
+                action_name(r.action).to_string(),
                 short_id(&r.container_id).to_string(),
                 r.error.clone(),
             ]);
@@ -433,7 +419,7 @@ impl Output {
                             "service": s.service,
                             "results": s.results.iter().map(|c| json!({
                                 "component": c.component,
-                                "action": action_word(c.action),
+                                "action": action_name(c.action),
                                 "container_id": c.container_id,
                                 "error": (!c.error.is_empty()).then_some(&c.error),
                             })).collect::<Vec<_>>(),
@@ -484,7 +470,7 @@ impl Output {
                     done.add_row(vec![
                         node.clone(),
                         format!("{}-{}", s.service, c.component),
-                        action_word(c.action).to_string(),
+                        action_name(c.action).to_string(),
                         short_id(&c.container_id).to_string(),
                         c.error.clone(),
                     ]);
@@ -706,19 +692,9 @@ pub fn write_prefixed(w: &mut dyn Write, component: &str, data: &[u8]) -> std::i
 
 /// Fails when any component failed, naming them.
 pub fn check_results(service: &str, results: &[pb::ComponentResult]) -> anyhow::Result<()> {
-    let failed: Vec<String> = results
-        .iter()
-        .filter(|r| r.action == pb::ComponentAction::Failed as i32)
-        .map(|r| format!("{service}-{}: {}", r.component, r.error))
-        .collect();
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "{} component(s) failed: {}",
-            failed.len(),
-            failed.join("; ")
-        )
+    match mcp_core::client::failures(service, results) {
+        Some(failed) => anyhow::bail!("{failed}"),
+        None => Ok(()),
     }
 }
 

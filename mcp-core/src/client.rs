@@ -168,6 +168,104 @@ pub fn parse_since(
         .ok_or_else(|| format!("--since {text:?}: too far back"))
 }
 
+/// The word for what the agent did to a component (`created`, `updated`,
+/// ..., `failed`), from a [`pb::ComponentResult`]'s `action`.
+pub fn action_name(action: i32) -> &'static str {
+    match pb::ComponentAction::try_from(action) {
+        Ok(pb::ComponentAction::Created) => "created",
+        Ok(pb::ComponentAction::Updated) => "updated",
+        Ok(pb::ComponentAction::Unchanged) => "unchanged",
+        Ok(pb::ComponentAction::Started) => "started",
+        Ok(pb::ComponentAction::Stopped) => "stopped",
+        Ok(pb::ComponentAction::Restarted) => "restarted",
+        Ok(pb::ComponentAction::Removed) => "removed",
+        Ok(pb::ComponentAction::Failed) => "failed",
+        Ok(pb::ComponentAction::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// The failed components of an answer, in one sentence
+/// (`2 component(s) failed: web-api: ...; web-db: ...`), or `None` when
+/// none failed.
+pub fn failures(service: &str, results: &[pb::ComponentResult]) -> Option<String> {
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.action == pb::ComponentAction::Failed as i32)
+        .map(|r| format!("{service}-{}: {}", r.component, r.error))
+        .collect();
+    (!failed.is_empty()).then(|| {
+        format!(
+            "{} component(s) failed: {}",
+            failed.len(),
+            failed.join("; ")
+        )
+    })
+}
+
+/// One line of a component's output, cut from the chunks of the `Logs`
+/// stream by [`LogLines`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The component that wrote it.
+    pub component: String,
+    /// `stdout` or `stderr` (or `console` for a VM's serial console).
+    pub stream: String,
+    /// The line, without its line ending.
+    pub data: Vec<u8>,
+}
+
+/// Cuts the chunks of a `Logs` stream into lines. A chunk may hold several
+/// lines or part of one; a partial line is kept per component and stream
+/// until its end arrives, or until [`finish`](Self::finish).
+#[derive(Debug, Default)]
+pub struct LogLines {
+    partial: Vec<((String, String), Vec<u8>)>,
+}
+
+impl LogLines {
+    /// Adds a chunk; returns the lines it completes, in order.
+    pub fn push(&mut self, chunk: pb::LogChunk) -> Vec<LogLine> {
+        let key = (chunk.component, chunk.stream);
+        let at = match self.partial.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.partial.push((key, Vec::new()));
+                self.partial.len() - 1
+            }
+        };
+        let ((component, stream), buf) = &mut self.partial[at];
+        let mut lines = Vec::new();
+        for piece in chunk.data.split_inclusive(|b| *b == b'\n') {
+            buf.extend_from_slice(piece);
+            if buf.ends_with(b"\n") {
+                buf.pop();
+                if buf.ends_with(b"\r") {
+                    buf.pop();
+                }
+                lines.push(LogLine {
+                    component: component.clone(),
+                    stream: stream.clone(),
+                    data: std::mem::take(buf),
+                });
+            }
+        }
+        lines
+    }
+
+    /// The partial lines left when the stream ends.
+    pub fn finish(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.partial)
+            .into_iter()
+            .filter(|(_, buf)| !buf.is_empty())
+            .map(|((component, stream), data)| LogLine {
+                component,
+                stream,
+                data,
+            })
+            .collect()
+    }
+}
+
 /// The innermost cause of an error, which is what a person needs to read.
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = err;
@@ -684,6 +782,70 @@ mod tests {
             def("name = \"x\"\nnode = \"gone\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n");
         let err = sync_sets(&config, vec![stray], None).unwrap_err();
         assert!(err.contains("\"gone\""), "{err}");
+    }
+
+    #[test]
+    fn log_lines_cut_chunks_per_component_and_stream() {
+        let chunk = |c: &str, s: &str, d: &str| pb::LogChunk {
+            component: c.into(),
+            stream: s.into(),
+            data: d.as_bytes().to_vec(),
+        };
+        let text = |lines: Vec<LogLine>| -> Vec<String> {
+            lines
+                .into_iter()
+                .map(|l| {
+                    format!(
+                        "{}/{}:{}",
+                        l.component,
+                        l.stream,
+                        String::from_utf8_lossy(&l.data)
+                    )
+                })
+                .collect()
+        };
+        let mut lines = LogLines::default();
+        assert_eq!(
+            text(lines.push(chunk("a", "stdout", "one\ntw"))),
+            ["a/stdout:one"]
+        );
+        assert!(lines.push(chunk("a", "stderr", "err ")).is_empty());
+        assert_eq!(
+            text(lines.push(chunk("b", "stdout", "x\r\n\ny\n"))),
+            ["b/stdout:x", "b/stdout:", "b/stdout:y"]
+        );
+        assert_eq!(
+            text(lines.push(chunk("a", "stdout", "o\nthree"))),
+            ["a/stdout:two"]
+        );
+        assert_eq!(text(lines.finish()), ["a/stdout:three", "a/stderr:err "]);
+        assert!(lines.finish().is_empty());
+    }
+
+    #[test]
+    fn failures_name_each_failed_component() {
+        let result = |c: &str, action: pb::ComponentAction, error: &str| pb::ComponentResult {
+            component: c.into(),
+            action: action as i32,
+            container_id: String::new(),
+            error: error.into(),
+        };
+        let ok = [result("api", pb::ComponentAction::Created, "")];
+        assert_eq!(failures("web", &ok), None);
+        let bad = [
+            result("api", pb::ComponentAction::Failed, "pull failed"),
+            result("db", pb::ComponentAction::Unchanged, ""),
+            result("job", pb::ComponentAction::Failed, "exited 1"),
+        ];
+        assert_eq!(
+            failures("web", &bad).as_deref(),
+            Some("2 component(s) failed: web-api: pull failed; web-job: exited 1")
+        );
+        assert_eq!(
+            action_name(pb::ComponentAction::Restarted as i32),
+            "restarted"
+        );
+        assert_eq!(action_name(99), "unknown");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Editing a definition file in place: rewriting `active`, and nothing else.
+//! Editing a definition file in place: rewriting `active`, or one
+//! component's `image`, and nothing else.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -96,16 +97,146 @@ fn set_active_in(source: &str, active: bool, origin: &Path) -> Result<String, Se
 /// (and, where allowed, owner) are kept; a symlink is followed and its target
 /// rewritten. Nothing is written when the value is already `active`.
 pub fn write_active(path: &Path, active: bool) -> Result<(), ServiceDefError> {
+    rewrite_file(path, |source| set_active_in(source, active, path)).map(|_| ())
+}
+
+/// Sets the `image` of the component called `component` in a definition's
+/// TOML text, changing only the bytes of that value (see [`set_active`]).
+///
+/// The result must still be a valid definition: an image reference that
+/// the format refuses is an error, as is a component that does not exist
+/// or has no `image` key.
+///
+/// ```
+/// let src = "name = \"web\"\n\n[[components]]\nname = \"app\"\nimage = \"nginx:1.26\" # pinned\n";
+/// let out = mcp_core::servicedef::set_image(src, "app", "nginx:1.27")?;
+/// assert_eq!(out, src.replace("1.26", "1.27"));
+/// # Ok::<(), mcp_core::servicedef::ServiceDefError>(())
+/// ```
+pub fn set_image(source: &str, component: &str, image: &str) -> Result<String, ServiceDefError> {
+    set_image_in(source, component, image, Path::new(INPUT_ORIGIN))
+}
+
+/// Rewrites one component's `image` in the definition file at `path` (see
+/// [`set_image`]), atomically and keeping the file's permissions, like
+/// [`write_active`]. Returns whether the file changed.
+pub fn write_image(path: &Path, component: &str, image: &str) -> Result<bool, ServiceDefError> {
+    rewrite_file(path, |source| set_image_in(source, component, image, path))
+}
+
+fn set_image_in(
+    source: &str,
+    component: &str,
+    image: &str,
+    origin: &Path,
+) -> Result<String, ServiceDefError> {
+    let fail = |span: Option<std::ops::Range<usize>>, message: String| {
+        ServiceDefError::from_issue(
+            origin,
+            source,
+            Issue::new(&Loc::Span(span.unwrap_or(0..0)), message),
+        )
+    };
+    let doc = Document::parse(source)
+        .map_err(|e| fail(e.span(), format!("syntax error: {}", e.message())))?;
+    let root = doc.as_table();
+    // Each component as (its span, its name, the span of its image value).
+    type Found = (Option<std::ops::Range<usize>>, Option<String>, Option<Item>);
+    let mut components: Vec<Found> = Vec::new();
+    match root.get("components") {
+        Some(Item::ArrayOfTables(tables)) => {
+            for t in tables.iter() {
+                components.push((
+                    t.span(),
+                    t.get("name").and_then(Item::as_str).map(str::to_string),
+                    t.get("image").cloned(),
+                ));
+            }
+        }
+        Some(Item::Value(Value::Array(array))) => {
+            for v in array.iter() {
+                if let Some(t) = v.as_inline_table() {
+                    components.push((
+                        t.span(),
+                        t.get("name").and_then(Value::as_str).map(str::to_string),
+                        t.get("image").cloned().map(Item::Value),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    let Some((span, _, image_item)) = components
+        .iter()
+        .find(|(_, name, _)| name.as_deref() == Some(component))
+    else {
+        let known: Vec<&str> = components
+            .iter()
+            .filter_map(|(_, n, _)| n.as_deref())
+            .collect();
+        return Err(fail(
+            None,
+            format!(
+                "no component {component:?} (components: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    let value_span = match image_item {
+        Some(Item::Value(v @ Value::String(_))) => v.span(),
+        Some(other) => {
+            return Err(fail(
+                other.span(),
+                format!(
+                    "invalid type for \"image\": expected a string, found {}",
+                    other.type_name()
+                ),
+            ));
+        }
+        None => {
+            return Err(fail(
+                span.clone(),
+                format!("component {component:?} has no \"image\" key to change"),
+            ));
+        }
+    };
+    let Some(value_span) = value_span else {
+        return Err(fail(None, "cannot locate the value of \"image\"".into()));
+    };
+    let literal = Value::from(image).to_string();
+    let updated = format!(
+        "{}{}{}",
+        &source[..value_span.start],
+        literal.trim(),
+        &source[value_span.end..]
+    );
+    // The new reference must be one the format accepts.
+    super::parse(&updated, origin)?;
+    Ok(updated)
+}
+
+/// Reads the definition file at `path` (following a symlink), applies
+/// `edit` to its text and, when that changed anything, replaces the file
+/// atomically. Returns whether it changed.
+fn rewrite_file(
+    path: &Path,
+    edit: impl FnOnce(&str) -> Result<String, ServiceDefError>,
+) -> Result<bool, ServiceDefError> {
     let target = fs::canonicalize(path)
         .map_err(|e| ServiceDefError::io(path, "cannot read service definition", e))?;
     let source = fs::read_to_string(&target)
         .map_err(|e| ServiceDefError::io(path, "cannot read service definition", e))?;
-    let updated = set_active_in(&source, active, path)?;
+    let updated = edit(&source)?;
     if updated == source {
-        return Ok(());
+        return Ok(false);
     }
     replace_file(&target, updated.as_bytes())
-        .map_err(|e| ServiceDefError::io(path, "cannot write service definition", e))
+        .map_err(|e| ServiceDefError::io(path, "cannot write service definition", e))?;
+    Ok(true)
 }
 
 /// Replaces `target` with `contents` atomically (temp file, fsync, rename).
@@ -255,6 +386,71 @@ mod tests {
         let err = set_active("name = \"a\nactive = true\n", true).expect_err("syntax");
         assert_eq!(err.line(), Some(1));
         assert!(err.message().starts_with("syntax error"), "{err}");
+    }
+
+    #[test]
+    fn set_image_rewrites_one_components_image() {
+        let src = "name = \"web\"\n\n[[components]]\nname = \"app\"\nimage = 'reg:5000/app:1.4'   # pinned\n\n[[components]]\nname = \"db\"\nimage = \"reg:5000/db:1\"\n";
+        let out = set_image(src, "db", "reg:5000/db:2").expect("set_image");
+        assert_eq!(out, src.replace("db:1", "db:2"));
+        let out = set_image(src, "app", "reg:5000/app:1.5").expect("set_image");
+        assert_eq!(
+            out,
+            src.replace("'reg:5000/app:1.4'", "\"reg:5000/app:1.5\"")
+        );
+        let inline = "name = \"web\"\ncomponents = [{ name = \"app\", image = \"a:1\" }]\n";
+        assert_eq!(
+            set_image(inline, "app", "a:2").expect("inline"),
+            inline.replace("a:1", "a:2")
+        );
+        // Unchanged when the image is already that.
+        assert_eq!(set_image(src, "db", "reg:5000/db:1").expect("same"), src);
+    }
+
+    #[test]
+    fn set_image_refuses_bad_input() {
+        let src = "name = \"web\"\n\n[[components]]\nname = \"app\"\nimage = \"a:1\"\n";
+        let err = set_image(src, "nope", "a:2").expect_err("unknown component");
+        assert!(
+            err.message()
+                .contains("no component \"nope\" (components: app)"),
+            "{err}"
+        );
+        let err = set_image(src, "app", "a b").expect_err("bad image");
+        assert_eq!(err.line(), Some(5), "{err}");
+        assert!(err.message().contains("\"a b\""), "{err}");
+        let err = set_image(
+            "name = \"web\"\n[[components]]\nname = \"app\"\nimage = 3\n",
+            "app",
+            "a:2",
+        )
+        .expect_err("not a string");
+        assert_eq!((err.line(), err.col()), (Some(4), Some(9)), "{err}");
+    }
+
+    #[test]
+    fn write_image_is_atomic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("web.toml");
+        let src = "name = \"web\" # keep\n\n[[components]]\nname = \"app\"\nimage = \"a:1\"\n";
+        fs::write(&path, src).expect("write");
+        assert!(write_image(&path, "app", "a:2").expect("write_image"));
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            src.replace("a:1", "a:2")
+        );
+        assert!(!write_image(&path, "app", "a:2").expect("again"));
+        let err = write_image(&path, "app", "").expect_err("empty image");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:5:", path.display())),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(&path).expect("read"),
+            src.replace("a:1", "a:2"),
+            "a refused edit leaves the file alone"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   ([`ServiceDefError`]).
 //! - [`ServiceDef::from_proto`] applies the same validation to a definition
 //!   received over gRPC, and [`ServiceDef::to_proto`] produces one.
-//! - [`set_active`] / [`write_active`] rewrite the `active` key and nothing
+//! - [`set_active`] / [`write_active`] rewrite the `active` key, and
+//!   [`set_image`] / [`write_image`] one component's `image`, and nothing
 //!   else, keeping the file byte-for-byte (comments, order, spacing).
 //! - [`ComponentDef::instance_spec`] and [`ComponentDef::spec_hash`] give what
 //!   a runtime needs to create the component, and a stable digest of it.
@@ -68,7 +69,7 @@ use mcp_runtime::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use edit::{set_active, write_active};
+pub use edit::{set_active, set_image, write_active, write_image};
 pub use error::{REQUEST_ORIGIN, ServiceDefError};
 pub use values::{
     InvalidValue, MAX_INSTANCE_NAME_LEN, MAX_NAME_LEN, Memory, VOLUME_OPTIONS, format_port,
