@@ -14,6 +14,8 @@
 //!   else, keeping the file byte-for-byte (comments, order, spacing).
 //! - [`ComponentDef::instance_spec`] and [`ComponentDef::spec_hash`] give what
 //!   a runtime needs to create the component, and a stable digest of it.
+//! - [`ComponentDef::health`] is the component's health check, if any
+//!   ([`HealthCheck`]).
 //!
 //! ```
 //! use std::path::{Path, PathBuf};
@@ -60,6 +62,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mcp_proto::v1 as pb;
 use mcp_runtime::{
@@ -76,6 +79,7 @@ pub use values::{
 };
 pub use write::to_toml;
 
+use values::format_span;
 pub(crate) use values::name_problem;
 
 /// A validated service definition.
@@ -170,6 +174,179 @@ pub struct ComponentDef {
     /// Kernel command line for [`kernel`](Self::kernel); only with a kernel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append: Option<String>,
+    /// How to tell whether the component is healthy (`[components.health]`);
+    /// `None` for no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+}
+
+/// A component's health check: how to probe it, and how often.
+///
+/// Stored as JSON with the probe's fields inline and spans in whole
+/// milliseconds: `{"kind":"http","port":8080,"path":"/healthz",
+/// "interval_ms":10000,"timeout_ms":5000,"retries":3,"start_period_ms":0}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What one check does.
+    #[serde(flatten)]
+    pub probe: HealthProbe,
+    /// Time between two checks, greater than zero (default 10s).
+    #[serde(rename = "interval_ms", with = "millis")]
+    pub interval: Duration,
+    /// Time one check may take before it counts as failed, greater than zero
+    /// and at most [`interval`](Self::interval) (default 5s, or the interval
+    /// when that is shorter).
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Consecutive failed checks after which the component is unhealthy, 1 to
+    /// 100 (default 3).
+    pub retries: u32,
+    /// Time after a start during which failed checks do not count
+    /// (default 0s).
+    #[serde(rename = "start_period_ms", with = "millis")]
+    pub start_period: Duration,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HealthProbe {
+    /// Runs a program inside the container; healthy when it exits 0
+    /// (`kind = "command"`; containers only).
+    Command {
+        /// The program and its arguments, exec form (no shell); not empty.
+        argv: Vec<String>,
+    },
+    /// Opens a TCP connection to the port (`kind = "tcp"`).
+    Tcp {
+        /// Container port, published by the component.
+        port: u16,
+    },
+    /// Sends an HTTP GET request (`kind = "http"`).
+    Http {
+        /// Container port, published by the component.
+        port: u16,
+        /// Request path, starting with `/` (default `/`).
+        path: String,
+        /// The expected status, 100 to 599; `None` for any 2xx.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+}
+
+impl HealthProbe {
+    /// `"command"`, `"tcp"` or `"http"`, as in definitions and on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HealthProbe::Command { .. } => "command",
+            HealthProbe::Tcp { .. } => "tcp",
+            HealthProbe::Http { .. } => "http",
+        }
+    }
+
+    /// The container port probed (tcp and http).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            HealthProbe::Command { .. } => None,
+            HealthProbe::Tcp { port } | HealthProbe::Http { port, .. } => Some(*port),
+        }
+    }
+}
+
+impl HealthCheck {
+    /// Default [`interval`](Self::interval): 10 seconds.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Default [`timeout`](Self::timeout) (unless the interval is shorter):
+    /// 5 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default [`retries`](Self::retries): 3.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Default [`start_period`](Self::start_period): none.
+    pub const DEFAULT_START_PERIOD: Duration = Duration::ZERO;
+    /// Default HTTP request path.
+    pub const DEFAULT_PATH: &str = "/";
+
+    /// A check with `probe` and every other setting at its default.
+    pub fn new(probe: HealthProbe) -> HealthCheck {
+        HealthCheck {
+            probe,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::default_timeout(Self::DEFAULT_INTERVAL),
+            retries: Self::DEFAULT_RETRIES,
+            start_period: Self::DEFAULT_START_PERIOD,
+        }
+    }
+
+    /// The timeout when none is given: [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT),
+    /// or `interval` when that is shorter.
+    pub fn default_timeout(interval: Duration) -> Duration {
+        Self::DEFAULT_TIMEOUT.min(interval)
+    }
+
+    /// The check as sent on the wire: spans in the definition's syntax
+    /// (`"10s"`, `"1m 30s"`), every field explicit.
+    pub fn to_proto(&self) -> pb::HealthCheck {
+        let (command, port, path, status) = match &self.probe {
+            HealthProbe::Command { argv } => (argv.clone(), 0, String::new(), 0),
+            HealthProbe::Tcp { port } => (Vec::new(), u32::from(*port), String::new(), 0),
+            HealthProbe::Http { port, path, status } => (
+                Vec::new(),
+                u32::from(*port),
+                path.clone(),
+                status.map_or(0, u32::from),
+            ),
+        };
+        pb::HealthCheck {
+            kind: self.probe.kind().to_string(),
+            command,
+            port,
+            path,
+            status,
+            interval: format_span(self.interval),
+            timeout: format_span(self.timeout),
+            retries: self.retries,
+            start_period: format_span(self.start_period),
+        }
+    }
+
+    /// The check's element of [`ComponentDef::spec_hash`]'s encoding.
+    fn canonical(&self) -> serde_json::Value {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let probe = match &self.probe {
+            HealthProbe::Command { argv } => serde_json::json!(["command", argv]),
+            HealthProbe::Tcp { port } => serde_json::json!(["tcp", port]),
+            HealthProbe::Http { port, path, status } => {
+                serde_json::json!(["http", port, path, status])
+            }
+        };
+        serde_json::json!([
+            "health",
+            probe,
+            ms(self.interval),
+            ms(self.timeout),
+            self.retries,
+            ms(self.start_period),
+        ])
+    }
+}
+
+/// Serde for a [`Duration`] as whole milliseconds (a `u64`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = u64::try_from(d.as_millis())
+            .map_err(|_| serde::ser::Error::custom("duration too large"))?;
+        serializer.serialize_u64(ms)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
 }
 
 /// A route for edge routing (v2).
@@ -299,6 +476,7 @@ impl ComponentDef {
             kernel: self.kernel.clone().unwrap_or_default(),
             initrd: self.initrd.clone().unwrap_or_default(),
             append: self.append.clone().unwrap_or_default(),
+            health: self.health.as_ref().map(HealthCheck::to_proto),
         }
     }
 
@@ -341,10 +519,11 @@ impl ComponentDef {
     /// the same instance, so an unchanged digest means no recreate.
     ///
     /// Covered: image, runtime, cmd, env, ports, volumes, network, user,
-    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree), vcpus, and
-    /// kernel, initrd and append. Not covered: the name (it is the
-    /// instance's identity) and routes (the edge's business, not the
-    /// instance's).
+    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree), vcpus,
+    /// kernel, initrd and append, and the health check (it is part of the
+    /// container's configuration, so changing it recreates the instance).
+    /// Not covered: the name (it is the instance's identity) and routes (the
+    /// edge's business, not the instance's).
     ///
     /// Stability: the digest is taken over an explicit canonical encoding,
     /// not over an in-memory layout or a map's iteration order: a JSON array
@@ -355,6 +534,11 @@ impl ComponentDef {
     /// appended only when one of them is set, as one more element
     /// `["kernel", kernel, initrd, append]`, so a component without them
     /// keeps the digest earlier versions gave it (no recreate on upgrade).
+    /// The health check, added later still, is appended likewise only when
+    /// set, after the kernel element: `["health", probe, interval_ms,
+    /// timeout_ms, retries, start_period_ms]` with the probe as
+    /// `["command", argv]`, `["tcp", port]` or `["http", port, path,
+    /// status]` (status `null` for any 2xx).
     /// The same definition therefore gives the same digest in every process
     /// and every version of MCP. Changing the encoding means a new version
     /// tag (and every instance recreated once).
@@ -384,6 +568,11 @@ impl ComponentDef {
                 self.initrd,
                 self.append,
             ]));
+        }
+        if let Some(health) = &self.health
+            && let Some(fields) = canonical.as_array_mut()
+        {
+            fields.push(health.canonical());
         }
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }

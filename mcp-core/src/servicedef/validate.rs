@@ -2,15 +2,18 @@
 //! [`ServiceDef`], or reports the first problem.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use mcp_runtime::{PortMapping, RuntimeKind, instance_name};
 
-use super::raw::{Issue, L, Loc, MemoryValue, RawComponent, RawRoute, RawService, earliest};
-use super::values::{
-    MAX_INSTANCE_NAME_LEN, Memory, check_restart, host_ips_overlap, is_env_key, name_problem,
-    parse_port, parse_volume,
+use super::raw::{
+    Issue, L, Loc, MemoryValue, RawComponent, RawHealth, RawRoute, RawService, earliest,
 };
-use super::{ComponentDef, RouteDef, ServiceDef, Tier};
+use super::values::{
+    MAX_INSTANCE_NAME_LEN, Memory, check_restart, format_span, host_ips_overlap, is_env_key,
+    name_problem, parse_port, parse_span, parse_volume,
+};
+use super::{ComponentDef, HealthCheck, HealthProbe, RouteDef, ServiceDef, Tier};
 
 /// Validates a raw definition. When there are several problems, the earliest
 /// in the file (or the first in request order) is returned.
@@ -229,9 +232,15 @@ impl Validator {
         }
 
         let mut ports = Vec::new();
+        // Whether every port is valid: the health check's port is looked
+        // up among them only then.
+        let mut ports_valid = true;
         for text in raw.ports {
             match parse_port(&text.value) {
-                Err(e) => self.issue(&text.loc, e.message()),
+                Err(e) => {
+                    self.issue(&text.loc, e.message());
+                    ports_valid = false;
+                }
                 Ok(port) => {
                     if let Some(other) = published.iter().find(|p| {
                         p.port.host_port == port.host_port
@@ -311,6 +320,10 @@ impl Validator {
         let routes = raw.routes.into_iter().map(|r| self.route(r)).collect();
         let (kernel, initrd, append) =
             self.kernel_boot(runtime, runtime_known, raw.kernel, raw.initrd, raw.append);
+        let health = raw.health.and_then(|h| {
+            let runtime = runtime_known.then_some(runtime);
+            self.health(h, runtime, ports_valid.then_some(ports.as_slice()))
+        });
 
         ComponentDef {
             name,
@@ -329,7 +342,282 @@ impl Validator {
             kernel,
             initrd,
             append,
+            health,
         }
+    }
+
+    /// A health check's `kind`, checked, and every key given that belongs to
+    /// another kind reported. `None` when it is missing or unknown.
+    fn health_kind(
+        &mut self,
+        raw: &RawHealth,
+        runtime: Option<RuntimeKind>,
+    ) -> Option<&'static str> {
+        let kinds = "expected \"command\", \"tcp\" or \"http\"";
+        let Some(k) = &raw.kind else {
+            self.missing(
+                &raw.loc,
+                format!("health check is missing required key \"kind\" ({kinds})"),
+            );
+            return None;
+        };
+        let kind = match k.value.as_str() {
+            "command" => "command",
+            "tcp" => "tcp",
+            "http" => "http",
+            other => {
+                self.issue(&k.loc, format!("invalid health kind {other:?}: {kinds}"));
+                return None;
+            }
+        };
+        if kind == "command" && runtime == Some(RuntimeKind::Unikernel) {
+            self.issue(
+                &k.loc,
+                "invalid health kind \"command\" for a unikernel component: it runs a program inside a container; use \"tcp\" or \"http\"",
+            );
+        }
+        for (key, loc) in &raw.keys {
+            let only: &[&str] = match *key {
+                "command" => &["command"],
+                "port" => &["tcp", "http"],
+                "path" | "status" => &["http"],
+                _ => continue,
+            };
+            if !only.contains(&kind) {
+                let which = match only {
+                    [one] => format!("kind {one:?}"),
+                    _ => String::from("kinds \"tcp\" and \"http\""),
+                };
+                self.issue(
+                    loc,
+                    format!(
+                        "{key:?} does not belong to a {kind:?} health check: it is only for {which}"
+                    ),
+                );
+            }
+        }
+        Some(kind)
+    }
+
+    /// Checks a `[components.health]` table. `runtime` is `None` when the
+    /// component's runtime is invalid (reported already), `ports` when one of
+    /// its ports is.
+    fn health(
+        &mut self,
+        raw: RawHealth,
+        runtime: Option<RuntimeKind>,
+        ports: Option<&[PortMapping]>,
+    ) -> Option<HealthCheck> {
+        let kind = self.health_kind(&raw, runtime);
+        let command = raw.command.and_then(|c| {
+            if c.value.is_empty() {
+                self.issue(
+                    &c.loc,
+                    "invalid health command []: must not be empty; give the program and its arguments, such as [\"pg_isready\", \"-U\", \"app\"]",
+                );
+                None
+            } else if c.value[0].trim().is_empty() {
+                self.issue(
+                    &c.loc,
+                    format!(
+                        "invalid health command {:?}: the program (the first element) must not be empty",
+                        c.value
+                    ),
+                );
+                None
+            } else {
+                Some(c.value)
+            }
+        });
+        let port = raw
+            .port
+            .as_ref()
+            .and_then(|p| match u16::try_from(p.value) {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    self.issue(
+                        &p.loc,
+                        format!(
+                            "invalid health port {}: must be between 1 and 65535",
+                            p.value
+                        ),
+                    );
+                    None
+                }
+            });
+        let path = raw.path.and_then(|p| {
+            if !p.value.starts_with('/') {
+                self.issue(
+                    &p.loc,
+                    format!("invalid health path {:?}: must start with \"/\"", p.value),
+                );
+                None
+            } else if p
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+            {
+                self.issue(
+                    &p.loc,
+                    format!(
+                        "invalid health path {:?}: must not contain whitespace or control characters",
+                        p.value
+                    ),
+                );
+                None
+            } else {
+                Some(p.value)
+            }
+        });
+        let status = raw.status.and_then(|s| match u16::try_from(s.value) {
+            Ok(n @ 100..=599) => Some(n),
+            _ => {
+                self.issue(
+                    &s.loc,
+                    format!(
+                        "invalid health status {}: must be between 100 and 599",
+                        s.value
+                    ),
+                );
+                None
+            }
+        });
+        let retries = raw.retries.map_or(
+            Some(HealthCheck::DEFAULT_RETRIES),
+            |r| match u32::try_from(r.value) {
+                Ok(n @ 1..=100) => Some(n),
+                _ => {
+                    self.issue(
+                        &r.loc,
+                        format!(
+                            "invalid health retries {}: must be between 1 and 100",
+                            r.value
+                        ),
+                    );
+                    None
+                }
+            },
+        );
+        let interval_given = raw.interval.is_some();
+        let interval = self.span(
+            "interval",
+            raw.interval,
+            false,
+            HealthCheck::DEFAULT_INTERVAL,
+        );
+        let timeout = match raw.timeout {
+            None => interval.map(HealthCheck::default_timeout),
+            Some(t) => {
+                let loc = t.loc.clone();
+                let text = t.value.clone();
+                let timeout = self.span("timeout", Some(t), false, Duration::ZERO);
+                if let (Some(timeout), Some(interval)) = (timeout, interval)
+                    && timeout > interval
+                {
+                    let default = if interval_given { "" } else { ", the default" };
+                    self.issue(
+                        &loc,
+                        format!(
+                            "invalid health timeout {text:?}: must not be longer than the interval ({}{default})",
+                            format_span(interval)
+                        ),
+                    );
+                }
+                timeout
+            }
+        };
+        let start_period = self.span(
+            "start_period",
+            raw.start_period,
+            true,
+            HealthCheck::DEFAULT_START_PERIOD,
+        );
+
+        let probe = match kind? {
+            "command" => {
+                if raw.keys.iter().all(|(k, _)| *k != "command") {
+                    self.missing(
+                        &raw.loc,
+                        "health check of kind \"command\" is missing required key \"command\"",
+                    );
+                }
+                HealthProbe::Command { argv: command? }
+            }
+            kind => {
+                if raw.keys.iter().all(|(k, _)| *k != "port") {
+                    self.missing(
+                        &raw.loc,
+                        format!("health check of kind {kind:?} is missing required key \"port\""),
+                    );
+                }
+                let port = port?;
+                if let (Some(ports), Some(raw_port)) = (ports, &raw.port) {
+                    self.published(&raw_port.loc, port, ports);
+                }
+                if kind == "tcp" {
+                    HealthProbe::Tcp { port }
+                } else {
+                    HealthProbe::Http {
+                        port,
+                        path: path.unwrap_or_else(|| HealthCheck::DEFAULT_PATH.to_string()),
+                        status,
+                    }
+                }
+            }
+        };
+        Some(HealthCheck {
+            probe,
+            interval: interval?,
+            timeout: timeout?,
+            retries: retries?,
+            start_period: start_period?,
+        })
+    }
+
+    /// Checks that a tcp or http health check's container `port` is
+    /// published over tcp: the agent probes through the host port.
+    fn published(&mut self, loc: &Loc, port: u16, ports: &[PortMapping]) {
+        if ports
+            .iter()
+            .any(|p| p.container_port == port && p.protocol == "tcp")
+        {
+            return;
+        }
+        let udp_only = if ports.iter().any(|p| p.container_port == port) {
+            " over tcp (only over udp)"
+        } else {
+            ""
+        };
+        self.issue(
+            loc,
+            format!(
+                "health port {port} is not published{udp_only}: the agent probes it through its host port, so add it to \"ports\", e.g. \"127.0.0.1:{port}:{port}\""
+            ),
+        );
+    }
+
+    /// A health check span: `what` is its key. `None` when it is invalid;
+    /// `default` when it is not given.
+    fn span(
+        &mut self,
+        what: &str,
+        value: Option<L<String>>,
+        zero_ok: bool,
+        default: Duration,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let why = match parse_span(&value.value) {
+            Ok(span) if zero_ok || !span.is_zero() => return Some(span),
+            Ok(_) => String::from("must be greater than zero"),
+            Err(why) => why,
+        };
+        self.issue(
+            &value.loc,
+            format!("invalid health {what} {:?}: {why}", value.value),
+        );
+        None
     }
 
     /// Checks `kernel`, `initrd` and `append`: only for a unikernel, the
