@@ -117,6 +117,7 @@ pub(crate) struct RawComponent {
     pub initrd: Option<L<String>>,
     pub append: Option<L<String>>,
     pub health: Option<RawHealth>,
+    pub depends_on: Vec<L<String>>,
 }
 
 /// A `[components.health]` table (or a request's `health` message).
@@ -149,8 +150,24 @@ pub(crate) struct RawRoute {
 
 const SERVICE_KEYS: &[&str] = &["name", "active", "node", "tier", "components"];
 const COMPONENT_KEYS: &[&str] = &[
-    "name", "image", "runtime", "cmd", "env", "ports", "volumes", "network", "user", "restart",
-    "memory", "vcpus", "routes", "kernel", "initrd", "append", "health",
+    "name",
+    "image",
+    "runtime",
+    "cmd",
+    "env",
+    "ports",
+    "volumes",
+    "network",
+    "user",
+    "restart",
+    "memory",
+    "vcpus",
+    "routes",
+    "kernel",
+    "initrd",
+    "append",
+    "health",
+    "depends_on",
 ];
 const ROUTE_KEYS: &[&str] = &["hostname", "port", "public"];
 pub(crate) const HEALTH_KEYS: &[&str] = &[
@@ -363,6 +380,7 @@ impl TomlReader {
             initrd: None,
             append: None,
             health: None,
+            depends_on: Vec::new(),
         };
         for entry @ (key, value) in table.iter() {
             match key.get_ref().as_ref() {
@@ -403,6 +421,7 @@ impl TomlReader {
                 "initrd" => c.initrd = self.string("initrd", value),
                 "append" => c.append = self.string("append", value),
                 "health" => c.health = self.health(value),
+                "depends_on" => c.depends_on = self.strings("depends_on", value),
                 "routes" => {
                     for (loc, table) in self.tables("routes", value) {
                         let route = self.route(loc, table);
@@ -606,6 +625,12 @@ pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
                     .health
                     .as_ref()
                     .map(|h| health_from_proto(h, &p("health"))),
+                depends_on: c
+                    .depends_on
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| some(s, p(&format!("depends_on[{j}]"))))
+                    .collect(),
             }
         })
         .collect();

@@ -958,7 +958,7 @@ fn json_round_trip_and_old_json() {
     assert_eq!(back, vm);
 }
 
-/// A service with a health check of every kind.
+/// A service with a health check of every kind and a dependency.
 const HEALTHY: &str = r#"name = "shop"
 
 [[components]]
@@ -983,6 +983,7 @@ interval = "2s"
 name       = "web"
 image      = "web:1"
 ports      = ["127.0.0.1:8080:8080", "127.0.0.1:9090:9090"]
+depends_on = ["db", "cache"]
 
 [components.health]
 kind         = "http"
@@ -1002,6 +1003,7 @@ port     = 8080
 name       = "admin"
 image      = "admin:1"
 ports      = ["9000:9000"]
+depends_on = ["web"]
 health     = { kind = "http", port = 9000 }
 "#;
 
@@ -1075,8 +1077,15 @@ fn parses_health_checks_with_defaults() {
     assert_eq!(admin.probe.port(), Some(9000));
     assert_eq!(health("db").probe.port(), None);
 
-    // No health table: no check.
-    assert_eq!(ok(FULL).components[0].health, None);
+    assert_eq!(
+        def.component("web").map(|c| c.depends_on.clone()),
+        Some(vec!["db".into(), "cache".into()])
+    );
+    assert!(def.component("db").is_some_and(|c| c.depends_on.is_empty()));
+    // Neither key: none of either.
+    let plain = ok(FULL);
+    assert_eq!(plain.components[0].health, None);
+    assert!(plain.components[0].depends_on.is_empty());
 }
 
 /// A component publishing 8080 (as host port 8080 and container port 80)
@@ -1292,6 +1301,67 @@ const BAD_HEALTH_OTHER: &[(&str, usize, usize, &str)] = &[
     ),
 ];
 
+/// Components `db`, then `web` whose `depends_on` is on line 8 (values
+/// from column 15).
+const D: &str = "name = \"a\"\n[[components]]\nname = \"db\"\nimage = \"i\"\n[[components]]\nname = \"web\"\nimage = \"i\"\n";
+
+const BAD_DEPENDS_ON: &[(&str, usize, usize, &str)] = &[
+    (
+        "depends_on = [\"dbb\"]\n",
+        8,
+        15,
+        "invalid depends_on \"dbb\": no component of that name; known components: db",
+    ),
+    (
+        "depends_on = [\"db\", \"web\"]\n",
+        8,
+        21,
+        "invalid depends_on \"web\": a component cannot depend on itself",
+    ),
+    (
+        "depends_on = [\"db\", \"db\"]\n",
+        8,
+        21,
+        "duplicate depends_on entry \"db\"",
+    ),
+    (
+        "depends_on = \"db\"\n",
+        8,
+        14,
+        "invalid type for \"depends_on\": expected an array of strings, found a string",
+    ),
+    (
+        "depends_on = [\"db\", 1]\n",
+        8,
+        21,
+        "invalid type for \"depends_on[1]\": expected a string, found an integer",
+    ),
+];
+
+/// `(definition, line, col, exact message)` for cycles.
+const DEPENDENCY_CYCLES: &[(&str, usize, usize, &str)] = &[
+    (
+        "name = \"a\"\n[[components]]\nname = \"db\"\nimage = \"i\"\ndepends_on = [\"web\"]\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = [\"db\"]\n",
+        9,
+        15,
+        "invalid depends_on \"db\": dependency cycle db -> web -> db",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"x\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"y\"\nimage = \"i\"\ndepends_on = [\"z\"]\n[[components]]\nname = \"z\"\nimage = \"i\"\ndepends_on = [\"x\"]\n",
+        13,
+        15,
+        "invalid depends_on \"x\": dependency cycle x -> y -> z -> x",
+    ),
+    (
+        // The cycle does not start at the first component; the entry
+        // that closes it comes before the one that leads into it.
+        "name = \"a\"\n[[components]]\nname = \"x\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"z\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"y\"\nimage = \"i\"\ndepends_on = [\"w\", \"z\"]\n[[components]]\nname = \"w\"\nimage = \"i\"\n",
+        9,
+        15,
+        "invalid depends_on \"y\": dependency cycle y -> z -> y",
+    ),
+];
+
 fn assert_exact(cases: &[(String, usize, usize, &str)]) {
     for (i, (src, line, col, want)) in cases.iter().enumerate() {
         let err = match parse(src, Path::new("web.toml")) {
@@ -1336,10 +1406,123 @@ fn bad_health_checks_point_at_the_problem() {
 }
 
 #[test]
-fn health_proto_round_trip() {
+fn bad_depends_on_points_at_the_problem() {
+    let cases: Vec<(String, usize, usize, &str)> = BAD_DEPENDS_ON
+        .iter()
+        .map(|(keys, line, col, want)| (format!("{D}{keys}"), *line, *col, *want))
+        .chain(
+            DEPENDENCY_CYCLES
+                .iter()
+                .map(|(src, line, col, want)| (src.to_string(), *line, *col, *want)),
+        )
+        .collect();
+    assert_exact(&cases);
+    // Alone, a component depends on nothing there is.
+    let err = parse(
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\ndepends_on = [\"c\"]\n",
+        Path::new("a.toml"),
+    )
+    .expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "a.toml:5:15: invalid depends_on \"c\": no component of that name; the service has no other components"
+    );
+}
+
+fn wave_names(def: &ServiceDef) -> Vec<Vec<&str>> {
+    def.start_order()
+        .iter()
+        .map(|wave| wave.iter().map(|c| c.name.as_str()).collect())
+        .collect()
+}
+
+#[test]
+fn start_order_is_waves_of_dependencies() {
+    // No dependencies: one wave, in file order.
+    let def = ok(
+        "name = \"a\"\n[[components]]\nname = \"z\"\nimage = \"i\"\n[[components]]\nname = \"y\"\nimage = \"i\"\n",
+    );
+    assert_eq!(wave_names(&def), [vec!["z", "y"]]);
+
+    assert_eq!(
+        wave_names(&ok(HEALTHY)),
+        [vec!["db", "cache"], vec!["web"], vec!["admin"]]
+    );
+
+    // A diamond, and a component that waits for two waves: each in the
+    // earliest wave it can be, file order within a wave.
+    let def = ok(r#"name = "a"
+[[components]]
+name = "top"
+image = "i"
+depends_on = ["left", "right"]
+[[components]]
+name = "late"
+image = "i"
+depends_on = ["top", "base"]
+[[components]]
+name = "right"
+image = "i"
+depends_on = ["base"]
+[[components]]
+name = "left"
+image = "i"
+depends_on = ["base"]
+[[components]]
+name = "base"
+image = "i"
+[[components]]
+name = "free"
+image = "i"
+"#);
+    assert_eq!(
+        wave_names(&def),
+        [
+            vec!["base", "free"],
+            vec!["right", "left"],
+            vec!["top"],
+            vec!["late"]
+        ]
+    );
+    // Every member depends only on earlier waves.
+    let waves = def.start_order();
+    for (w, wave) in waves.iter().enumerate() {
+        for c in wave {
+            for d in &c.depends_on {
+                let at = waves
+                    .iter()
+                    .position(|wave| wave.iter().any(|x| &x.name == d));
+                assert!(at.is_some_and(|at| at < w), "{} -> {d}", c.name);
+            }
+        }
+    }
+
+    // Not validated: unknown names are ignored, a cycle comes last.
+    let mut def = ok(
+        "name = \"a\"\n[[components]]\nname = \"p\"\nimage = \"i\"\n[[components]]\nname = \"q\"\nimage = \"i\"\n[[components]]\nname = \"r\"\nimage = \"i\"\n",
+    );
+    def.components[0].depends_on = vec!["q".into()];
+    def.components[1].depends_on = vec!["p".into()];
+    def.components[2].depends_on = vec!["ghost".into()];
+    assert_eq!(wave_names(&def), [vec!["r"], vec!["p", "q"]]);
+    def.components[2].depends_on = vec!["r".into()];
+    assert_eq!(wave_names(&def), [vec!["p", "q", "r"]]);
+    // Waiting for a cycle and for a started component: last, no empty wave.
+    def.components[2].depends_on = vec!["p".into(), "s".into()];
+    def.components.push(ComponentDef {
+        name: "s".into(),
+        ..ComponentDef::default()
+    });
+    assert_eq!(wave_names(&def), [vec!["s"], vec!["p", "q", "r"]]);
+    assert!(ServiceDef::default().start_order().is_empty());
+}
+
+#[test]
+fn health_and_depends_on_proto_round_trip() {
     let def = ok(HEALTHY);
     let spec = def.to_proto();
     let web = &spec.components[2];
+    assert_eq!(web.depends_on, ["db", "cache"]);
     assert_eq!(
         web.health,
         Some(pb::HealthCheck {
@@ -1379,6 +1562,7 @@ fn health_proto_round_trip() {
             port: 80,
             ..Default::default()
         });
+        s.components[1].depends_on = vec!["api".into()];
     }))
     .expect("valid");
     let web = def.component("web").expect("web");
@@ -1390,12 +1574,15 @@ fn health_proto_round_trip() {
             status: None,
         }))
     );
-    // No check: none on the wire.
-    assert_eq!(ok(FULL).to_proto().components[0].health, None);
+    assert_eq!(web.depends_on, ["api"]);
+    // Neither key: none on the wire.
+    let full = ok(FULL).to_proto();
+    assert_eq!(full.components[0].health, None);
+    assert!(full.components[0].depends_on.is_empty());
 }
 
 #[test]
-fn health_proto_is_held_to_the_same_rules() {
+fn health_and_depends_on_proto_are_held_to_the_same_rules() {
     let with_health = |h: pb::HealthCheck| {
         spec_with(move |s| {
             s.components[1].ports = vec!["8080:80".into()];
@@ -1489,6 +1676,25 @@ fn health_proto_is_held_to_the_same_rules() {
             }),
             "components[1].health: health check of kind \"command\" is missing required key \"command\"",
         ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["db".into()]),
+            "components[1].depends_on[0]: invalid depends_on \"db\": no component of that name; known components: api",
+        ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["web".into()]),
+            "components[1].depends_on[0]: invalid depends_on \"web\": a component cannot depend on itself",
+        ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["api".into(), "api".into()]),
+            "components[1].depends_on[1]: duplicate depends_on entry \"api\"",
+        ),
+        (
+            spec_with(|s| {
+                s.components[0].depends_on = vec!["web".into()];
+                s.components[1].depends_on = vec!["api".into()];
+            }),
+            "components[1].depends_on[0]: invalid depends_on \"api\": dependency cycle api -> web -> api",
+        ),
     ];
     for (i, (spec, want)) in cases.into_iter().enumerate() {
         let err = ServiceDef::from_proto(&spec).expect_err(want);
@@ -1501,7 +1707,7 @@ fn health_proto_is_held_to_the_same_rules() {
 }
 
 #[test]
-fn health_to_toml_round_trip() {
+fn health_and_depends_on_to_toml_round_trip() {
     let def = ok(HEALTHY);
     let written = to_toml(&def);
     assert_eq!(ok(&written), def, "{written}");
@@ -1518,25 +1724,36 @@ fn health_to_toml_round_trip() {
         "{written}"
     );
     assert!(
+        written.contains("depends_on = [\"db\", \"cache\"]\n"),
+        "{written}"
+    );
+    assert!(
         written.contains(
             "interval = \"1m 30s\"\ntimeout = \"2s 500ms\"\nretries = 5\nstart_period = \"1m\"\n"
         ),
         "{written}"
     );
-    // Components without a check are written as before.
+    // Components without them are written as before.
     let full = to_toml(&ok(FULL));
-    assert!(!full.contains("health"), "{full}");
+    assert!(
+        !full.contains("health") && !full.contains("depends_on"),
+        "{full}"
+    );
 }
 
 #[test]
-fn spec_hash_is_unchanged_without_health() {
-    // Definitions without a check keep the digests of earlier versions.
+fn spec_hash_is_unchanged_without_health_and_ignores_depends_on() {
+    // Definitions with neither key keep the digests of earlier versions.
     assert_eq!(ok(FULL).components[0].spec_hash(), PINNED_FULL_HASH);
     for (src, pinned) in PINNED_BEFORE_KERNEL_BOOT {
         assert_eq!(ok(src).components[0].spec_hash(), *pinned, "{src}");
     }
-    // A health check is part of the digest, every field of it.
+    // depends_on orders starts; the instance is the same.
     let mut api = ok(FULL).components[0].clone();
+    api.depends_on = vec!["db".into()];
+    assert_eq!(api.spec_hash(), PINNED_FULL_HASH);
+
+    // A health check is part of the digest, every field of it.
     api.health = Some(HealthCheck::new(HealthProbe::Http {
         port: 8443,
         path: "/".into(),
@@ -1592,7 +1809,7 @@ fn spec_hash_is_unchanged_without_health() {
 }
 
 #[test]
-fn health_json() {
+fn health_and_depends_on_json() {
     let def = ok(HEALTHY);
     let web = def.component("web").expect("web");
     let json = serde_json::to_value(web).expect("serialize");
@@ -1609,15 +1826,19 @@ fn health_json() {
             "start_period_ms": 60000,
         })
     );
+    assert_eq!(json["depends_on"], serde_json::json!(["db", "cache"]));
     for c in &def.components {
         let text = serde_json::to_string(c).expect("serialize");
         let back: ComponentDef = serde_json::from_str(&text).expect("deserialize");
         assert_eq!(&back, c, "{text}");
     }
-    // Without a check, no key (records stay as they were), and records from
-    // before it existed load.
+    // Without them, no keys (records stay as they were), and records from
+    // before they existed load.
     let text = serde_json::to_string(&ok(FULL).components[0]).expect("serialize");
-    assert!(!text.contains("health"), "{text}");
+    assert!(
+        !text.contains("health") && !text.contains("depends_on"),
+        "{text}"
+    );
     let old: ComponentDef = serde_json::from_str(r#"{"name":"b","image":"i"}"#).expect("old json");
-    assert_eq!(old.health, None);
+    assert_eq!((old.health, old.depends_on), (None, Vec::new()));
 }

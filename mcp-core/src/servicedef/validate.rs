@@ -1,7 +1,7 @@
 //! The one validator: turns the raw model (from a file or a request) into a
 //! [`ServiceDef`], or reports the first problem.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use mcp_runtime::{PortMapping, RuntimeKind, instance_name};
@@ -106,6 +106,17 @@ impl Validator {
                 "no components: a service needs at least one [[components]] table",
             );
         }
+        let names = ComponentNames::new(
+            raw.components
+                .iter()
+                .map(|c| c.name.as_ref().map(|n| n.value.clone()))
+                .collect(),
+        );
+        let depends_on: Vec<Vec<L<String>>> = raw
+            .components
+            .iter()
+            .map(|c| c.depends_on.clone())
+            .collect();
         let mut seen_names: HashSet<String> = HashSet::new();
         let mut published: Vec<Published> = Vec::new();
         let mut components = Vec::new();
@@ -115,8 +126,9 @@ impl Validator {
             {
                 self.issue(&n.loc, format!("duplicate component name {:?}", n.value));
             }
-            components.push(self.component(&name, raw_component, &mut published));
+            components.push(self.component(&name, raw_component, &names, &mut published));
         }
+        self.dependency_cycles(&names, &depends_on);
 
         ServiceDef {
             name,
@@ -131,6 +143,7 @@ impl Validator {
         &mut self,
         service: &str,
         raw: RawComponent,
+        names: &ComponentNames,
         published: &mut Vec<Published>,
     ) -> ComponentDef {
         let name = match raw.name {
@@ -324,6 +337,7 @@ impl Validator {
             let runtime = runtime_known.then_some(runtime);
             self.health(h, runtime, ports_valid.then_some(ports.as_slice()))
         });
+        let depends_on = self.depends_on(&name, raw.depends_on, names);
 
         ComponentDef {
             name,
@@ -343,6 +357,93 @@ impl Validator {
             initrd,
             append,
             health,
+            depends_on,
+        }
+    }
+
+    /// Checks a component's `depends_on` entries: each the name of another
+    /// component of the service, listed once. Cycles are checked once every
+    /// component is known ([`Self::dependency_cycles`]).
+    fn depends_on(
+        &mut self,
+        component: &str,
+        raw: Vec<L<String>>,
+        names: &ComponentNames,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(raw.len());
+        let mut seen: HashSet<String> = HashSet::with_capacity(raw.len());
+        for d in raw {
+            if !component.is_empty() && d.value == component {
+                self.issue(
+                    &d.loc,
+                    format!(
+                        "invalid depends_on {:?}: a component cannot depend on itself",
+                        d.value
+                    ),
+                );
+            } else if names.index_of(&d.value).is_none() {
+                let others: Vec<&str> = names
+                    .names
+                    .iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .filter(|n| *n != component)
+                    .collect();
+                let known = if others.is_empty() {
+                    String::from("the service has no other components")
+                } else {
+                    format!("known components: {}", others.join(", "))
+                };
+                self.issue(
+                    &d.loc,
+                    format!(
+                        "invalid depends_on {:?}: no component of that name; {known}",
+                        d.value
+                    ),
+                );
+            } else if !seen.insert(d.value.clone()) {
+                self.issue(&d.loc, format!("duplicate depends_on entry {:?}", d.value));
+            }
+            out.push(d.value);
+        }
+        out
+    }
+
+    /// Reports every cycle among the components' `depends_on` entries, as
+    /// `a -> b -> a`, at the entry that closes it: the components are
+    /// walked depth first in file order, following entries in order.
+    /// Entries reported already (unknown, itself, duplicate) are left out.
+    fn dependency_cycles(&mut self, names: &ComponentNames, depends_on: &[Vec<L<String>>]) {
+        let edges: Vec<Vec<(usize, &Loc)>> = depends_on
+            .iter()
+            .enumerate()
+            .map(|(i, entries)| {
+                let mut out: Vec<(usize, &Loc)> = Vec::new();
+                let mut seen: HashSet<usize> = HashSet::new();
+                for d in entries {
+                    if let Some(j) = names.index_of(&d.value)
+                        && j != i
+                        && seen.insert(j)
+                    {
+                        out.push((j, &d.loc));
+                    }
+                }
+                out
+            })
+            .collect();
+        for (cycle, loc) in cycles(&edges) {
+            let path: Vec<&str> = cycle
+                .iter()
+                .map(|&i| names.names[i].as_deref().unwrap_or_default())
+                .collect();
+            let closing = path.last().copied().unwrap_or_default();
+            self.issue(
+                loc,
+                format!(
+                    "invalid depends_on {closing:?}: dependency cycle {}",
+                    path.join(" -> ")
+                ),
+            );
         }
     }
 
@@ -722,4 +823,78 @@ impl Validator {
             public: raw.public.is_some_and(|p| p.value),
         }
     }
+}
+
+/// The service's component names, for `depends_on`.
+struct ComponentNames {
+    /// Per component in order; `None` when it has no name.
+    names: Vec<Option<String>>,
+    /// Where each name first appears.
+    index: HashMap<String, usize>,
+}
+
+impl ComponentNames {
+    fn new(names: Vec<Option<String>>) -> ComponentNames {
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if let Some(name) = name {
+                index.entry(name.clone()).or_insert(i);
+            }
+        }
+        ComponentNames { names, index }
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    New,
+    /// On the walk's path, at this depth.
+    OnPath(usize),
+    Done,
+}
+
+/// Every cycle of the `depends_on` graph `edges` (per component: the
+/// components it depends on, with the entry's place), found by a depth-first
+/// walk from each component in order, following entries in order. Each cycle
+/// is the components along it, the first repeated at the end, and the entry
+/// that closes it. The walk keeps its own stack: no recursion, however long
+/// the chain.
+fn cycles<'a>(edges: &'a [Vec<(usize, &'a Loc)>]) -> Vec<(Vec<usize>, &'a Loc)> {
+    let mut state = vec![Visit::New; edges.len()];
+    let mut cycles = Vec::new();
+    // The path walked: each component and how many of its entries are done.
+    let mut path: Vec<(usize, usize)> = Vec::new();
+    for root in 0..edges.len() {
+        if state[root] != Visit::New {
+            continue;
+        }
+        state[root] = Visit::OnPath(0);
+        path.push((root, 0));
+        while let Some((i, next)) = path.last_mut() {
+            let i = *i;
+            let Some(&(j, loc)) = edges[i].get(*next) else {
+                state[i] = Visit::Done;
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            match state[j] {
+                Visit::New => {
+                    state[j] = Visit::OnPath(path.len());
+                    path.push((j, 0));
+                }
+                Visit::OnPath(depth) => {
+                    let mut cycle: Vec<usize> = path[depth..].iter().map(|&(k, _)| k).collect();
+                    cycle.push(j);
+                    cycles.push((cycle, loc));
+                }
+                Visit::Done => {}
+            }
+        }
+    }
+    cycles
 }

@@ -80,6 +80,9 @@ pub fn to_toml(def: &ServiceDef) -> String {
         if let Some(n) = c.vcpus {
             t["vcpus"] = value(i64::from(n));
         }
+        if !c.depends_on.is_empty() {
+            t["depends_on"] = value(strings(c.depends_on.iter().map(String::as_str)));
+        }
         if let Some(health) = &c.health {
             t["health"] = Item::Table(health_table(health));
         }
