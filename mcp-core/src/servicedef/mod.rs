@@ -15,6 +15,9 @@
 //!   else, keeping the file byte-for-byte (comments, order, spacing).
 //! - [`ComponentDef::instance_spec`] and [`ComponentDef::spec_hash`] give what
 //!   a runtime needs to create the component, and a stable digest of it.
+//! - [`ComponentDef::health`] is the component's health check, if any
+//!   ([`HealthCheck`]); [`ServiceDef::start_order`] orders the components by
+//!   their `depends_on`.
 //!
 //! ```
 //! use std::path::{Path, PathBuf};
@@ -57,10 +60,11 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mcp_proto::v1 as pb;
 use mcp_runtime::{
@@ -77,6 +81,7 @@ pub use values::{
 };
 pub use write::to_toml;
 
+use values::format_span;
 pub(crate) use values::name_problem;
 
 /// A validated service definition.
@@ -171,6 +176,184 @@ pub struct ComponentDef {
     /// Kernel command line for [`kernel`](Self::kernel); only with a kernel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub append: Option<String>,
+    /// How to tell whether the component is healthy (`[components.health]`);
+    /// `None` for no check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// Names of other components of the same service that this one depends
+    /// on, as written: they start before it (see [`ServiceDef::start_order`]).
+    /// Known, distinct, not itself, and without cycles.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+/// A component's health check: how to probe it, and how often.
+///
+/// Stored as JSON with the probe's fields inline and spans in whole
+/// milliseconds: `{"kind":"http","port":8080,"path":"/healthz",
+/// "interval_ms":10000,"timeout_ms":5000,"retries":3,"start_period_ms":0}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// What one check does.
+    #[serde(flatten)]
+    pub probe: HealthProbe,
+    /// Time between two checks, greater than zero (default 10s).
+    #[serde(rename = "interval_ms", with = "millis")]
+    pub interval: Duration,
+    /// Time one check may take before it counts as failed, greater than zero
+    /// and at most [`interval`](Self::interval) (default 5s, or the interval
+    /// when that is shorter).
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Consecutive failed checks after which the component is unhealthy, 1 to
+    /// 100 (default 3).
+    pub retries: u32,
+    /// Time after a start during which failed checks do not count
+    /// (default 0s).
+    #[serde(rename = "start_period_ms", with = "millis")]
+    pub start_period: Duration,
+}
+
+/// What a health check does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HealthProbe {
+    /// Runs a program inside the container; healthy when it exits 0
+    /// (`kind = "command"`; containers only).
+    Command {
+        /// The program and its arguments, exec form (no shell); not empty.
+        argv: Vec<String>,
+    },
+    /// Opens a TCP connection to the port (`kind = "tcp"`).
+    Tcp {
+        /// Container port, published by the component.
+        port: u16,
+    },
+    /// Sends an HTTP GET request (`kind = "http"`).
+    Http {
+        /// Container port, published by the component.
+        port: u16,
+        /// Request path, starting with `/` (default `/`).
+        path: String,
+        /// The expected status, 100 to 599; `None` for any 2xx.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+}
+
+impl HealthProbe {
+    /// `"command"`, `"tcp"` or `"http"`, as in definitions and on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HealthProbe::Command { .. } => "command",
+            HealthProbe::Tcp { .. } => "tcp",
+            HealthProbe::Http { .. } => "http",
+        }
+    }
+
+    /// The container port probed (tcp and http).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            HealthProbe::Command { .. } => None,
+            HealthProbe::Tcp { port } | HealthProbe::Http { port, .. } => Some(*port),
+        }
+    }
+}
+
+impl HealthCheck {
+    /// Default [`interval`](Self::interval): 10 seconds.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+    /// Default [`timeout`](Self::timeout) (unless the interval is shorter):
+    /// 5 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default [`retries`](Self::retries): 3.
+    pub const DEFAULT_RETRIES: u32 = 3;
+    /// Default [`start_period`](Self::start_period): none.
+    pub const DEFAULT_START_PERIOD: Duration = Duration::ZERO;
+    /// Default HTTP request path.
+    pub const DEFAULT_PATH: &str = "/";
+
+    /// A check with `probe` and every other setting at its default.
+    pub fn new(probe: HealthProbe) -> HealthCheck {
+        HealthCheck {
+            probe,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::default_timeout(Self::DEFAULT_INTERVAL),
+            retries: Self::DEFAULT_RETRIES,
+            start_period: Self::DEFAULT_START_PERIOD,
+        }
+    }
+
+    /// The timeout when none is given: [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT),
+    /// or `interval` when that is shorter.
+    pub fn default_timeout(interval: Duration) -> Duration {
+        Self::DEFAULT_TIMEOUT.min(interval)
+    }
+
+    /// The check as sent on the wire: spans in the definition's syntax
+    /// (`"10s"`, `"1m 30s"`), every field explicit.
+    pub fn to_proto(&self) -> pb::HealthCheck {
+        let (command, port, path, status) = match &self.probe {
+            HealthProbe::Command { argv } => (argv.clone(), 0, String::new(), 0),
+            HealthProbe::Tcp { port } => (Vec::new(), u32::from(*port), String::new(), 0),
+            HealthProbe::Http { port, path, status } => (
+                Vec::new(),
+                u32::from(*port),
+                path.clone(),
+                status.map_or(0, u32::from),
+            ),
+        };
+        pb::HealthCheck {
+            kind: self.probe.kind().to_string(),
+            command,
+            port,
+            path,
+            status,
+            interval: format_span(self.interval),
+            timeout: format_span(self.timeout),
+            retries: self.retries,
+            start_period: format_span(self.start_period),
+        }
+    }
+
+    /// The check's element of [`ComponentDef::spec_hash`]'s encoding.
+    fn canonical(&self) -> serde_json::Value {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let probe = match &self.probe {
+            HealthProbe::Command { argv } => serde_json::json!(["command", argv]),
+            HealthProbe::Tcp { port } => serde_json::json!(["tcp", port]),
+            HealthProbe::Http { port, path, status } => {
+                serde_json::json!(["http", port, path, status])
+            }
+        };
+        serde_json::json!([
+            "health",
+            probe,
+            ms(self.interval),
+            ms(self.timeout),
+            self.retries,
+            ms(self.start_period),
+        ])
+    }
+}
+
+/// Serde for a [`Duration`] as whole milliseconds (a `u64`).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = u64::try_from(d.as_millis())
+            .map_err(|_| serde::ser::Error::custom("duration too large"))?;
+        serializer.serialize_u64(ms)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
 }
 
 /// A route for edge routing (v2).
@@ -262,6 +445,103 @@ impl ServiceDef {
     pub fn component(&self, name: &str) -> Option<&ComponentDef> {
         self.components.iter().find(|c| c.name == name)
     }
+
+    /// The components in the order they start, as waves: every component
+    /// of a wave depends only on components of earlier waves, and is in the
+    /// earliest wave it can be; within a wave, components are in file order.
+    /// A definition without `depends_on` is one wave.
+    ///
+    /// Validated definitions have no unknown names and no cycles. For one
+    /// that was not validated (e.g. built by hand), names that are not
+    /// components are ignored, and the components in a cycle or waiting for
+    /// one come last, as one wave in file order.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// let def = mcp_core::servicedef::parse(r#"
+    /// name = "shop"
+    /// [[components]]
+    /// name = "web"
+    /// image = "web:1"
+    /// depends_on = ["api"]
+    /// [[components]]
+    /// name = "api"
+    /// image = "api:1"
+    /// depends_on = ["db", "cache"]
+    /// [[components]]
+    /// name = "db"
+    /// image = "postgres:16"
+    /// [[components]]
+    /// name = "cache"
+    /// image = "valkey:8"
+    /// "#, Path::new("shop.toml"))?;
+    /// let waves: Vec<Vec<&str>> = def
+    ///     .start_order()
+    ///     .iter()
+    ///     .map(|wave| wave.iter().map(|c| c.name.as_str()).collect())
+    ///     .collect();
+    /// assert_eq!(waves, [vec!["db", "cache"], vec!["api"], vec!["web"]]);
+    /// # Ok::<(), mcp_core::servicedef::ServiceDefError>(())
+    /// ```
+    pub fn start_order(&self) -> Vec<Vec<&ComponentDef>> {
+        let n = self.components.len();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
+        for (i, c) in self.components.iter().enumerate() {
+            index.entry(c.name.as_str()).or_insert(i);
+        }
+        // For each component, the components that wait for it, and how many
+        // of its own dependencies have not started yet.
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        let mut waiting: Vec<usize> = vec![0; n];
+        for (i, c) in self.components.iter().enumerate() {
+            let mut deps: Vec<usize> = c
+                .depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .collect();
+            deps.sort_unstable();
+            deps.dedup();
+            waiting[i] = deps.len();
+            for d in deps {
+                dependents[d].push(i);
+            }
+        }
+        // Kahn's algorithm: a component's wave is one after the latest of
+        // its dependencies'.
+        let mut wave_of: Vec<Option<usize>> = vec![None; n];
+        let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+        for &i in &ready {
+            wave_of[i] = Some(0);
+        }
+        while let Some(i) = ready.pop() {
+            let next = wave_of[i].map_or(0, |w| w + 1);
+            for &j in &dependents[i] {
+                wave_of[j] = Some(wave_of[j].map_or(next, |w| w.max(next)));
+                waiting[j] -= 1;
+                if waiting[j] == 0 {
+                    ready.push(j);
+                }
+            }
+        }
+        let placed = (0..n)
+            .filter(|&i| waiting[i] == 0)
+            .filter_map(|i| wave_of[i])
+            .max()
+            .map_or(0, |w| w + 1);
+        let mut waves: Vec<Vec<&ComponentDef>> = vec![Vec::new(); placed];
+        // In a cycle, or waiting for one: last, together.
+        let mut last: Vec<&ComponentDef> = Vec::new();
+        for (i, c) in self.components.iter().enumerate() {
+            match wave_of[i] {
+                Some(w) if waiting[i] == 0 => waves[w].push(c),
+                _ => last.push(c),
+            }
+        }
+        if !last.is_empty() {
+            waves.push(last);
+        }
+        waves
+    }
 }
 
 impl ComponentDef {
@@ -300,6 +580,8 @@ impl ComponentDef {
             kernel: self.kernel.clone().unwrap_or_default(),
             initrd: self.initrd.clone().unwrap_or_default(),
             append: self.append.clone().unwrap_or_default(),
+            health: self.health.as_ref().map(HealthCheck::to_proto),
+            depends_on: self.depends_on.clone(),
         }
     }
 
@@ -342,10 +624,12 @@ impl ComponentDef {
     /// the same instance, so an unchanged digest means no recreate.
     ///
     /// Covered: image, runtime, cmd, env, ports, volumes, network, user,
-    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree), vcpus, and
-    /// kernel, initrd and append. Not covered: the name (it is the
-    /// instance's identity) and routes (the edge's business, not the
-    /// instance's).
+    /// restart, memory (in bytes, so `"1G"` and `"1024M"` agree), vcpus,
+    /// kernel, initrd and append, and the health check (it is part of the
+    /// container's configuration, so changing it recreates the instance).
+    /// Not covered: the name (it is the instance's identity), routes (the
+    /// edge's business, not the instance's) and `depends_on` (it orders
+    /// starts; the instance is the same).
     ///
     /// Stability: the digest is taken over an explicit canonical encoding,
     /// not over an in-memory layout or a map's iteration order: a JSON array
@@ -356,6 +640,11 @@ impl ComponentDef {
     /// appended only when one of them is set, as one more element
     /// `["kernel", kernel, initrd, append]`, so a component without them
     /// keeps the digest earlier versions gave it (no recreate on upgrade).
+    /// The health check, added later still, is appended likewise only when
+    /// set, after the kernel element: `["health", probe, interval_ms,
+    /// timeout_ms, retries, start_period_ms]` with the probe as
+    /// `["command", argv]`, `["tcp", port]` or `["http", port, path,
+    /// status]` (status `null` for any 2xx).
     /// The same definition therefore gives the same digest in every process
     /// and every version of MCP. Changing the encoding means a new version
     /// tag (and every instance recreated once).
@@ -385,6 +674,11 @@ impl ComponentDef {
                 self.initrd,
                 self.append,
             ]));
+        }
+        if let Some(health) = &self.health
+            && let Some(fields) = canonical.as_array_mut()
+        {
+            fields.push(health.canonical());
         }
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }

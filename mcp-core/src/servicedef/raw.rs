@@ -116,6 +116,28 @@ pub(crate) struct RawComponent {
     pub kernel: Option<L<String>>,
     pub initrd: Option<L<String>>,
     pub append: Option<L<String>>,
+    pub health: Option<RawHealth>,
+    pub depends_on: Vec<L<String>>,
+}
+
+/// A `[components.health]` table (or a request's `health` message).
+#[derive(Debug, Clone)]
+pub(crate) struct RawHealth {
+    /// The table (its `[components.health]` header).
+    pub loc: Loc,
+    /// The keys given, each with where the key itself is: a key that does
+    /// not belong to the kind is reported there.
+    pub keys: Vec<(&'static str, Loc)>,
+    pub kind: Option<L<String>>,
+    pub command: Option<L<Vec<String>>>,
+    pub port: Option<L<i64>>,
+    pub path: Option<L<String>>,
+    pub status: Option<L<i64>>,
+    /// Spans, as written (parsed by the validator).
+    pub interval: Option<L<String>>,
+    pub timeout: Option<L<String>>,
+    pub retries: Option<L<i64>>,
+    pub start_period: Option<L<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,10 +150,39 @@ pub(crate) struct RawRoute {
 
 const SERVICE_KEYS: &[&str] = &["name", "active", "node", "tier", "components"];
 const COMPONENT_KEYS: &[&str] = &[
-    "name", "image", "runtime", "cmd", "env", "ports", "volumes", "network", "user", "restart",
-    "memory", "vcpus", "routes", "kernel", "initrd", "append",
+    "name",
+    "image",
+    "runtime",
+    "cmd",
+    "env",
+    "ports",
+    "volumes",
+    "network",
+    "user",
+    "restart",
+    "memory",
+    "vcpus",
+    "routes",
+    "kernel",
+    "initrd",
+    "append",
+    "health",
+    "depends_on",
 ];
 const ROUTE_KEYS: &[&str] = &["hostname", "port", "public"];
+pub(crate) const HEALTH_KEYS: &[&str] = &[
+    "kind",
+    "command",
+    "port",
+    "path",
+    "status",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+];
+/// What a span's type error expects.
+const A_SPAN: &str = "a span such as \"10s\"";
 
 /// Reads a TOML document into the raw model. Syntax errors, unknown keys and
 /// values of the wrong type are reported here; the earliest one wins.
@@ -328,6 +379,8 @@ impl TomlReader {
             kernel: None,
             initrd: None,
             append: None,
+            health: None,
+            depends_on: Vec::new(),
         };
         for entry @ (key, value) in table.iter() {
             match key.get_ref().as_ref() {
@@ -367,6 +420,8 @@ impl TomlReader {
                 "kernel" => c.kernel = self.string("kernel", value),
                 "initrd" => c.initrd = self.string("initrd", value),
                 "append" => c.append = self.string("append", value),
+                "health" => c.health = self.health(value),
+                "depends_on" => c.depends_on = self.strings("depends_on", value),
                 "routes" => {
                     for (loc, table) in self.tables("routes", value) {
                         let route = self.route(loc, table);
@@ -398,6 +453,74 @@ impl TomlReader {
             }
         }
         out
+    }
+
+    fn span(&mut self, key: &str, value: &Spanned<DeValue<'_>>) -> Option<L<String>> {
+        match value.get_ref() {
+            DeValue::String(_) => self.string(key, value),
+            _ => {
+                self.type_error(key, A_SPAN, value);
+                None
+            }
+        }
+    }
+
+    fn health(&mut self, value: &Spanned<DeValue<'_>>) -> Option<RawHealth> {
+        let DeValue::Table(table) = value.get_ref() else {
+            self.type_error("health", "a table ([components.health])", value);
+            return None;
+        };
+        let mut h = RawHealth {
+            loc: span_loc(value),
+            keys: Vec::new(),
+            kind: None,
+            command: None,
+            port: None,
+            path: None,
+            status: None,
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        };
+        for entry @ (key, value) in table.iter() {
+            let Some(&name) = HEALTH_KEYS.iter().find(|k| **k == key.get_ref().as_ref()) else {
+                self.unknown_key(entry, "a health check", HEALTH_KEYS);
+                continue;
+            };
+            h.keys.push((name, span_loc(key)));
+            match name {
+                "kind" => h.kind = self.string("health.kind", value),
+                "command" => {
+                    h.command = match value.get_ref() {
+                        DeValue::Array(_) => {
+                            let argv = self.strings("health.command", value);
+                            Some(L {
+                                value: argv.into_iter().map(|s| s.value).collect(),
+                                loc: span_loc(value),
+                            })
+                        }
+                        _ => {
+                            self.type_error(
+                                "health.command",
+                                "an array of strings (the program and its arguments; no shell)",
+                                value,
+                            );
+                            None
+                        }
+                    }
+                }
+                "port" => h.port = self.integer("health.port", value),
+                "path" => h.path = self.string("health.path", value),
+                "status" => h.status = self.integer("health.status", value),
+                "interval" => h.interval = self.span("health.interval", value),
+                "timeout" => h.timeout = self.span("health.timeout", value),
+                "retries" => h.retries = self.integer("health.retries", value),
+                "start_period" => h.start_period = self.span("health.start_period", value),
+                _ => {}
+            }
+        }
+        Some(h)
     }
 
     fn route(&mut self, loc: Loc, table: &DeTable<'_>) -> RawRoute {
@@ -498,6 +621,16 @@ pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
                 kernel: optional(&c.kernel, p("kernel")),
                 initrd: optional(&c.initrd, p("initrd")),
                 append: optional(&c.append, p("append")),
+                health: c
+                    .health
+                    .as_ref()
+                    .map(|h| health_from_proto(h, &p("health"))),
+                depends_on: c
+                    .depends_on
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| some(s, p(&format!("depends_on[{j}]"))))
+                    .collect(),
             }
         })
         .collect();
@@ -513,5 +646,58 @@ pub(crate) fn from_proto(spec: &pb::ServiceSpec) -> RawService {
         tier: optional(&spec.tier, "tier".into()),
         components_loc: Some(at("components".into())),
         components,
+    }
+}
+
+/// Reads a request's `HealthCheck` (at field path `at`) into the raw
+/// model. Empty strings, an empty `command` and zero numbers are "not set".
+fn health_from_proto(h: &pb::HealthCheck, at: &str) -> RawHealth {
+    let mut keys: Vec<(&'static str, Loc)> = Vec::new();
+    let mut field = |key: &'static str, set: bool| {
+        set.then(|| {
+            let loc = Loc::Field(format!("{at}.{key}"));
+            keys.push((key, loc.clone()));
+            loc
+        })
+    };
+    let text = |value: &str, loc: Option<Loc>| {
+        loc.map(|loc| L {
+            value: value.to_string(),
+            loc,
+        })
+    };
+    let number = |value: u32, loc: Option<Loc>| {
+        loc.map(|loc| L {
+            value: i64::from(value),
+            loc,
+        })
+    };
+    let kind = text(&h.kind, field("kind", !h.kind.is_empty()));
+    let command = field("command", !h.command.is_empty()).map(|loc| L {
+        value: h.command.clone(),
+        loc,
+    });
+    let port = number(h.port, field("port", h.port != 0));
+    let path = text(&h.path, field("path", !h.path.is_empty()));
+    let status = number(h.status, field("status", h.status != 0));
+    let interval = text(&h.interval, field("interval", !h.interval.is_empty()));
+    let timeout = text(&h.timeout, field("timeout", !h.timeout.is_empty()));
+    let retries = number(h.retries, field("retries", h.retries != 0));
+    let start_period = text(
+        &h.start_period,
+        field("start_period", !h.start_period.is_empty()),
+    );
+    RawHealth {
+        loc: Loc::Field(at.to_string()),
+        keys,
+        kind,
+        command,
+        port,
+        path,
+        status,
+        interval,
+        timeout,
+        retries,
+        start_period,
     }
 }

@@ -957,3 +957,888 @@ fn json_round_trip_and_old_json() {
     let back: ComponentDef = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, vm);
 }
+
+/// A service with a health check of every kind and a dependency.
+const HEALTHY: &str = r#"name = "shop"
+
+[[components]]
+name  = "db"
+image = "postgres:16"
+
+[components.health]
+kind    = "command"
+command = ["pg_isready", "-U", "app"]
+
+[[components]]
+name  = "cache"
+image = "valkey:8"
+ports = ["127.0.0.1:6379:6379"]
+
+[components.health]
+kind     = "tcp"
+port     = 6379
+interval = "2s"
+
+[[components]]
+name       = "web"
+image      = "web:1"
+ports      = ["127.0.0.1:8080:8080", "127.0.0.1:9090:9090"]
+depends_on = ["db", "cache"]
+
+[components.health]
+kind         = "http"
+port         = 8080
+path         = "/healthz?full=1"
+status       = 204
+interval     = "1m 30s"
+timeout      = "2500ms"
+retries      = 5
+start_period = "1m"
+
+[[components.routes]]
+hostname = "shop.example"
+port     = 8080
+
+[[components]]
+name       = "admin"
+image      = "admin:1"
+ports      = ["9000:9000"]
+depends_on = ["web"]
+health     = { kind = "http", port = 9000 }
+"#;
+
+#[test]
+fn parses_health_checks_with_defaults() {
+    use std::time::Duration;
+    let def = ok(HEALTHY);
+    let health = |name: &str| {
+        def.component(name)
+            .and_then(|c| c.health.clone())
+            .unwrap_or_else(|| panic!("{name} has a health check"))
+    };
+    let secs = Duration::from_secs;
+
+    // Every default applied.
+    assert_eq!(
+        health("db"),
+        HealthCheck {
+            probe: HealthProbe::Command {
+                argv: vec!["pg_isready".into(), "-U".into(), "app".into()],
+            },
+            interval: secs(10),
+            timeout: secs(5),
+            retries: 3,
+            start_period: Duration::ZERO,
+        }
+    );
+    assert_eq!(
+        health("db"),
+        HealthCheck::new(HealthProbe::Command {
+            argv: vec!["pg_isready".into(), "-U".into(), "app".into()],
+        })
+    );
+    // An interval shorter than the default timeout makes the timeout that short.
+    assert_eq!(
+        health("cache"),
+        HealthCheck {
+            probe: HealthProbe::Tcp { port: 6379 },
+            interval: secs(2),
+            timeout: secs(2),
+            retries: 3,
+            start_period: Duration::ZERO,
+        }
+    );
+    // Every key given.
+    assert_eq!(
+        health("web"),
+        HealthCheck {
+            probe: HealthProbe::Http {
+                port: 8080,
+                path: "/healthz?full=1".into(),
+                status: Some(204),
+            },
+            interval: secs(90),
+            timeout: Duration::from_millis(2500),
+            retries: 5,
+            start_period: secs(60),
+        }
+    );
+    // Inline table; path "/" and any 2xx by default.
+    let admin = health("admin");
+    assert_eq!(
+        admin.probe,
+        HealthProbe::Http {
+            port: 9000,
+            path: "/".into(),
+            status: None,
+        }
+    );
+    assert_eq!(admin.probe.kind(), "http");
+    assert_eq!(admin.probe.port(), Some(9000));
+    assert_eq!(health("db").probe.port(), None);
+
+    assert_eq!(
+        def.component("web").map(|c| c.depends_on.clone()),
+        Some(vec!["db".into(), "cache".into()])
+    );
+    assert!(def.component("db").is_some_and(|c| c.depends_on.is_empty()));
+    // Neither key: none of either.
+    let plain = ok(FULL);
+    assert_eq!(plain.components[0].health, None);
+    assert!(plain.components[0].depends_on.is_empty());
+}
+
+/// A component publishing 8080 (as host port 8080 and container port 80)
+/// and 53/udp, whose health table starts on line 6; keys from line 7.
+const H: &str = "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nports = [\"8080:80\", \"53:53/udp\"]\n[components.health]\n";
+
+/// `(health keys after H, line, col, exact message)`.
+const BAD_HEALTH: &[(&str, usize, usize, &str)] = &[
+    (
+        "kind = \"grpc\"\n",
+        7,
+        8,
+        "invalid health kind \"grpc\": expected \"command\", \"tcp\" or \"http\"",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = \"-5s\"\n",
+        9,
+        12,
+        "invalid health interval \"-5s\": must not be negative",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = \"0s\"\n",
+        9,
+        12,
+        "invalid health interval \"0s\": must be greater than zero",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = \"soon\"\n",
+        9,
+        12,
+        "invalid health interval \"soon\": expected a span such as \"10s\", \"1m 30s\" or \"500ms\"",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = \"1500us\"\n",
+        9,
+        12,
+        "invalid health interval \"1500us\": must be a whole number of milliseconds",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = 10\n",
+        9,
+        12,
+        "invalid type for \"health.interval\": expected a span such as \"10s\", found an integer",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ntimeout = \"0ms\"\n",
+        9,
+        11,
+        "invalid health timeout \"0ms\": must be greater than zero",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ninterval = \"2s\"\ntimeout = \"3s\"\n",
+        10,
+        11,
+        "invalid health timeout \"3s\": must not be longer than the interval (2s)",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\ntimeout = \"15s\"\n",
+        9,
+        11,
+        "invalid health timeout \"15s\": must not be longer than the interval (10s, the default)",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\nstart_period = \"-1m\"\n",
+        9,
+        16,
+        "invalid health start_period \"-1m\": must not be negative",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\nretries = 0\n",
+        9,
+        11,
+        "invalid health retries 0: must be between 1 and 100",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\nretries = 101\n",
+        9,
+        11,
+        "invalid health retries 101: must be between 1 and 100",
+    ),
+    (
+        "kind = \"tcp\"\nport = 8080\n",
+        8,
+        8,
+        "health port 8080 is not published: the agent probes it through its host port, so add it to \"ports\", e.g. \"127.0.0.1:8080:8080\"",
+    ),
+    (
+        "kind = \"tcp\"\nport = 53\n",
+        8,
+        8,
+        "health port 53 is not published over tcp (only over udp): the agent probes it through its host port, so add it to \"ports\", e.g. \"127.0.0.1:53:53\"",
+    ),
+    (
+        "kind = \"http\"\nport = 0\n",
+        8,
+        8,
+        "invalid health port 0: must be between 1 and 65535",
+    ),
+    (
+        "kind = \"http\"\nport = 80\npath = \"healthz\"\n",
+        9,
+        8,
+        "invalid health path \"healthz\": must start with \"/\"",
+    ),
+    (
+        "kind = \"http\"\nport = 80\npath = \"/health z\"\n",
+        9,
+        8,
+        "invalid health path \"/health z\": must not contain whitespace or control characters",
+    ),
+    (
+        "kind = \"http\"\nport = 80\nstatus = 600\n",
+        9,
+        10,
+        "invalid health status 600: must be between 100 and 599",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\npath = \"/\"\n",
+        9,
+        1,
+        "\"path\" does not belong to a \"tcp\" health check: it is only for kind \"http\"",
+    ),
+    (
+        "kind = \"command\"\ncommand = [\"true\"]\nport = 80\n",
+        9,
+        1,
+        "\"port\" does not belong to a \"command\" health check: it is only for kinds \"tcp\" and \"http\"",
+    ),
+    (
+        "kind = \"http\"\nport = 80\ncommand = [\"true\"]\n",
+        9,
+        1,
+        "\"command\" does not belong to a \"http\" health check: it is only for kind \"command\"",
+    ),
+    (
+        "kind = \"command\"\ncommand = []\n",
+        8,
+        11,
+        "invalid health command []: must not be empty; give the program and its arguments, such as [\"pg_isready\", \"-U\", \"app\"]",
+    ),
+    (
+        "kind = \"command\"\ncommand = [\"\", \"x\"]\n",
+        8,
+        11,
+        "invalid health command [\"\", \"x\"]: the program (the first element) must not be empty",
+    ),
+    (
+        "kind = \"command\"\ncommand = \"pg_isready -U app\"\n",
+        8,
+        11,
+        "invalid type for \"health.command\": expected an array of strings (the program and its arguments; no shell), found a string",
+    ),
+    (
+        "kind = \"command\"\n",
+        6,
+        1,
+        "health check of kind \"command\" is missing required key \"command\"",
+    ),
+    (
+        "kind = \"http\"\npath = \"/\"\n",
+        6,
+        1,
+        "health check of kind \"http\" is missing required key \"port\"",
+    ),
+    (
+        "port = 80\n",
+        6,
+        1,
+        "health check is missing required key \"kind\" (expected \"command\", \"tcp\" or \"http\")",
+    ),
+    (
+        "kind = \"tcp\"\nport = 80\nintervall = \"5s\"\n",
+        9,
+        1,
+        "unknown key \"intervall\" in a health check; expected one of: kind, command, port, path, status, interval, timeout, retries, start_period",
+    ),
+    (
+        // A wrong kind is the problem, not the keys of the kinds it is not.
+        "kind = \"grpc\"\nport = 80\npath = \"/\"\ncommand = [\"x\"]\n",
+        7,
+        8,
+        "invalid health kind \"grpc\": expected \"command\", \"tcp\" or \"http\"",
+    ),
+];
+
+/// `(definition, line, col, exact message)`.
+const BAD_HEALTH_OTHER: &[(&str, usize, usize, &str)] = &[
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nhealth = \"tcp\"\n",
+        5,
+        10,
+        "invalid type for \"health\": expected a table ([components.health]), found a string",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\n[components.health]\nkind = \"command\"\ncommand = [\"true\"]\n",
+        7,
+        8,
+        "invalid health kind \"command\" for a unikernel component: it runs a program inside a container; use \"tcp\" or \"http\"",
+    ),
+    (
+        // An invalid port is the problem, not the health port it hides.
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nhealth = { kind = \"tcp\", port = 80 }\nports = [\"80:abc\"]\n",
+        6,
+        10,
+        "invalid port \"80:abc\": container port \"abc\" is not a number",
+    ),
+    (
+        // The port is published by another component, not this one.
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\nports = [\"80:80\"]\n[[components]]\nname = \"c\"\nimage = \"i\"\nhealth = { kind = \"tcp\", port = 80 }\n",
+        9,
+        33,
+        "health port 80 is not published: the agent probes it through its host port, so add it to \"ports\", e.g. \"127.0.0.1:80:80\"",
+    ),
+];
+
+/// Components `db`, then `web` whose `depends_on` is on line 8 (values
+/// from column 15).
+const D: &str = "name = \"a\"\n[[components]]\nname = \"db\"\nimage = \"i\"\n[[components]]\nname = \"web\"\nimage = \"i\"\n";
+
+const BAD_DEPENDS_ON: &[(&str, usize, usize, &str)] = &[
+    (
+        "depends_on = [\"dbb\"]\n",
+        8,
+        15,
+        "invalid depends_on \"dbb\": no component of that name; known components: db",
+    ),
+    (
+        "depends_on = [\"db\", \"web\"]\n",
+        8,
+        21,
+        "invalid depends_on \"web\": a component cannot depend on itself",
+    ),
+    (
+        "depends_on = [\"db\", \"db\"]\n",
+        8,
+        21,
+        "duplicate depends_on entry \"db\"",
+    ),
+    (
+        "depends_on = \"db\"\n",
+        8,
+        14,
+        "invalid type for \"depends_on\": expected an array of strings, found a string",
+    ),
+    (
+        "depends_on = [\"db\", 1]\n",
+        8,
+        21,
+        "invalid type for \"depends_on[1]\": expected a string, found an integer",
+    ),
+];
+
+/// `(definition, line, col, exact message)` for cycles.
+const DEPENDENCY_CYCLES: &[(&str, usize, usize, &str)] = &[
+    (
+        "name = \"a\"\n[[components]]\nname = \"db\"\nimage = \"i\"\ndepends_on = [\"web\"]\n[[components]]\nname = \"web\"\nimage = \"i\"\ndepends_on = [\"db\"]\n",
+        9,
+        15,
+        "invalid depends_on \"db\": dependency cycle db -> web -> db",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"x\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"y\"\nimage = \"i\"\ndepends_on = [\"z\"]\n[[components]]\nname = \"z\"\nimage = \"i\"\ndepends_on = [\"x\"]\n",
+        13,
+        15,
+        "invalid depends_on \"x\": dependency cycle x -> y -> z -> x",
+    ),
+    (
+        // The cycle does not start at the first component; the entry
+        // that closes it comes before the one that leads into it.
+        "name = \"a\"\n[[components]]\nname = \"x\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"z\"\nimage = \"i\"\ndepends_on = [\"y\"]\n[[components]]\nname = \"y\"\nimage = \"i\"\ndepends_on = [\"w\", \"z\"]\n[[components]]\nname = \"w\"\nimage = \"i\"\n",
+        9,
+        15,
+        "invalid depends_on \"y\": dependency cycle y -> z -> y",
+    ),
+];
+
+fn assert_exact(cases: &[(String, usize, usize, &str)]) {
+    for (i, (src, line, col, want)) in cases.iter().enumerate() {
+        let err = match parse(src, Path::new("web.toml")) {
+            Ok(def) => panic!("case {i} parsed: {def:?}\n{src}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.message(), *want, "case {i}\n{src}");
+        assert_eq!(
+            (err.line(), err.col()),
+            (Some(*line), Some(*col)),
+            "case {i}: {err}\n{src}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("web.toml:{line}:{col}: "))
+        );
+    }
+}
+
+#[test]
+fn bad_health_checks_point_at_the_problem() {
+    let cases: Vec<(String, usize, usize, &str)> = BAD_HEALTH
+        .iter()
+        .map(|(keys, line, col, want)| (format!("{H}{keys}"), *line, *col, *want))
+        .chain(
+            BAD_HEALTH_OTHER
+                .iter()
+                .map(|(src, line, col, want)| (src.to_string(), *line, *col, *want)),
+        )
+        .collect();
+    assert_exact(&cases);
+    // The brief's example, in full.
+    let err = parse(
+        &format!("{H}kind = \"tcp\"\nport = 80\ninterval = \"-5s\"\n"),
+        Path::new("web.toml"),
+    )
+    .expect_err("negative");
+    assert_eq!(
+        err.to_string(),
+        "web.toml:9:12: invalid health interval \"-5s\": must not be negative"
+    );
+}
+
+#[test]
+fn bad_depends_on_points_at_the_problem() {
+    let cases: Vec<(String, usize, usize, &str)> = BAD_DEPENDS_ON
+        .iter()
+        .map(|(keys, line, col, want)| (format!("{D}{keys}"), *line, *col, *want))
+        .chain(
+            DEPENDENCY_CYCLES
+                .iter()
+                .map(|(src, line, col, want)| (src.to_string(), *line, *col, *want)),
+        )
+        .collect();
+    assert_exact(&cases);
+    // Alone, a component depends on nothing there is.
+    let err = parse(
+        "name = \"a\"\n[[components]]\nname = \"b\"\nimage = \"i\"\ndepends_on = [\"c\"]\n",
+        Path::new("a.toml"),
+    )
+    .expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "a.toml:5:15: invalid depends_on \"c\": no component of that name; the service has no other components"
+    );
+}
+
+fn wave_names(def: &ServiceDef) -> Vec<Vec<&str>> {
+    def.start_order()
+        .iter()
+        .map(|wave| wave.iter().map(|c| c.name.as_str()).collect())
+        .collect()
+}
+
+#[test]
+fn start_order_is_waves_of_dependencies() {
+    // No dependencies: one wave, in file order.
+    let def = ok(
+        "name = \"a\"\n[[components]]\nname = \"z\"\nimage = \"i\"\n[[components]]\nname = \"y\"\nimage = \"i\"\n",
+    );
+    assert_eq!(wave_names(&def), [vec!["z", "y"]]);
+
+    assert_eq!(
+        wave_names(&ok(HEALTHY)),
+        [vec!["db", "cache"], vec!["web"], vec!["admin"]]
+    );
+
+    // A diamond, and a component that waits for two waves: each in the
+    // earliest wave it can be, file order within a wave.
+    let def = ok(r#"name = "a"
+[[components]]
+name = "top"
+image = "i"
+depends_on = ["left", "right"]
+[[components]]
+name = "late"
+image = "i"
+depends_on = ["top", "base"]
+[[components]]
+name = "right"
+image = "i"
+depends_on = ["base"]
+[[components]]
+name = "left"
+image = "i"
+depends_on = ["base"]
+[[components]]
+name = "base"
+image = "i"
+[[components]]
+name = "free"
+image = "i"
+"#);
+    assert_eq!(
+        wave_names(&def),
+        [
+            vec!["base", "free"],
+            vec!["right", "left"],
+            vec!["top"],
+            vec!["late"]
+        ]
+    );
+    // Every member depends only on earlier waves.
+    let waves = def.start_order();
+    for (w, wave) in waves.iter().enumerate() {
+        for c in wave {
+            for d in &c.depends_on {
+                let at = waves
+                    .iter()
+                    .position(|wave| wave.iter().any(|x| &x.name == d));
+                assert!(at.is_some_and(|at| at < w), "{} -> {d}", c.name);
+            }
+        }
+    }
+
+    // Not validated: unknown names are ignored, a cycle comes last.
+    let mut def = ok(
+        "name = \"a\"\n[[components]]\nname = \"p\"\nimage = \"i\"\n[[components]]\nname = \"q\"\nimage = \"i\"\n[[components]]\nname = \"r\"\nimage = \"i\"\n",
+    );
+    def.components[0].depends_on = vec!["q".into()];
+    def.components[1].depends_on = vec!["p".into()];
+    def.components[2].depends_on = vec!["ghost".into()];
+    assert_eq!(wave_names(&def), [vec!["r"], vec!["p", "q"]]);
+    def.components[2].depends_on = vec!["r".into()];
+    assert_eq!(wave_names(&def), [vec!["p", "q", "r"]]);
+    // Waiting for a cycle and for a started component: last, no empty wave.
+    def.components[2].depends_on = vec!["p".into(), "s".into()];
+    def.components.push(ComponentDef {
+        name: "s".into(),
+        ..ComponentDef::default()
+    });
+    assert_eq!(wave_names(&def), [vec!["s"], vec!["p", "q", "r"]]);
+    assert!(ServiceDef::default().start_order().is_empty());
+}
+
+#[test]
+fn health_and_depends_on_proto_round_trip() {
+    let def = ok(HEALTHY);
+    let spec = def.to_proto();
+    let web = &spec.components[2];
+    assert_eq!(web.depends_on, ["db", "cache"]);
+    assert_eq!(
+        web.health,
+        Some(pb::HealthCheck {
+            kind: "http".into(),
+            command: Vec::new(),
+            port: 8080,
+            path: "/healthz?full=1".into(),
+            status: 204,
+            interval: "1m 30s".into(),
+            timeout: "2s 500ms".into(),
+            retries: 5,
+            start_period: "1m".into(),
+        })
+    );
+    let db = spec.components[0].health.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            db.kind.as_str(),
+            db.command.len(),
+            db.port,
+            db.interval.as_str(),
+            db.start_period.as_str()
+        ),
+        ("command", 3, 0, "10s", "0s")
+    );
+    assert_eq!(
+        spec.components[3].health.as_ref().map(|h| h.status),
+        Some(0)
+    );
+    assert_eq!(ServiceDef::from_proto(&spec).ok(), Some(def));
+
+    // Unset fields on the wire take the defaults, as in a file.
+    let def = ServiceDef::from_proto(&spec_with(|s| {
+        s.components[1].ports = vec!["127.0.0.1:8080:80".into()];
+        s.components[1].health = Some(pb::HealthCheck {
+            kind: "http".into(),
+            port: 80,
+            ..Default::default()
+        });
+        s.components[1].depends_on = vec!["api".into()];
+    }))
+    .expect("valid");
+    let web = def.component("web").expect("web");
+    assert_eq!(
+        web.health,
+        Some(HealthCheck::new(HealthProbe::Http {
+            port: 80,
+            path: "/".into(),
+            status: None,
+        }))
+    );
+    assert_eq!(web.depends_on, ["api"]);
+    // Neither key: none on the wire.
+    let full = ok(FULL).to_proto();
+    assert_eq!(full.components[0].health, None);
+    assert!(full.components[0].depends_on.is_empty());
+}
+
+#[test]
+fn health_and_depends_on_proto_are_held_to_the_same_rules() {
+    let with_health = |h: pb::HealthCheck| {
+        spec_with(move |s| {
+            s.components[1].ports = vec!["8080:80".into()];
+            s.components[1].health = Some(h);
+        })
+    };
+    let tcp = pb::HealthCheck {
+        kind: "tcp".into(),
+        port: 80,
+        ..Default::default()
+    };
+    let cases: Vec<(pb::ServiceSpec, &str)> = vec![
+        (
+            with_health(pb::HealthCheck {
+                kind: "grpc".into(),
+                ..tcp.clone()
+            }),
+            "components[1].health.kind: invalid health kind \"grpc\": expected \"command\", \"tcp\" or \"http\"",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                kind: String::new(),
+                ..tcp.clone()
+            }),
+            "components[1].health: health check is missing required key \"kind\"",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                path: "/".into(),
+                ..tcp.clone()
+            }),
+            "components[1].health.path: \"path\" does not belong to a \"tcp\" health check",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                port: 0,
+                ..tcp.clone()
+            }),
+            "components[1].health: health check of kind \"tcp\" is missing required key \"port\"",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                port: 8080,
+                ..tcp.clone()
+            }),
+            "components[1].health.port: health port 8080 is not published",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                port: 70000,
+                ..tcp.clone()
+            }),
+            "components[1].health.port: invalid health port 70000: must be between 1 and 65535",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                interval: "-5s".into(),
+                ..tcp.clone()
+            }),
+            "components[1].health.interval: invalid health interval \"-5s\": must not be negative",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                interval: "2s".into(),
+                timeout: "3s".into(),
+                ..tcp.clone()
+            }),
+            "components[1].health.timeout: invalid health timeout \"3s\": must not be longer than the interval (2s)",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                retries: 101,
+                ..tcp.clone()
+            }),
+            "components[1].health.retries: invalid health retries 101",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                kind: "command".into(),
+                port: 0,
+                command: vec![String::new()],
+                ..Default::default()
+            }),
+            "components[1].health.command: invalid health command [\"\"]: the program (the first element) must not be empty",
+        ),
+        (
+            with_health(pb::HealthCheck {
+                kind: "command".into(),
+                port: 0,
+                ..Default::default()
+            }),
+            "components[1].health: health check of kind \"command\" is missing required key \"command\"",
+        ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["db".into()]),
+            "components[1].depends_on[0]: invalid depends_on \"db\": no component of that name; known components: api",
+        ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["web".into()]),
+            "components[1].depends_on[0]: invalid depends_on \"web\": a component cannot depend on itself",
+        ),
+        (
+            spec_with(|s| s.components[1].depends_on = vec!["api".into(), "api".into()]),
+            "components[1].depends_on[1]: duplicate depends_on entry \"api\"",
+        ),
+        (
+            spec_with(|s| {
+                s.components[0].depends_on = vec!["web".into()];
+                s.components[1].depends_on = vec!["api".into()];
+            }),
+            "components[1].depends_on[0]: invalid depends_on \"api\": dependency cycle api -> web -> api",
+        ),
+    ];
+    for (i, (spec, want)) in cases.into_iter().enumerate() {
+        let err = ServiceDef::from_proto(&spec).expect_err(want);
+        assert!(
+            matches!(err, ServiceDefError::InvalidRequest { .. }),
+            "case {i}"
+        );
+        assert!(err.message().starts_with(want), "case {i}: {err}");
+    }
+}
+
+#[test]
+fn health_and_depends_on_to_toml_round_trip() {
+    let def = ok(HEALTHY);
+    let written = to_toml(&def);
+    assert_eq!(ok(&written), def, "{written}");
+    for (a, b) in def.components.iter().zip(&ok(&written).components) {
+        assert_eq!(a.spec_hash(), b.spec_hash());
+    }
+    // Defaults are left out: the shortened timeout too.
+    assert!(
+        written.contains("[components.health]\nkind = \"tcp\"\nport = 6379\ninterval = \"2s\"\n\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("[components.health]\nkind = \"http\"\nport = 9000\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains("depends_on = [\"db\", \"cache\"]\n"),
+        "{written}"
+    );
+    assert!(
+        written.contains(
+            "interval = \"1m 30s\"\ntimeout = \"2s 500ms\"\nretries = 5\nstart_period = \"1m\"\n"
+        ),
+        "{written}"
+    );
+    // Components without them are written as before.
+    let full = to_toml(&ok(FULL));
+    assert!(
+        !full.contains("health") && !full.contains("depends_on"),
+        "{full}"
+    );
+}
+
+#[test]
+fn spec_hash_is_unchanged_without_health_and_ignores_depends_on() {
+    // Definitions with neither key keep the digests of earlier versions.
+    assert_eq!(ok(FULL).components[0].spec_hash(), PINNED_FULL_HASH);
+    for (src, pinned) in PINNED_BEFORE_KERNEL_BOOT {
+        assert_eq!(ok(src).components[0].spec_hash(), *pinned, "{src}");
+    }
+    // depends_on orders starts; the instance is the same.
+    let mut api = ok(FULL).components[0].clone();
+    api.depends_on = vec!["db".into()];
+    assert_eq!(api.spec_hash(), PINNED_FULL_HASH);
+
+    // A health check is part of the digest, every field of it.
+    api.health = Some(HealthCheck::new(HealthProbe::Http {
+        port: 8443,
+        path: "/".into(),
+        status: None,
+    }));
+    let hash = api.spec_hash();
+    assert_ne!(hash, PINNED_FULL_HASH);
+    let changes: Vec<fn(&mut HealthCheck)> = vec![
+        |h| h.probe = HealthProbe::Tcp { port: 8443 },
+        |h| {
+            h.probe = HealthProbe::Command {
+                argv: vec!["true".into()],
+            }
+        },
+        |h| {
+            h.probe = HealthProbe::Http {
+                port: 8444,
+                path: "/".into(),
+                status: None,
+            }
+        },
+        |h| {
+            h.probe = HealthProbe::Http {
+                port: 8443,
+                path: "/x".into(),
+                status: None,
+            }
+        },
+        |h| {
+            h.probe = HealthProbe::Http {
+                port: 8443,
+                path: "/".into(),
+                status: Some(200),
+            }
+        },
+        |h| h.interval += std::time::Duration::from_millis(1),
+        |h| h.timeout -= std::time::Duration::from_millis(1),
+        |h| h.retries += 1,
+        |h| h.start_period = std::time::Duration::from_secs(1),
+    ];
+    for (i, change) in changes.into_iter().enumerate() {
+        let mut c = api.clone();
+        if let Some(h) = c.health.as_mut() {
+            change(h);
+        }
+        assert_ne!(c.spec_hash(), hash, "change {i} must change the hash");
+    }
+    // Pinned, so the encoding of the health check does not drift either.
+    assert_eq!(
+        hash,
+        "c66659fb0c1034f3d9bdbe41b06ec7f2f513b1a183950506dc45de852736fdc3"
+    );
+}
+
+#[test]
+fn health_and_depends_on_json() {
+    let def = ok(HEALTHY);
+    let web = def.component("web").expect("web");
+    let json = serde_json::to_value(web).expect("serialize");
+    assert_eq!(
+        json["health"],
+        serde_json::json!({
+            "kind": "http",
+            "port": 8080,
+            "path": "/healthz?full=1",
+            "status": 204,
+            "interval_ms": 90000,
+            "timeout_ms": 2500,
+            "retries": 5,
+            "start_period_ms": 60000,
+        })
+    );
+    assert_eq!(json["depends_on"], serde_json::json!(["db", "cache"]));
+    for c in &def.components {
+        let text = serde_json::to_string(c).expect("serialize");
+        let back: ComponentDef = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(&back, c, "{text}");
+    }
+    // Without them, no keys (records stay as they were), and records from
+    // before they existed load.
+    let text = serde_json::to_string(&ok(FULL).components[0]).expect("serialize");
+    assert!(
+        !text.contains("health") && !text.contains("depends_on"),
+        "{text}"
+    );
+    let old: ComponentDef = serde_json::from_str(r#"{"name":"b","image":"i"}"#).expect("old json");
+    assert_eq!((old.health, old.depends_on), (None, Vec::new()));
+}

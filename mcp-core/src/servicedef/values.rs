@@ -1,5 +1,5 @@
 //! Parsing and formatting of the string-valued fields of a definition:
-//! ports, volumes, memory sizes, restart policies and names.
+//! ports, volumes, memory sizes, spans of time, restart policies and names.
 //!
 //! Every parser returns an [`InvalidValue`] whose message names the bad value,
 //! e.g. `invalid port "8080:abc": container port "abc" is not a number`.
@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::time::Duration;
 
 use mcp_runtime::{PortMapping, VolumeMount};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -182,6 +183,31 @@ pub fn format_port(port: &PortMapping) -> String {
 pub(crate) fn host_ips_overlap(a: &str, b: &str) -> bool {
     let wildcard = |ip: &str| matches!(ip, "" | "0.0.0.0" | "::");
     a == b || wildcard(a) || wildcard(b)
+}
+
+/// Parses a span of time as written in a definition (`"10s"`, `"1m 30s"`,
+/// `"500ms"`, humantime syntax): a whole number of milliseconds, zero
+/// allowed. Returns why the text is not one, to follow `invalid <what>
+/// "<text>": `.
+pub(crate) fn parse_span(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err("must not be negative".into());
+    }
+    let span = humantime::parse_duration(text)
+        .map_err(|_| String::from("expected a span such as \"10s\", \"1m 30s\" or \"500ms\""))?;
+    if span.subsec_nanos() % 1_000_000 != 0 {
+        return Err("must be a whole number of milliseconds".into());
+    }
+    if u64::try_from(span.as_millis()).is_err() {
+        return Err("too large".into());
+    }
+    Ok(span)
+}
+
+/// Formats a span so that [`parse_span`] reads it back: `"10s"`,
+/// `"1m 30s"`, `"0s"`.
+pub(crate) fn format_span(span: Duration) -> String {
+    humantime::format_duration(span).to_string()
 }
 
 /// Parses a mount, `source:destination[:options]`. The source is an absolute
@@ -523,6 +549,38 @@ mod tests {
             Some(Memory::from_bytes(1024))
         );
         assert!(serde_json::from_str::<Memory>("\"12X\"").is_err());
+    }
+
+    #[test]
+    fn spans() {
+        for (text, ms) in [
+            ("10s", 10_000),
+            ("1m30s", 90_000),
+            ("1m 30s", 90_000),
+            ("500ms", 500),
+            ("1.5s", 1500),
+            ("0s", 0),
+            ("0", 0),
+            ("2h", 7_200_000),
+        ] {
+            let span = parse_span(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(span, Duration::from_millis(ms), "{text}");
+            assert_eq!(parse_span(&format_span(span)), Ok(span), "{text}");
+        }
+        assert_eq!(format_span(Duration::from_millis(90_500)), "1m 30s 500ms");
+        for (text, want) in [
+            ("-5s", "must not be negative"),
+            (" -1ms", "must not be negative"),
+            ("10", "expected a span such as \"10s\""),
+            ("soon", "expected a span"),
+            ("", "expected a span"),
+            ("10S", "expected a span"),
+            ("1500us", "whole number of milliseconds"),
+            ("18446744073709551615s", "too large"),
+        ] {
+            let err = parse_span(text).expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, value};
 
-use super::{ServiceDef, Tier, format_port, format_volume};
+use super::values::format_span;
+use super::{HealthCheck, HealthProbe, ServiceDef, Tier, format_port, format_volume};
 use mcp_runtime::RuntimeKind;
 
 fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Array {
@@ -79,6 +80,12 @@ pub fn to_toml(def: &ServiceDef) -> String {
         if let Some(n) = c.vcpus {
             t["vcpus"] = value(i64::from(n));
         }
+        if !c.depends_on.is_empty() {
+            t["depends_on"] = value(strings(c.depends_on.iter().map(String::as_str)));
+        }
+        if let Some(health) = &c.health {
+            t["health"] = Item::Table(health_table(health));
+        }
         if !c.routes.is_empty() {
             let mut routes = ArrayOfTables::new();
             for r in &c.routes {
@@ -96,6 +103,41 @@ pub fn to_toml(def: &ServiceDef) -> String {
     }
     doc["components"] = Item::ArrayOfTables(components);
     doc.to_string()
+}
+
+/// A health check as its `[components.health]` table: the kind, its keys,
+/// and the settings that differ from their defaults.
+fn health_table(h: &HealthCheck) -> Table {
+    let mut t = Table::new();
+    t["kind"] = value(h.probe.kind());
+    match &h.probe {
+        HealthProbe::Command { argv } => {
+            t["command"] = value(strings(argv.iter().map(String::as_str)));
+        }
+        HealthProbe::Tcp { port } => t["port"] = value(i64::from(*port)),
+        HealthProbe::Http { port, path, status } => {
+            t["port"] = value(i64::from(*port));
+            if path != HealthCheck::DEFAULT_PATH {
+                t["path"] = value(path.as_str());
+            }
+            if let Some(status) = status {
+                t["status"] = value(i64::from(*status));
+            }
+        }
+    }
+    if h.interval != HealthCheck::DEFAULT_INTERVAL {
+        t["interval"] = value(format_span(h.interval));
+    }
+    if h.timeout != HealthCheck::default_timeout(h.interval) {
+        t["timeout"] = value(format_span(h.timeout));
+    }
+    if h.retries != HealthCheck::DEFAULT_RETRIES {
+        t["retries"] = value(i64::from(h.retries));
+    }
+    if h.start_period != HealthCheck::DEFAULT_START_PERIOD {
+        t["start_period"] = value(format_span(h.start_period));
+    }
+    t
 }
 
 #[cfg(test)]
