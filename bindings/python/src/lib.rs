@@ -26,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<servicedef::ServiceDef>()?;
     m.add_class::<servicedef::Component>()?;
     m.add_class::<servicedef::Route>()?;
+    m.add_class::<servicedef::HealthCheck>()?;
     m.add_class::<types::ActionResult>()?;
     m.add_class::<types::ComponentResult>()?;
     m.add_class::<types::ComponentStatus>()?;

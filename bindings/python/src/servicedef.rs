@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mcp_core::servicedef::{self, ComponentDef, RouteDef, format_port, format_volume};
+use std::time::Duration;
+
+use mcp_core::servicedef::{self, ComponentDef, HealthProbe, RouteDef, format_port, format_volume};
 use pyo3::prelude::*;
 
 use crate::error::{Error, definition_error};
@@ -256,6 +258,18 @@ impl Component {
         self.inner.append.as_deref()
     }
 
+    /// Its health check, when it has one.
+    #[getter]
+    fn health(&self) -> Option<HealthCheck> {
+        self.inner.health.as_ref().map(HealthCheck::from)
+    }
+
+    /// The components of the service it starts after.
+    #[getter]
+    fn depends_on(&self) -> Vec<String> {
+        self.inner.depends_on.clone()
+    }
+
     /// The digest of everything that makes up its instance; a change
     /// means the instance is replaced.
     #[getter]
@@ -310,6 +324,12 @@ impl Component {
         if !c.routes.is_empty() {
             parts.push(format!("routes={}", repr(py, self.routes())?));
         }
+        if let Some(h) = self.health() {
+            parts.push(format!("health={}", h.__repr__(py)?));
+        }
+        if !c.depends_on.is_empty() {
+            parts.push(format!("depends_on={}", repr(py, &c.depends_on)?));
+        }
         Ok(format!("Component({})", parts.join(", ")))
     }
 }
@@ -340,6 +360,53 @@ impl From<&RouteDef> for Route {
             hostname: r.hostname.clone(),
             port: r.port,
             public: r.public,
+        }
+    }
+}
+
+record! {
+    /// A component's health check.
+    HealthCheck {
+        /// `command`, `tcp` or `http`.
+        kind: String,
+        /// For `command`: the program and its arguments, run in the container.
+        command: Vec<String>,
+        /// For `tcp` and `http`: the container port probed.
+        port: Option<u16>,
+        /// For `http`: the path requested.
+        path: Option<String>,
+        /// For `http`: the status expected; `None` for any 2xx.
+        status: Option<u16>,
+        /// Time between two checks.
+        interval: Duration,
+        /// Time one check may take.
+        timeout: Duration,
+        /// Consecutive failures after which the component is unhealthy.
+        retries: u32,
+        /// Time after a start during which failures do not count.
+        start_period: Duration,
+    }
+}
+
+impl From<&servicedef::HealthCheck> for HealthCheck {
+    fn from(h: &servicedef::HealthCheck) -> Self {
+        let (command, port, path, status) = match &h.probe {
+            HealthProbe::Command { argv } => (argv.clone(), None, None, None),
+            HealthProbe::Tcp { port } => (Vec::new(), Some(*port), None, None),
+            HealthProbe::Http { port, path, status } => {
+                (Vec::new(), Some(*port), Some(path.clone()), *status)
+            }
+        };
+        HealthCheck {
+            kind: h.probe.kind().to_string(),
+            command,
+            port,
+            path,
+            status,
+            interval: h.interval,
+            timeout: h.timeout,
+            retries: h.retries,
+            start_period: h.start_period,
         }
     }
 }

@@ -3,6 +3,7 @@ errors, and in-place edits of definition files."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -28,10 +29,27 @@ user = "1000:1000"
 restart = "always"
 memory = "256M"
 
+depends_on = ["db"]
+
+[components.health]
+kind = "http"
+port = 8443
+path = "/healthz"
+interval = "2s"
+start_period = "30s"
+
 [[components.routes]]
 hostname = "crypt.example"
 port = 8443
 public = true
+
+[[components]]
+name = "db"
+image = "registry.example:5000/pg:16"
+
+[components.health]
+kind = "command"
+command = ["pg_isready", "-U", "app"]
 
 [[components]]
 name = "vm"
@@ -48,7 +66,7 @@ def test_parse_gives_typed_objects() -> None:
     d = mcp.parse_service(FULL)
     assert (d.name, d.active, d.node, d.tier) == ("metacrypt", True, "rift", "core")
     assert d.path is None
-    api, vm = d.components
+    api, db, vm = d.components
     assert api.name == "api" and api.runtime == "container"
     assert api.image == "registry.example:5000/metacrypt:1.4"
     assert api.cmd == ["serve", "--tls"]
@@ -66,7 +84,22 @@ def test_parse_gives_typed_objects() -> None:
         "console=ttyS0",
         2,
     )
-    assert vm.network is None and vm.cmd == [] and vm.env == {}
+    assert vm.network is None and vm.cmd == [] and vm.env == {} and vm.health is None
+    assert (api.depends_on, db.depends_on) == (["db"], [])
+    assert api.health is not None and db.health is not None
+    h = api.health
+    assert (h.kind, h.port, h.path, h.status, h.command) == ("http", 8443, "/healthz", None, [])
+    assert (h.interval, h.timeout, h.retries, h.start_period) == (
+        dt.timedelta(seconds=2),
+        dt.timedelta(seconds=2),
+        3,
+        dt.timedelta(seconds=30),
+    )
+    assert (db.health.kind, db.health.command, db.health.port) == (
+        "command",
+        ["pg_isready", "-U", "app"],
+        None,
+    )
     assert d.component("vm") == vm and d.component("nope") is None
     assert len(api.spec_hash) == 64 and api.spec_hash != vm.spec_hash
 
@@ -79,6 +112,7 @@ def test_equality_repr_and_toml_round_trip() -> None:
     assert a.with_active(False).active is False
     assert a.components[0] == b.components[0]
     assert a.components[0] != a.components[1]
+    assert a.components[0].health == b.components[0].health
     r = repr(a)
     assert r.startswith("ServiceDef(name='metacrypt', active=True, node='rift', tier='core', components=[")
     assert "Component(name='api', image='registry.example:5000/metacrypt:1.4'" in r
@@ -97,7 +131,7 @@ def test_with_image_validates() -> None:
     assert rolled.components[0].image.endswith(":1.5")
     assert d.components[0].image.endswith(":1.4"), "the original is unchanged"
     assert rolled.components[0].spec_hash != d.components[0].spec_hash
-    with pytest.raises(mcp.InvalidArgumentError, match=r'no component "nope" \(components: api, vm\)'):
+    with pytest.raises(mcp.InvalidArgumentError, match=r'no component "nope" \(components: api, db, vm\)'):
         d.with_image("nope", "x:1")
     with pytest.raises(mcp.InvalidDefinitionError) as e:
         d.with_image("api", "has space")
@@ -156,8 +190,12 @@ def test_set_image_and_set_active_edit_files_in_place(tmp_path: Path) -> None:
     with pytest.raises(mcp.InvalidDefinitionError) as e:
         mcp.set_image(path, "api", "bad image")
     assert (e.value.file, e.value.line) == (str(path), 8)
-    with pytest.raises(mcp.InvalidDefinitionError, match='no component "db"'):
-        mcp.set_image(path, "db", "x:1")
+    with pytest.raises(mcp.InvalidDefinitionError) as e:
+        mcp.parse_service(FULL.replace('kind = "http"', 'kind = "grpc"'))
+    assert (e.value.line, e.value.column) == (FULL.splitlines().index('kind = "http"') + 1, 8)
+    assert '"grpc"' in e.value.message
+    with pytest.raises(mcp.InvalidDefinitionError, match='no component "cache"'):
+        mcp.set_image(path, "cache", "x:1")
     assert path.read_text() == FULL.replace(":1.4", ":1.5"), "refused edits leave the file alone"
 
     mcp.set_active(path, False)
