@@ -769,6 +769,45 @@ fn measure_vms(node: &mut Node, rounds: usize) -> VmFigures {
     }
 }
 
+/// `client.status()` from Python (one process, connected once) against
+/// `mcp status` (a process per call), rounds interleaved: the medians, in
+/// seconds. Python is the test environment's venv (`MCP_PYTHON`), where
+/// `make bench` installs a release build of the bindings.
+fn python_status(node: &Node, rounds: usize) -> (f64, f64) {
+    use std::io::{BufRead, BufReader, Write};
+    let python = std::env::var("MCP_PYTHON")
+        .expect("MCP_PYTHON is not set: run `make bench`, which installs the Python bindings");
+    let script = "import sys, time, metacircular_mcp as mcp\n\
+        c = mcp.Client.from_config(sys.argv[1])\n\
+        for _ in range(5):\n    c.status()\n\
+        print('ready', flush=True)\n\
+        for _ in sys.stdin:\n    t = time.perf_counter()\n    c.status()\n    print(time.perf_counter() - t, flush=True)\n";
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .arg(node.cli_config())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().expect("python answered").expect("read");
+    assert_eq!(next(), "ready", "the bindings did not start");
+    // Warm the CLI's side the same way.
+    for _ in 0..3 {
+        time(&mut mcp(node, &["status"]));
+    }
+    let (mut ours, mut cli) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(20) {
+        cli.push(time(&mut mcp(node, &["status"])));
+        writeln!(stdin, "go").expect("write");
+        ours.push(next().parse::<f64>().expect("a time"));
+    }
+    drop(stdin);
+    let _ = child.wait();
+    (median(ours), median(cli))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let write = args
@@ -805,6 +844,27 @@ fn main() {
             v.deploy_to_serial / v.by_hand,
             v.rss_per_vm_kb
         );
+        return;
+    }
+    if args.iter().any(|a| a == "--python-only") {
+        // The same 50 containers as the status row: 10 services of 5.
+        let mut services = Vec::new();
+        for _ in 0..10 {
+            let service = unique("py");
+            node.write_service(&service, &def(&service, &node.env.image_v1.clone(), 5));
+            let _ = mcp(&node, &["deploy", &service]).output();
+            services.push(service);
+        }
+        let (a, b) = python_status(&node, rounds);
+        println!(
+            "status from Python {:.2} ms vs mcp status {:.2} ms: {:.3}x",
+            a * 1000.0,
+            b * 1000.0,
+            a / b
+        );
+        for s in &services {
+            let _ = mcp(&node, &["remove", s]).output();
+        }
         return;
     }
     if args.iter().any(|a| a == "--files-only") {
@@ -902,6 +962,16 @@ fn main() {
         other_name: "podman ps -a --format json",
         unit: "s",
         target: "<= 0.5x",
+        paired_ratio: None,
+    });
+    let (a, b) = python_status(&node, rounds);
+    rows.push(Row {
+        name: "status, 50 containers, from Python",
+        mcp: a,
+        other: b,
+        other_name: "mcp status (a CLI invocation)",
+        unit: "s",
+        target: "<= 0.3x",
         paired_ratio: None,
     });
     let busy_rss = rss_kb(pid);
