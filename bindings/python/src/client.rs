@@ -38,6 +38,14 @@ pub struct Client {
     config: Option<CliConfig>,
 }
 
+/// The calls that act on a recorded service without a definition.
+#[derive(Clone, Copy)]
+enum ServiceOp {
+    Stop,
+    Start,
+    Restart,
+}
+
 /// Reads a `pull` argument.
 fn pull_policy(pull: &str) -> Result<PullPolicy, Error> {
     match pull {
@@ -103,6 +111,27 @@ impl Client {
             inner,
             pid: std::process::id(),
             config,
+        })
+    }
+
+    /// Stops, starts or restarts a service or one component.
+    fn service_action(
+        &self,
+        py: Python<'_>,
+        op: ServiceOp,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let component = component.as_deref();
+            let r = match op {
+                ServiceOp::Stop => c.stop(&service, component).await?,
+                ServiceOp::Start => c.start(&service, component).await?,
+                ServiceOp::Restart => c.restart(&service, component).await?,
+            };
+            Ok((r.service, r.results))
         })
     }
 
@@ -267,11 +296,7 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        let mut c = self.client()?;
-        self.action(py, check, async move {
-            let r = c.stop(&service, component.as_deref()).await?;
-            Ok((r.service, r.results))
-        })
+        self.service_action(py, ServiceOp::Stop, service, component, check)
     }
 
     /// Starts a service (or one component) and records it as active.
@@ -283,11 +308,7 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        let mut c = self.client()?;
-        self.action(py, check, async move {
-            let r = c.start(&service, component.as_deref()).await?;
-            Ok((r.service, r.results))
-        })
+        self.service_action(py, ServiceOp::Start, service, component, check)
     }
 
     /// Restarts a service's components (or one) without changing them.
@@ -299,11 +320,7 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        let mut c = self.client()?;
-        self.action(py, check, async move {
-            let r = c.restart(&service, component.as_deref()).await?;
-            Ok((r.service, r.results))
-        })
+        self.service_action(py, ServiceOp::Restart, service, component, check)
     }
 
     /// Stops and removes a service's components and forgets the service.

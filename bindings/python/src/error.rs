@@ -287,11 +287,16 @@ fn definition_exception(py: Python<'_>, err: &ServiceDefError, node: Option<&str
         node.map(|_| "INVALID_ARGUMENT"),
         node,
     );
-    let value = e.value(py);
-    let _ = value.setattr("file", err.file());
-    let _ = value.setattr("line", err.line());
-    let _ = value.setattr("column", err.col());
+    set_location(py, &e, err.file(), err.line(), err.col());
     e
+}
+
+/// Sets where an `InvalidDefinitionError` points.
+fn set_location(py: Python<'_>, e: &PyErr, file: &str, line: Option<usize>, col: Option<usize>) {
+    let value = e.value(py);
+    let _ = value.setattr("file", file);
+    let _ = value.setattr("line", line);
+    let _ = value.setattr("column", col);
 }
 
 fn client_exception(py: Python<'_>, err: ClientError) -> PyErr {
@@ -339,10 +344,7 @@ fn client_exception(py: Python<'_>, err: ClientError) -> PyErr {
                         code_name(*code).into(),
                         Some(node),
                     );
-                    let value = e.value(py);
-                    let _ = value.setattr("file", REQUEST_ORIGIN);
-                    let _ = value.setattr("line", py.None());
-                    let _ = value.setattr("column", py.None());
+                    set_location(py, &e, REQUEST_ORIGIN, None, None);
                     return e;
                 }
                 Code::InvalidArgument | Code::OutOfRange => py.get_type::<InvalidArgumentError>(),

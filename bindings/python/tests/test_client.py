@@ -272,15 +272,19 @@ def test_follow_yields_lines_as_they_come_and_stops_on_break(node: Node, client:
     client.remove(name)
 
 
+def quiet(node: Node, name: str) -> str:
+    """A service whose one component writes nothing."""
+    return (
+        f'name = "{name}"\n\n[[components]]\nname = "q"\nimage = "{node.image_v1}"\n'
+        'cmd = ["/bin/busybox", "sleep", "600"]\n'
+    )
+
+
 def test_calls_from_many_threads_run_at_once_and_release_the_gil(
     node: Node, client: mcp.Client
 ) -> None:
     name = node.service_name("quiet")
-    quiet = (
-        f'name = "{name}"\n\n[[components]]\nname = "q"\nimage = "{node.image_v1}"\n'
-        'cmd = ["/bin/busybox", "sleep", "600"]\n'
-    )
-    client.deploy(mcp.parse_service(quiet))
+    client.deploy(mcp.parse_service(quiet(node, name)))
     # A thread blocked in a follow that never yields: if it held the GIL,
     # nothing below could run.
     stream = client.logs(name, follow=True)
@@ -312,11 +316,7 @@ def test_calls_from_many_threads_run_at_once_and_release_the_gil(
 
 def test_ctrl_c_interrupts_a_follow(node: Node, client: mcp.Client) -> None:
     name = node.service_name("sigint")
-    quiet = (
-        f'name = "{name}"\n\n[[components]]\nname = "q"\nimage = "{node.image_v1}"\n'
-        'cmd = ["/bin/busybox", "sleep", "600"]\n'
-    )
-    client.deploy(mcp.parse_service(quiet))
+    client.deploy(mcp.parse_service(quiet(node, name)))
     script = (
         "import sys, metacircular_mcp as mcp\n"
         f"c = mcp.Client.from_config({str(node.config)!r})\n"

@@ -35,13 +35,7 @@ pub fn set_active(source: &str, active: bool) -> Result<String, ServiceDefError>
 }
 
 fn set_active_in(source: &str, active: bool, origin: &Path) -> Result<String, ServiceDefError> {
-    let fail = |span: Option<std::ops::Range<usize>>, message: String| {
-        ServiceDefError::from_issue(
-            origin,
-            source,
-            Issue::new(&Loc::Span(span.unwrap_or(0..0)), message),
-        )
-    };
+    let fail = |span, message| located(origin, source, span, message);
     let doc = Document::parse(source)
         .map_err(|e| fail(e.span(), format!("syntax error: {}", e.message())))?;
     let root = doc.as_table();
@@ -130,13 +124,7 @@ fn set_image_in(
     image: &str,
     origin: &Path,
 ) -> Result<String, ServiceDefError> {
-    let fail = |span: Option<std::ops::Range<usize>>, message: String| {
-        ServiceDefError::from_issue(
-            origin,
-            source,
-            Issue::new(&Loc::Span(span.unwrap_or(0..0)), message),
-        )
-    };
+    let fail = |span, message| located(origin, source, span, message);
     let doc = Document::parse(source)
         .map_err(|e| fail(e.span(), format!("syntax error: {}", e.message())))?;
     let root = doc.as_table();
@@ -217,6 +205,20 @@ fn set_image_in(
     // The new reference must be one the format accepts.
     super::parse(&updated, origin)?;
     Ok(updated)
+}
+
+/// An error at `span` of `source` (its start when unknown).
+fn located(
+    origin: &Path,
+    source: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: String,
+) -> ServiceDefError {
+    ServiceDefError::from_issue(
+        origin,
+        source,
+        Issue::new(&Loc::Span(span.unwrap_or(0..0)), message),
+    )
 }
 
 /// Reads the definition file at `path` (following a symlink), applies
