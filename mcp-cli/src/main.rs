@@ -67,6 +67,9 @@ enum Command {
         /// When to pull images.
         #[arg(long, value_enum, default_value = "missing")]
         pull: Pull,
+        /// How long to wait for changed components to be ready (e.g. 90s, 5m) [default: the agent's [deploy] timeout].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Set `active = false` in the definition, then push it.
     Stop {
@@ -282,10 +285,17 @@ async fn deploy(
     def: &ServiceDef,
     component: Option<&str>,
     pull: PullPolicy,
+    timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     let node = ctx.node_for(Some(def))?;
     let mut client = ctx.client(node).await?;
-    let res = client.deploy(def, component, pull).await?;
+    let service = def.name.clone();
+    let out = &ctx.out;
+    let res = client
+        .deploy_watch(def, component, pull, timeout, &mut |p| {
+            out.deploy_progress(&service, &p)
+        })
+        .await?;
     ctx.out.results(&node.name, &res.service, &res.results)?;
     output::check_results(&res.service, &res.results)
 }
@@ -311,9 +321,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             component,
             pull,
+            timeout,
         } => {
             let def = ctx.load_def(&target)?;
-            deploy(&ctx, &def, component.as_deref(), pull.into()).await
+            deploy(&ctx, &def, component.as_deref(), pull.into(), timeout).await
         }
         Command::Stop { target } => set_active_and_push(&ctx, &target, false).await,
         Command::Start { target } => set_active_and_push(&ctx, &target, true).await,
@@ -553,6 +564,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Parses a duration such as `90s`, `5m` or `1m 30s`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_string()),
+        Err(e) => Err(format!("{text:?} is not a duration such as 90s or 5m: {e}")),
+    }
+}
+
 /// Parses `--mode`: octal permission bits such as `640` or `0o640`.
 fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.trim_start_matches("0o");
@@ -578,7 +598,7 @@ async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::R
     let mut client = ctx.client(node).await?;
     servicedef::write_active(&path, active)?;
     let def = servicedef::load(&path)?;
-    match client.deploy(&def, None, PullPolicy::Missing).await {
+    match client.deploy(&def, None, PullPolicy::Missing, None).await {
         Ok(res) => {
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)

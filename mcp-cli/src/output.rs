@@ -222,6 +222,20 @@ impl Output {
         Ok(())
     }
 
+    /// One step of a deploy in progress, on standard error (not with
+    /// `--json`): `web-api: waiting (check 2: HTTP 503 from ...)`.
+    pub fn deploy_progress(&self, service: &str, p: &pb::DeployProgress) {
+        if self.json {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = if p.detail.is_empty() {
+            writeln!(err, "{service}-{}: {}", p.component, p.phase)
+        } else {
+            writeln!(err, "{service}-{}: {} ({})", p.component, p.phase, p.detail)
+        };
+    }
+
     /// Per-component results of a state-changing command.
     pub fn results(
         &self,

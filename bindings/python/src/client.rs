@@ -269,20 +269,22 @@ impl Client {
     /// made from the CLI configuration, a service name in `services_dir`);
     /// with `component`, only that component. Raises `DeployError` when a
     /// component fails, unless `check=False`.
-    #[pyo3(signature = (definition, *, component = None, pull = "missing", check = true))]
+    #[pyo3(signature = (definition, *, component = None, pull = "missing", timeout = None, check = true))]
     fn deploy(
         &self,
         py: Python<'_>,
         definition: &Bound<'_, PyAny>,
         component: Option<String>,
         pull: &str,
+        timeout: Option<&Bound<'_, PyAny>>,
         check: bool,
     ) -> PyResult<ActionResult> {
         let def = self.definition(definition)?;
         let pull = pull_policy(pull)?;
+        let timeout = timeout.map(wait_limit).transpose()?;
         let mut c = self.client()?;
         self.action(py, check, async move {
-            let r = c.deploy(&def, component.as_deref(), pull).await?;
+            let r = c.deploy(&def, component.as_deref(), pull, timeout).await?;
             Ok((r.service, r.results))
         })
     }
@@ -616,6 +618,26 @@ impl Client {
         let sets =
             core::sync_sets(config, defs, Some(self.inner.node())).map_err(Error::Invalid)?;
         Ok(sets.into_iter().flat_map(|(_, defs)| defs).collect())
+    }
+}
+
+/// Reads a `timeout` argument: seconds (`int` or `float`) or a
+/// `timedelta`, greater than zero.
+fn wait_limit(arg: &Bound<'_, PyAny>) -> PyResult<std::time::Duration> {
+    let limit = match arg.extract::<std::time::Duration>() {
+        Ok(d) => Some(d),
+        Err(_) => arg
+            .extract::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()),
+    };
+    match limit {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::Invalid(
+            "timeout: expected seconds greater than zero, or a timedelta".into(),
+        )
+        .into()),
     }
 }
 

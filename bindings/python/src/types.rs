@@ -72,12 +72,20 @@ record! {
         /// The component's name.
         component: String,
         /// `created`, `updated`, `unchanged`, `started`, `stopped`,
-        /// `restarted`, `removed` or `failed`.
+        /// `restarted`, `removed`, `failed` or `rolled-back` (the new
+        /// version did not become ready; the previous one runs again).
         action: String,
         /// The container or VM id, when there is one.
         instance_id: Option<String>,
         /// Why it failed, when `action` is `failed`.
         error: Option<String>,
+    }
+}
+
+impl ComponentResult {
+    /// Whether it failed, or its new version was rolled back.
+    fn is_failure(&self) -> bool {
+        self.action == "failed" || self.action == "rolled-back"
     }
 }
 
@@ -103,16 +111,16 @@ record! {
         results: Vec<ComponentResult>,
     }
     methods {
-        /// Whether no component failed.
+        /// Whether no component failed (or was rolled back).
         #[getter]
         fn ok(&self) -> bool {
-            self.results.iter().all(|r| r.action != "failed")
+            !self.results.iter().any(ComponentResult::is_failure)
         }
 
-        /// The components that failed.
+        /// The components that failed or were rolled back.
         #[getter]
         fn failed(&self) -> Vec<ComponentResult> {
-            self.results.iter().filter(|r| r.action == "failed").cloned().collect()
+            self.results.iter().filter(|r| r.is_failure()).cloned().collect()
         }
     }
 }
@@ -422,10 +430,10 @@ record! {
         results: Vec<ActionResult>,
     }
     methods {
-        /// Whether no component failed.
+        /// Whether no component failed (or was rolled back).
         #[getter]
         fn ok(&self) -> bool {
-            self.results.iter().all(|r| r.results.iter().all(|c| c.action != "failed"))
+            !self.results.iter().flat_map(|r| &r.results).any(ComponentResult::is_failure)
         }
     }
 }

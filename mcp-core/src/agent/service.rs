@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use mcp_proto::v1 as pb;
@@ -15,7 +16,9 @@ use crate::config::FilesSettings;
 use crate::error::AgentError;
 use crate::files::transfer::{FileWriter, ReadItem, list_entries, read_file};
 use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
-use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler, plan};
+use crate::reconcile::{
+    Action, ComponentOutcome, ComponentStatus, DeployOptions, PullPolicy, Reconciler, plan,
+};
 use crate::registry::EventFilter;
 use crate::servicedef::ServiceDef;
 
@@ -116,6 +119,7 @@ fn action(a: Action) -> pb::ComponentAction {
         Action::Restarted => pb::ComponentAction::Restarted,
         Action::Removed => pb::ComponentAction::Removed,
         Action::Failed => pb::ComponentAction::Failed,
+        Action::RolledBack => pb::ComponentAction::RolledBack,
     }
 }
 
@@ -194,6 +198,27 @@ fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
 }
 
 type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+type DeployStream = Pin<Box<dyn Stream<Item = Result<pb::DeployUpdate, Status>> + Send>>;
+
+/// What a deploy request asks for: the validated definition, the one
+/// component (if any), the pull policy and the wait.
+fn deploy_request(
+    req: pb::DeployRequest,
+) -> Result<(ServiceDef, Option<String>, PullPolicy, DeployOptions), Status> {
+    let spec = req
+        .service
+        .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
+    let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
+    let options = DeployOptions {
+        timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+    };
+    Ok((
+        def,
+        non_empty(&req.component).map(str::to_string),
+        PullPolicy::from_proto(req.pull),
+        options,
+    ))
+}
 type PullFileStream = Pin<Box<dyn Stream<Item = Result<pb::PullFileResponse, Status>> + Send>>;
 type ListFilesStream = Pin<Box<dyn Stream<Item = Result<pb::ListFilesResponse, Status>> + Send>>;
 
@@ -203,20 +228,57 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
-        let req = request.into_inner();
-        let spec = req
-            .service
-            .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
-        let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
-        let pull = PullPolicy::from_proto(req.pull);
+        let (def, only, pull, options) = deploy_request(request.into_inner())?;
         let outcomes = self
             .reconciler
-            .deploy(&def, non_empty(&req.component), pull)
+            .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
             .await?;
         Ok(Response::new(pb::DeployResponse {
             service: def.name,
             results: results(outcomes),
         }))
+    }
+
+    type DeployStreamStream = DeployStream;
+
+    async fn deploy_stream(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<Self::DeployStreamStream>, Status> {
+        use pb::deploy_update::Update;
+        let (def, only, pull, options) = deploy_request(request.into_inner())?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reconciler = self.reconciler.clone();
+        // The deploy runs to its end in its own task, whether or not the
+        // caller stays to watch.
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let report = move |p: crate::reconcile::DeployProgress| {
+                let _ = progress_tx.send(Ok(pb::DeployUpdate {
+                    update: Some(Update::Progress(pb::DeployProgress {
+                        component: p.component,
+                        phase: p.phase.to_string(),
+                        detail: p.detail,
+                    })),
+                }));
+            };
+            let last = match reconciler
+                .deploy_with(&def, only.as_deref(), pull, options, &report)
+                .await
+            {
+                Ok(outcomes) => Ok(pb::DeployUpdate {
+                    update: Some(Update::Done(pb::DeployResponse {
+                        service: def.name.clone(),
+                        results: results(outcomes),
+                    })),
+                }),
+                Err(err) => Err(Status::from(err)),
+            };
+            let _ = tx.send(last);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
     async fn stop(

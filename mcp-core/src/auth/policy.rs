@@ -11,6 +11,7 @@ use super::Role;
 pub const METHOD_ROLES: &[(&str, Role)] = &[
     // State changes.
     ("/mcp.v1.AgentService/Deploy", Role::Admin),
+    ("/mcp.v1.AgentService/DeployStream", Role::Admin),
     ("/mcp.v1.AgentService/Stop", Role::Admin),
     ("/mcp.v1.AgentService/Start", Role::Admin),
     ("/mcp.v1.AgentService/Restart", Role::Admin),

@@ -461,6 +461,7 @@ class Client:
         *,
         component: str | None = None,
         pull: _Pull = "missing",
+        timeout: float | timedelta | None = None,
         check: bool = True,
     ) -> ActionResult: ...
     def stop(
