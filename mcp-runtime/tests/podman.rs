@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mcp_runtime::podman::{Podman, PodmanConfig};
 use mcp_runtime::{
-    InstanceSpec, InstanceState, LogOptions, LogStreamKind, PortMapping, Runtime, RuntimeError,
-    VolumeMount, labels,
+    HealthSpec, InstanceSpec, InstanceState, LogOptions, LogStreamKind, PortMapping, Runtime,
+    RuntimeError, VolumeMount, labels,
 };
 
 /// The test environment, from `.test-env/env`.
@@ -846,5 +846,104 @@ async fn events_report_lifecycle_as_it_happens() {
             seen.iter().any(|a| a == action),
             "{action} missing from {seen:?}"
         );
+    }
+}
+
+/// A health check running `script` with the image's shell.
+fn shell_check(script: &str) -> HealthSpec {
+    HealthSpec {
+        command: vec![
+            "/bin/busybox".into(),
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+        ],
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+        retries: 3,
+        start_period: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_runs_on_demand() {
+    let mut h = Harness::new("health").await;
+    h.ensure_image().await;
+    let good = h.name("good");
+    let bad = h.name("bad");
+    let silent = h.name("silent");
+    let plain = h.name("plain");
+    let specs = [
+        InstanceSpec {
+            health: Some(shell_check("echo all good; exit 0")),
+            ..h.spec(&good)
+        },
+        InstanceSpec {
+            health: Some(shell_check("echo not ready yet >&2; exit 1")),
+            ..h.spec(&bad)
+        },
+        InstanceSpec {
+            health: Some(shell_check("exit 7")),
+            ..h.spec(&silent)
+        },
+        h.spec(&plain),
+    ];
+    for spec in &specs {
+        h.podman.create(spec).await.expect("create");
+    }
+
+    // Created, not started: the check cannot run.
+    match h.podman.run_health_check(&good).await {
+        Err(RuntimeError::Conflict(m)) => assert!(m.contains("not running"), "{m}"),
+        other => panic!("expected Conflict for a created container, got {other:?}"),
+    }
+
+    for spec in &specs {
+        h.podman.start(&spec.name).await.expect("start");
+    }
+    let report = within(30, "health check", h.podman.run_health_check(&good))
+        .await
+        .expect("good check");
+    assert!(report.healthy, "{report:?}");
+    assert_eq!(report.output, "all good");
+
+    let report = within(30, "health check", h.podman.run_health_check(&bad))
+        .await
+        .expect("bad check");
+    assert!(!report.healthy, "{report:?}");
+    assert_eq!(report.output, "not ready yet");
+
+    let report = within(30, "health check", h.podman.run_health_check(&silent))
+        .await
+        .expect("silent check");
+    assert!(!report.healthy, "{report:?}");
+    assert_eq!(report.output, "the check failed and printed nothing");
+
+    // Run again: each call runs the check anew.
+    let report = within(30, "health check", h.podman.run_health_check(&good))
+        .await
+        .expect("good check again");
+    assert!(report.healthy, "{report:?}");
+
+    match h.podman.run_health_check(&plain).await {
+        Err(e @ RuntimeError::Invalid(_)) => {
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&plain) && shown.contains("no health check configured"),
+                "{shown}"
+            );
+        }
+        other => panic!("expected Invalid for a container without a check, got {other:?}"),
+    }
+
+    let missing = format!("{}-missing", h.prefix);
+    assert!(matches!(
+        h.podman.run_health_check(&missing).await,
+        Err(RuntimeError::NotFound(n)) if n == missing
+    ));
+    for spec in &specs {
+        within(30, "remove", h.podman.remove(&spec.name, true))
+            .await
+            .expect("remove");
     }
 }

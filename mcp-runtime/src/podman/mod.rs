@@ -19,14 +19,14 @@ use futures::StreamExt;
 use futures::stream;
 
 use self::api::{
-    ContainerInspect, CreateResponse, EventMessage, ListEntry, PullReport, SpecGenerator,
-    error_message,
+    ContainerInspect, CreateResponse, EventMessage, InspectHealth, InspectHealthLog, ListEntry,
+    PullReport, SpecGenerator, error_message,
 };
 use self::http::{Response, UnixClient};
 use crate::spec::{LogChunk, LogStreamKind};
 use crate::{
-    EventStream, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError,
-    RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
+    EventStream, HealthReport, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime,
+    RuntimeError, RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
 };
 
 /// The libpod API prefix MCP speaks.
@@ -431,6 +431,42 @@ impl Runtime for Podman {
         Ok(Box::pin(chunks))
     }
 
+    async fn run_health_check(&self, name: &str) -> RuntimeResult<HealthReport> {
+        // Podman runs the check in the container and waits for it, even past
+        // the check's own timeout (it judges the time once the command ends).
+        let response = self
+            .call(
+                Method::GET,
+                &container_path(name, "healthcheck"),
+                None,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let healthy = match response.status {
+            StatusCode::OK => {
+                let result: InspectHealth = parse(&response.body, "health check")?;
+                result.status == "healthy"
+            }
+            status => {
+                return health_check_error(name, status, &response.body);
+            }
+        };
+        // Podman 4.3 answers only the status; the run's output is the last
+        // entry of the log that inspect shows.
+        let container = self
+            .inspect_raw(name)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(name.to_string()))?;
+        let output = container
+            .state
+            .health
+            .log
+            .last()
+            .map(InspectHealthLog::describe)
+            .unwrap_or_default();
+        Ok(HealthReport { healthy, output })
+    }
+
     async fn events(&self) -> RuntimeResult<EventStream> {
         let filters = urlencoding::encode(r#"{"type":["container"]}"#);
         let path = format!("{API_PREFIX}/events?stream=true&filters={filters}");
@@ -597,6 +633,31 @@ fn classify(operation: String, status: StatusCode, message: String) -> RuntimeEr
             status: status.as_u16(),
             message,
         }
+    }
+}
+
+/// Maps a failed answer of `GET .../healthcheck`. Podman answers 409 when
+/// the container has no health check or is not running, and 500 when the
+/// check itself could not be completed (such as a command that outlived its
+/// timeout): that is a failed check, with podman's reason as its output.
+fn health_check_error(name: &str, status: StatusCode, body: &[u8]) -> RuntimeResult<HealthReport> {
+    let message = error_message(body);
+    let lower = message.to_ascii_lowercase();
+    match status {
+        StatusCode::NOT_FOUND => Err(RuntimeError::NotFound(name.to_string())),
+        StatusCode::CONFLICT if lower.contains("no defined healthcheck") => {
+            Err(RuntimeError::Invalid(format!(
+                "container {name} has no health check configured, so there is none to run"
+            )))
+        }
+        StatusCode::CONFLICT if lower.contains("not running") => Err(RuntimeError::Conflict(
+            format!("container {name} is not running, so its health check cannot run"),
+        )),
+        StatusCode::INTERNAL_SERVER_ERROR => Ok(HealthReport {
+            healthy: false,
+            output: message,
+        }),
+        status => Err(classify(format!("health check of {name}"), status, message)),
     }
 }
 
@@ -871,6 +932,37 @@ mod tests {
                 "boom".into()
             ),
             RuntimeError::Api { status: 500, .. }
+        ));
+    }
+
+    #[test]
+    fn health_check_errors() {
+        let no_check = br#"{"cause":"container abc has no defined healthcheck","message":"container abc has no defined healthcheck","response":409}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::CONFLICT, no_check),
+            Err(RuntimeError::Invalid(m)) if m.contains("x has no health check configured")
+        ));
+        let stopped = br#"{"cause":"container abc is not running","message":"container abc is not running","response":409}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::CONFLICT, stopped),
+            Err(RuntimeError::Conflict(m)) if m.contains("x is not running")
+        ));
+        let missing = br#"{"cause":"no such container","message":"unable to look up x to perform a health check: no container with name or ID \"x\" found: no such container","response":404}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::NOT_FOUND, missing),
+            Err(RuntimeError::NotFound(n)) if n == "x"
+        ));
+        let slow = br#"{"cause":"healthcheck command exceeded timeout of 1s","message":"healthcheck command exceeded timeout of 1s","response":500}"#;
+        assert_eq!(
+            health_check_error("x", StatusCode::INTERNAL_SERVER_ERROR, slow).expect("report"),
+            HealthReport {
+                healthy: false,
+                output: "healthcheck command exceeded timeout of 1s".into()
+            }
+        );
+        assert!(matches!(
+            health_check_error("x", StatusCode::BAD_REQUEST, b"nope"),
+            Err(RuntimeError::Api { status: 400, .. })
         ));
     }
 
