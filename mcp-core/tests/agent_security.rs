@@ -791,7 +791,9 @@ async fn a_thousand_unauthenticated_connections_do_not_starve_real_clients() {
     while let Some(r) = tasks.join_next().await {
         match r.unwrap() {
             Some(Outcome::Code(Code::Unauthenticated)) => answered += 1,
-            Some(Outcome::Code(Code::Unavailable)) | None => dropped += 1,
+            // Refused, dropped, or (on a loaded host) not answered within
+            // the call's 2 s: none of these let the caller in.
+            Some(Outcome::Code(Code::Unavailable) | Outcome::StillRunning) | None => dropped += 1,
             other => panic!("an unauthenticated call got {other:?}"),
         }
     }
