@@ -114,6 +114,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         write: Option<PathBuf>,
     },
+    /// The revisions of a service's components, newest first.
+    History {
+        /// Service name or definition file.
+        target: String,
+        /// Only this component's revisions.
+        #[arg(long)]
+        component: Option<String>,
+        /// Only the newest N revisions.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Deploy the previous revision that ran again: of one component, or of
+    /// the components the service's last change touched.
+    Rollback {
+        /// Service name or definition file.
+        target: String,
+        /// Roll back only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
     /// Desired versus observed state per component, drift flagged.
     Status {
         /// Only this service.
@@ -270,6 +290,19 @@ impl Ctx {
         self.node_for(def.as_ref())
     }
 
+    /// The service an argument stands for and the node it is on: a file's
+    /// `name` and node (as for deploy); a name as is, on the node of its
+    /// definition in services_dir when there is one.
+    fn service_and_node(&self, target: &str) -> anyhow::Result<(String, &NodeEntry)> {
+        if target.contains('/') || target.ends_with(".toml") {
+            let def = self.load_def(target)?;
+            let node = self.node_for(Some(&def))?;
+            Ok((def.name, node))
+        } else {
+            Ok((target.to_string(), self.node_for_service(target)?))
+        }
+    }
+
     /// The service name an argument stands for: a name as is, a file by its `name`.
     fn service_name(&self, target: &str) -> anyhow::Result<String> {
         if target.contains('/') || target.ends_with(".toml") {
@@ -343,6 +376,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = ctx.service_name(&target)?;
             let node = ctx.node_for(None)?;
             let res = ctx.client(node).await?.remove(&name).await?;
+            ctx.out.results(&node.name, &res.service, &res.results)?;
+            output::check_results(&res.service, &res.results)
+        }
+        Command::History {
+            target,
+            component,
+            limit,
+        } => {
+            let (service, node) = ctx.service_and_node(&target)?;
+            let res = ctx
+                .client(node)
+                .await?
+                .history(&service, component.as_deref(), limit)
+                .await?;
+            ctx.out.history(&node.name, &res)
+        }
+        Command::Rollback { target, component } => {
+            let (service, node) = ctx.service_and_node(&target)?;
+            let res = ctx
+                .client(node)
+                .await?
+                .rollback(&service, component.as_deref())
+                .await?;
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)
         }

@@ -571,6 +571,37 @@ impl Output {
         print_table(&t)
     }
 
+    /// `mcp history`: one row per revision, newest first.
+    pub fn history(&self, node: &str, res: &pb::HistoryResponse) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "node": node,
+                "service": res.service,
+                "revisions": res.revisions.iter().map(|r| json!({
+                    "revision": r.revision,
+                    "component": r.component,
+                    "time": r.time,
+                    "image": r.image,
+                    "outcome": r.outcome,
+                    "detail": r.detail,
+                    "spec_hash": r.spec_hash,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        let mut t = table(&["REV", "COMPONENT", "TIME", "IMAGE", "OUTCOME", "DETAIL"]);
+        for r in &res.revisions {
+            t.add_row(vec![
+                r.revision.to_string(),
+                r.component.clone(),
+                r.time.clone(),
+                r.image.clone(),
+                r.outcome.clone(),
+                r.detail.clone(),
+            ]);
+        }
+        print_table(&t)
+    }
+
     /// `mcp list`.
     pub fn list(&self, lists: &[(String, pb::ListResponse)]) -> anyhow::Result<()> {
         if self.json {

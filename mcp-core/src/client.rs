@@ -688,6 +688,46 @@ impl Client {
         Ok(res.into_inner())
     }
 
+    /// The revisions of a service's components (of one when given), newest
+    /// first; the newest `limit` when given.
+    pub async fn history(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<pb::HistoryResponse, ClientError> {
+        let req = self.request(pb::HistoryRequest {
+            service: service.to_string(),
+            component: component.unwrap_or_default().to_string(),
+            limit: limit.unwrap_or(0),
+        });
+        let res = self
+            .inner
+            .history(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
+    /// Rolls a component (or the components the service's last change
+    /// touched) back to its previous revision that ran.
+    pub async fn rollback(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
+        let req = self.request(pb::RollbackRequest {
+            service: service.to_string(),
+            component: component.unwrap_or_default().to_string(),
+        });
+        let res = self
+            .inner
+            .rollback(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
     /// Uploads one file: `parts` must be the header, the content in chunks,
     /// then its SHA-256 (see [`crate::transfer`], which builds them from a
     /// local file).

@@ -20,8 +20,8 @@ use crate::logs::LogStream;
 use crate::runtime::wait;
 use crate::servicedef::{ServiceDef, load};
 use crate::types::{
-    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, StatusReport,
-    SyncResult, Transfer, TransferResult,
+    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, Revision,
+    StatusReport, SyncResult, Transfer, TransferResult,
 };
 
 /// A connection to one node's agent.
@@ -479,6 +479,46 @@ impl Client {
         wait(py, async move {
             let answer = c.events(service.as_deref(), since, limit).await?;
             Ok(answer.events.into_iter().map(Into::into).collect())
+        })
+    }
+
+    /// The revisions of a service's components (of one `component`),
+    /// newest first; the newest `limit` when given.
+    #[pyo3(signature = (service, component = None, *, limit = None))]
+    fn history(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        limit: Option<u32>,
+    ) -> PyResult<Vec<Revision>> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            let answer = c.history(&service, component.as_deref(), limit).await?;
+            answer
+                .revisions
+                .into_iter()
+                .map(Revision::from_proto)
+                .collect()
+        })
+    }
+
+    /// Deploys the previous revision that ran again: of `component`, or
+    /// of the components the service's last change touched. Raises
+    /// `ConflictError` when there is no earlier revision (nothing changes),
+    /// and `DeployError` when a component fails, unless `check=False`.
+    #[pyo3(signature = (service, *, component = None, check = true))]
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.rollback(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
         })
     }
 

@@ -7,6 +7,7 @@ use mcp_core::client::action_name;
 use mcp_core::proto as pb;
 use pyo3::prelude::*;
 
+use crate::error::Error;
 use crate::servicedef::ServiceDef;
 
 /// Declares a record: a frozen Python class with read-only attributes,
@@ -336,6 +337,49 @@ impl From<pb::Event> for Event {
             kind: e.kind,
             detail: e.detail,
         }
+    }
+}
+
+record! {
+    /// One revision of a component: a definition as a deploy left it.
+    Revision {
+        /// Its number: 1 for the component's first, one more for each after.
+        revision: u64,
+        /// The component.
+        component: String,
+        /// When it was recorded (UTC); revisions of one deploy share it.
+        time: DateTime<Utc>,
+        /// The definition's image.
+        image: String,
+        /// `deployed`, `failed`, `rolled-back` (deployed, then undone) or
+        /// `rollback` (an earlier revision deployed again).
+        outcome: String,
+        /// Why it failed, or which revision a rollback restored; may be
+        /// empty.
+        detail: String,
+        /// The digest of the definition's runtime settings.
+        spec_hash: String,
+    }
+}
+
+impl Revision {
+    /// The record of a revision the agent sent; its time must be readable.
+    pub(crate) fn from_proto(r: pb::Revision) -> Result<Self, Error> {
+        let time = rfc3339(&r.time).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the agent sent revision {} of {:?} with an unreadable time {:?}",
+                r.revision, r.component, r.time
+            ))
+        })?;
+        Ok(Revision {
+            revision: r.revision,
+            component: r.component,
+            time,
+            image: r.image,
+            outcome: r.outcome,
+            detail: r.detail,
+            spec_hash: r.spec_hash,
+        })
     }
 }
 

@@ -122,6 +122,52 @@ def test_failed_component_raises_deploy_error_with_the_answer(node: Node, client
     assert not answer.ok and answer.failed[0].component == "web"
 
 
+def test_history_and_rollback(node: Node, client: mcp.Client, readonly_token: str) -> None:
+    name = node.service_name("hist")
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    v1 = mcp.parse_service(web(node, name))
+    client.deploy(v1)
+    with pytest.raises(mcp.ConflictError) as none:
+        client.rollback(name, component="web")
+    assert none.value.code == "FAILED_PRECONDITION"
+    assert f'service "{name}" component "web" has no earlier revision' in none.value.message
+    client.deploy(v1.with_image("web", node.image_v2))
+
+    revisions = client.history(name)
+    assert [(r.revision, r.component, r.image, r.outcome) for r in revisions] == [
+        (2, "web", node.image_v2, "deployed"),
+        (1, "web", node.image_v1, "deployed"),
+    ]
+    first = revisions[1]
+    assert first.detail == "" and len(first.spec_hash) == 64
+    assert first.time >= started and first.time.tzinfo is not None
+    assert revisions[0].time > first.time
+    assert repr(first).startswith("Revision(revision=1, component='web', time=")
+
+    res = client.rollback(name)
+    assert res.ok and res.service == name and res.node == node.name
+    assert [(r.component, r.action) for r in res.results] == [("web", "updated")]
+    assert client.status(name).components[0].observed_image == node.image_v1
+    [newest] = client.history(name, "web", limit=1)
+    assert (newest.revision, newest.image, newest.outcome, newest.detail) == (
+        3,
+        node.image_v1,
+        "rollback",
+        "revision 1",
+    )
+    assert any(e.kind == "rollback" and e.component == "web" for e in client.events(name))
+
+    viewer = mcp.Client(node.address, token=readonly_token, ca_cert=node.ca_cert)
+    assert viewer.history(name, limit=1) == [newest]
+    with pytest.raises(mcp.PermissionDeniedError):
+        viewer.rollback(name)
+    with pytest.raises(mcp.NotFoundError):
+        client.history(name, "nope")
+    with pytest.raises(mcp.NotFoundError):
+        client.rollback("no-such-service")
+    client.remove(name)
+
+
 def test_sync_dry_run_returns_the_plan_and_changes_nothing(node: Node, client: mcp.Client) -> None:
     name = node.service_name("sync")
     definition = mcp.parse_service(web(node, name))

@@ -522,6 +522,49 @@ impl AgentServiceApi for AgentService {
         }))
     }
 
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let req = request.into_inner();
+        let revisions = self
+            .reconciler
+            .history(
+                service_name(&req.service)?,
+                non_empty(&req.component),
+                (req.limit > 0).then_some(req.limit as usize),
+            )?
+            .into_iter()
+            .map(|r| pb::Revision {
+                definition: Some(r.definition.to_proto()),
+                service: r.service,
+                component: r.component,
+                revision: r.revision,
+                time: r.ts,
+                image: r.image,
+                outcome: r.outcome.as_str().to_string(),
+                detail: r.detail,
+                spec_hash: r.spec_hash,
+            })
+            .collect();
+        Ok(Response::new(pb::HistoryResponse {
+            service: req.service,
+            revisions,
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        let outcomes = self
+            .reconciler
+            .rollback(service_name(&req.service)?, non_empty(&req.component))
+            .await?;
+        Ok(action_response(req.service, outcomes))
+    }
+
     async fn push_file(
         &self,
         request: Request<tonic::Streaming<pb::PushFileRequest>>,

@@ -31,6 +31,7 @@ use crate::error::AgentError;
 use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, ServiceRecord};
 use crate::servicedef::{ComponentDef, ServiceDef};
 
+mod history;
 pub mod plan;
 
 /// What [`Reconciler::adopt`] did.
@@ -786,6 +787,10 @@ impl Reconciler {
             };
             self.registry.record_deploy(&service, &settled, &forget)?;
         }
+
+        // The revision history: what was created, replaced or failed.
+        self.record_revisions(&def.name, &targets, &outcomes);
+
         self.observed.invalidate();
         self.record_events(&def.name, "deployed", &outcomes);
         Ok(outcomes)
@@ -1493,6 +1498,7 @@ impl Reconciler {
                 tracing::warn!(service, error = %e, "cannot record an event");
             }
         }
+        self.record_adopted(service, &adopted);
         self.observed.invalidate();
         Ok(Adoption {
             definition: def,
