@@ -165,8 +165,9 @@ fn the_deploy_timeout_bounds_the_wait() {
 }
 
 /// A component without host ports whose command check passes once
-/// `/tmp/ready` exists, written `delay` seconds after start.
-fn job(service: &str, image: &str, version: u32, ready_after: &str) -> String {
+/// `/tmp/ready` exists (which `ready_after` writes), failures not counting
+/// for `start_period`.
+fn job(service: &str, image: &str, version: u32, ready_after: &str, start_period: &str) -> String {
     format!(
         r#"name = "{service}"
 
@@ -181,6 +182,7 @@ kind = "command"
 command = ["/bin/sh", "-c", "test -f /tmp/ready"]
 interval = "250ms"
 retries = 2
+start_period = "{start_period}"
 "#
     )
 }
@@ -192,7 +194,7 @@ fn without_host_ports_the_old_instance_runs_until_the_new_one_is_ready() {
     let image = node.env.image_v1.clone();
     node.write_service(
         &service,
-        &job(&service, &image, 1, "sleep 1; touch /tmp/ready; "),
+        &job(&service, &image, 1, "sleep 1; touch /tmp/ready; ", "20s"),
     );
     node.mcp(&["deploy", &service]).success();
     let name = format!("{service}-job");
@@ -204,7 +206,7 @@ fn without_host_ports_the_old_instance_runs_until_the_new_one_is_ready() {
 
     node.write_service(
         &service,
-        &job(&service, &image, 2, "sleep 2; touch /tmp/ready; "),
+        &job(&service, &image, 2, "sleep 2; touch /tmp/ready; ", "20s"),
     );
     let watcher = node.podman_client();
     let deploy = {
@@ -244,7 +246,7 @@ fn without_host_ports_the_old_instance_runs_until_the_new_one_is_ready() {
 
     // A version that never gets ready: the old one is never stopped.
     let current = after[0].clone();
-    node.write_service(&service, &job(&service, &image, 3, ""));
+    node.write_service(&service, &job(&service, &image, 3, "", "0s"));
     let err = node.mcp(&["deploy", &service]).failure();
     assert!(
         err.contains("rolled back") && err.contains("unhealthy"),
@@ -298,6 +300,7 @@ kind = "command"
 command = ["/bin/sh", "-c", "test -f /tmp/ready"]
 interval = "250ms"
 retries = 2
+start_period = "20s"
 "#
     )
 }

@@ -201,6 +201,11 @@ impl Reconciler {
                     RevisionOutcome::Failed,
                     format!("rollback to revision {n}: {error}"),
                 ),
+                (Action::RolledBack, None) => (RevisionOutcome::RolledBack, error.to_string()),
+                (Action::RolledBack, Some(n)) => (
+                    RevisionOutcome::RolledBack,
+                    format!("rollback to revision {n}: {error}"),
+                ),
                 (_, Some(n)) => (RevisionOutcome::Rollback, format!("revision {n}")),
                 (Action::Created | Action::Updated, None) => {
                     (RevisionOutcome::Deployed, String::new())
