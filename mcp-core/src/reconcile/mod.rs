@@ -388,6 +388,9 @@ pub struct Reconciler {
     deploy: crate::config::DeploySettings,
 }
 
+/// What converging one component did, and the instance id; or why not.
+type Converged = Result<(Action, Option<String>), AgentError>;
+
 /// What a new instance of a component must pass during a deploy.
 struct Gate<'a> {
     def: &'a ComponentDef,
@@ -852,12 +855,8 @@ impl Reconciler {
         pull: PullPolicy,
         timeout: Duration,
         progress: &ProgressFn,
-    ) -> Vec<(
-        &'d ComponentDef,
-        Result<(Action, Option<String>), AgentError>,
-    )> {
-        let mut done: Vec<(&ComponentDef, Result<(Action, Option<String>), AgentError>)> =
-            Vec::new();
+    ) -> Vec<(&'d ComponentDef, Converged)> {
+        let mut done: Vec<(&ComponentDef, Converged)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
         for wave in def.start_order() {
             let wave: Vec<&ComponentDef> = wave
