@@ -57,21 +57,6 @@ fn pull_policy(pull: &str) -> Result<PullPolicy, Error> {
     }
 }
 
-/// Raises `DeployError` when a component failed and `check` is set.
-fn checked(
-    result: ActionResult,
-    check: bool,
-    raw: &[mcp_core::proto::ComponentResult],
-) -> Result<ActionResult, Error> {
-    match core::failures(&result.service, raw) {
-        Some(text) if check => Err(Error::Failed(
-            format!("{}: {text}", result.node),
-            Failed::Action(result),
-        )),
-        _ => Ok(result),
-    }
-}
-
 impl Client {
     /// The Rust client, for one call.
     fn client(&self) -> Result<core::Client, Error> {
@@ -147,8 +132,16 @@ impl Client {
         let node = self.inner.node().to_string();
         wait(py, async move {
             let (service, results) = call.await?;
-            let result = ActionResult::new(&node, service, results.clone());
-            checked(result, check, &results)
+            let failed = core::failures(&service, &results);
+            let result = ActionResult::new(&node, service, results);
+            match failed {
+                // `DeployError` when a component failed and `check` is set.
+                Some(text) if check => Err(Error::Failed(
+                    format!("{node}: {text}"),
+                    Failed::Action(result),
+                )),
+                _ => Ok(result),
+            }
         })
     }
 }
@@ -399,16 +392,12 @@ impl Client {
         wait(py, async move {
             let node = c.node().to_string();
             let answer = c.sync(&defs, dry_run, prune, pull).await?;
-            let raw: Vec<(String, Vec<mcp_core::proto::ComponentResult>)> = answer
+            let failed: Vec<String> = answer
                 .results
                 .iter()
-                .map(|r| (r.service.clone(), r.results.clone()))
+                .filter_map(|r| core::failures(&r.service, &r.results))
                 .collect();
             let result = SyncResult::new(&node, answer);
-            let failed: Vec<String> = raw
-                .iter()
-                .filter_map(|(service, results)| core::failures(service, results))
-                .collect();
             if check && !failed.is_empty() {
                 return Err(Error::Failed(
                     format!("{node}: {}", failed.join("; ")),

@@ -124,6 +124,7 @@ impl From<mcp_core::transfer::TransferError> for Error {
     fn from(e: mcp_core::transfer::TransferError) -> Self {
         match e {
             mcp_core::transfer::TransferError::Client(c) => Error::Client(c),
+            mcp_core::transfer::TransferError::Invalid(text) => Error::Invalid(text),
             other => Error::Transfer(other),
         }
     }
@@ -190,30 +191,18 @@ fn exception(
     err
 }
 
+/// An exception for an error found on this side: no gRPC code, no node.
+fn local(py: Python<'_>, class: Bound<'_, PyType>, text: String) -> PyErr {
+    exception(py, class, text.clone(), &text, None, None)
+}
+
 fn to_exception(py: Python<'_>, e: Error) -> PyErr {
     match e {
         Error::Python(err) => err,
         Error::Client(err) => client_exception(py, err),
-        Error::Definition(err) => definition_exception(py, &err, None),
-        Error::Config(err) => {
-            let text = err.to_string();
-            exception(
-                py,
-                py.get_type::<ConfigError>(),
-                text.clone(),
-                &text,
-                None,
-                None,
-            )
-        }
-        Error::Invalid(text) => exception(
-            py,
-            py.get_type::<InvalidArgumentError>(),
-            text.clone(),
-            &text,
-            None,
-            None,
-        ),
+        Error::Definition(err) => definition_exception(py, &err),
+        Error::Config(err) => local(py, py.get_type::<ConfigError>(), err.to_string()),
+        Error::Invalid(text) => local(py, py.get_type::<InvalidArgumentError>(), text),
         Error::Failed(text, result) => {
             let node = match &result {
                 Failed::Action(r) => r.node.clone(),
@@ -237,26 +226,9 @@ fn to_exception(py: Python<'_>, e: Error) -> PyErr {
         Error::Transfer(Transfer::Local { path, source }) => {
             os_error(&source, path.display().to_string())
         }
-        Error::Transfer(Transfer::Client(err)) => client_exception(py, err),
-        Error::Transfer(Transfer::Invalid(text)) => exception(
-            py,
-            py.get_type::<InvalidArgumentError>(),
-            text.clone(),
-            &text,
-            None,
-            None,
-        ),
-        Error::Transfer(other) => {
-            let text = other.to_string();
-            exception(
-                py,
-                py.get_type::<TransferError>(),
-                text.clone(),
-                &text,
-                None,
-                None,
-            )
-        }
+        // Client and Invalid became Error::Client and Error::Invalid on the
+        // way in (`From<TransferError>`).
+        Error::Transfer(other) => local(py, py.get_type::<TransferError>(), other.to_string()),
     }
 }
 
@@ -273,7 +245,7 @@ fn os_error(source: &std::io::Error, filename: String) -> PyErr {
 
 /// A definition error: `InvalidDefinitionError` with where it is, or
 /// `OSError` when the file could not be read.
-fn definition_exception(py: Python<'_>, err: &ServiceDefError, node: Option<&str>) -> PyErr {
+fn definition_exception(py: Python<'_>, err: &ServiceDefError) -> PyErr {
     if let ServiceDefError::Io { file, source, .. } = err
         && source.raw_os_error().is_some()
     {
@@ -284,8 +256,8 @@ fn definition_exception(py: Python<'_>, err: &ServiceDefError, node: Option<&str
         py.get_type::<InvalidDefinitionError>(),
         err.to_string(),
         err.message(),
-        node.map(|_| "INVALID_ARGUMENT"),
-        node,
+        None,
+        None,
     );
     set_location(py, &e, err.file(), err.line(), err.col());
     e
@@ -365,5 +337,5 @@ fn client_exception(py: Python<'_>, err: ClientError) -> PyErr {
 
 /// Raises `InvalidDefinitionError` for `err`.
 pub(crate) fn definition_error(err: ServiceDefError) -> PyErr {
-    Python::attach(|py| definition_exception(py, &err, None))
+    Python::attach(|py| definition_exception(py, &err))
 }
