@@ -304,7 +304,20 @@ fn missing_image_keeps_previous_container_running() {
         err.contains("does-not-exist") && err.contains("web"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
+    // Progress lines, then the error in one line of its own.
+    let lines: Vec<&str> = err.lines().collect();
+    let (last, progress) = lines.split_last().expect("some output");
+    assert!(last.starts_with("mcp: error: "), "{err}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.starts_with(&format!("{service}-")) && !l.contains("error")),
+        "only progress before the error: {err}"
+    );
+    assert!(
+        progress.iter().any(|l| l.contains("-web: pulling (")),
+        "{err}"
+    );
 
     let after = components(&node.mcp_json(&["status", &service]));
     let web = component(&after, "web");

@@ -703,6 +703,65 @@ async fn logs_follow_delivers_and_can_be_dropped() {
         .expect("remove");
 }
 
+/// A name held only in podman's storage, as an interrupted create leaves
+/// it (made here with `buildah from`, which creates such containers), is
+/// freed by the next create of that name; a name held by a real container
+/// stays a conflict, and that container is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_frees_a_name_held_only_in_storage() {
+    let mut h = Harness::new("storage-only").await;
+    h.ensure_image().await;
+    let name = h.name("web");
+    let out = Command::new("buildah")
+        .args(["from", "--pull-never", "--name", &name, &h.env.image])
+        .output()
+        .expect("cannot run buildah; run scripts/test-env.sh");
+    assert!(
+        out.status.success(),
+        "buildah from: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let external = Command::new("podman")
+        .args([
+            "ps",
+            "--all",
+            "--external",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ])
+        .output()
+        .expect("podman ps");
+    let listing = String::from_utf8_lossy(&external.stdout);
+    assert!(
+        listing.lines().any(|l| l == format!("{name} Storage")),
+        "a storage-only container named {name} expected: {listing}"
+    );
+    assert!(h.podman.inspect(&name).await.expect("inspect").is_none());
+
+    let id = h.podman.create(&h.spec(&name)).await.expect("create");
+    let info = h
+        .podman
+        .inspect(&name)
+        .await
+        .expect("inspect")
+        .expect("created");
+    assert_eq!(info.id, id);
+
+    match h.podman.create(&h.spec(&name)).await {
+        Err(RuntimeError::Conflict(message)) => {
+            assert!(message.contains(&name), "{message}")
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let still = h
+        .podman
+        .inspect(&name)
+        .await
+        .expect("inspect")
+        .expect("kept");
+    assert_eq!(still.id, id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_taken_on_host_is_a_conflict() {
     let mut h = Harness::new("port").await;

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import metacircular_mcp as mcp
-from conftest import Node, wait_for
+from conftest import Node, free_port, wait_for
 
 
 def web(node: Node, name: str, image: str | None = None, port: int | None = None) -> str:
@@ -120,6 +120,39 @@ def test_failed_component_raises_deploy_error_with_the_answer(node: Node, client
 
     answer = client.deploy(definition, check=False)
     assert not answer.ok and answer.failed[0].component == "web"
+
+
+def test_a_version_that_never_becomes_healthy_is_rolled_back(
+    node: Node, client: mcp.Client
+) -> None:
+    name = node.service_name("gate")
+    port = free_port()
+    good = mcp.parse_service(web(node, name, port=port))
+    assert [r.action for r in client.deploy(good).results] == ["created"]
+
+    # The new image serves 404 on the checked path, so it is never ready;
+    # the deploy gives up after `timeout` and puts the old version back.
+    bad = mcp.parse_service(
+        web(node, name, image=node.image_v2, port=port)
+        + '\n[components.health]\nkind = "http"\nport = 8080\npath = "/missing"\ninterval = "300ms"\n'
+    )
+    began = time.monotonic()
+    with pytest.raises(mcp.DeployError) as caught:
+        client.deploy(bad, timeout=dt.timedelta(seconds=3))
+    took = time.monotonic() - began
+    assert 2.5 < took < 30, took
+    [result] = caught.value.result.results
+    assert result.component == "web" and result.action == "rolled-back", result
+    assert result.error and "404" in result.error and "/missing" in result.error, result.error
+
+    [c] = client.status(name).components
+    assert (c.observed_image, c.observed_state, c.drift) == (node.image_v1, "running", [])
+    kinds = [e.kind for e in client.events(name)]
+    assert "rolled-back" in kinds, kinds
+
+    with pytest.raises(mcp.InvalidArgumentError, match="timeout"):
+        client.deploy(good, timeout=-1)
+    client.remove(name)
 
 
 def test_history_and_rollback(node: Node, client: mcp.Client, readonly_token: str) -> None:

@@ -276,7 +276,8 @@ impl Agent {
             reconciler,
             config.srv_root.clone(),
             config.files.clone(),
-        );
+        )
+        .with_activity(activity.clone());
 
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)

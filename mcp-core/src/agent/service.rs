@@ -16,6 +16,7 @@ use crate::config::FilesSettings;
 use crate::error::AgentError;
 use crate::files::transfer::{FileWriter, ReadItem, list_entries, read_file};
 use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
+use crate::monitor::Activity;
 use crate::reconcile::{
     Action, ComponentOutcome, ComponentStatus, DeployOptions, PullPolicy, Reconciler, plan,
 };
@@ -28,6 +29,7 @@ pub struct AgentService {
     reconciler: Arc<Reconciler>,
     srv_root: PathBuf,
     files: FilesSettings,
+    activity: Activity,
 }
 
 impl AgentService {
@@ -44,7 +46,16 @@ impl AgentService {
             reconciler,
             srv_root,
             files,
+            activity: Activity::new(),
         }
+    }
+
+    /// Counts work that outlives its RPC (a deploy the caller stopped
+    /// watching) in `activity`, as the agent's activity layer counts the
+    /// RPCs themselves, so that the monitor holds its drift checks for it.
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.activity = activity;
+        self
     }
 
     /// The file tree of `service`, opened on a blocking thread; created
@@ -250,8 +261,10 @@ impl AgentServiceApi for AgentService {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reconciler = self.reconciler.clone();
         // The deploy runs to its end in its own task, whether or not the
-        // caller stays to watch.
+        // caller stays to watch, and counts as activity until then.
+        let busy = self.activity.begin();
         tokio::spawn(async move {
+            let _busy = busy;
             let progress_tx = tx.clone();
             let report = move |p: crate::reconcile::DeployProgress| {
                 let _ = progress_tx.send(Ok(pb::DeployUpdate {

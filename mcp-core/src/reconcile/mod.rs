@@ -1095,7 +1095,7 @@ impl Reconciler {
         }
         let attempt = async {
             step("creating", String::new());
-            let id = self.runtime.create(&staged).await?;
+            let id = self.create_staged(&staged).await?;
             if active {
                 step("starting", String::new());
                 let started = match self.runtime.start(&id).await {
@@ -1142,6 +1142,33 @@ impl Reconciler {
         // deploy or agent start gives it the name (`resolve_leftover`).
         self.runtime.rename(&new_id, name).await?;
         Ok(new_id)
+    }
+
+    /// Creates the staged replacement `<name>.mcp-new`. The deploy resolved
+    /// any leftover of that name before it began, but a create sent by an
+    /// agent killed mid-deploy can still be finishing in the runtime and
+    /// take the name meanwhile: such a managed leftover is removed and the
+    /// create tried once more.
+    async fn create_staged(
+        &self,
+        staged: &mcp_runtime::InstanceSpec,
+    ) -> Result<String, AgentError> {
+        match self.runtime.create(staged).await {
+            Err(RuntimeError::Conflict(reason)) => {
+                let Some(leftover) = self
+                    .runtime
+                    .inspect(&staged.name)
+                    .await?
+                    .filter(InstanceInfo::is_managed)
+                else {
+                    return Err(RuntimeError::Conflict(reason).into());
+                };
+                tracing::info!(instance = %staged.name, "removing instance left by an interrupted deploy");
+                self.runtime.remove(&leftover.id, true).await?;
+                Ok(self.runtime.create(staged).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Starts the instance a failed replacement stopped, if it was running.

@@ -137,6 +137,47 @@ impl Podman {
             ))
         }
     }
+
+    /// One `POST .../containers/create` of `spec`, its answer mapped.
+    async fn create_once(&self, spec: &InstanceSpec, body: Vec<u8>) -> RuntimeResult<String> {
+        let response = self
+            .call(
+                Method::POST,
+                &format!("{API_PREFIX}/containers/create"),
+                Some(body),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let operation = format!("create {}", spec.name);
+        match response.status {
+            StatusCode::CREATED | StatusCode::OK => {
+                let created: CreateResponse = parse(&response.body, "create")?;
+                for warning in &created.warnings {
+                    tracing::warn!(name = %spec.name, warning, "podman create");
+                }
+                Ok(created.id)
+            }
+            status => {
+                let message = error_message(&response.body);
+                let lower = message.to_ascii_lowercase();
+                if status == StatusCode::NOT_FOUND
+                    || lower.contains("image not known")
+                    || lower.contains("no such image")
+                {
+                    Err(RuntimeError::Api {
+                        operation,
+                        status: status.as_u16(),
+                        message: format!(
+                            "image {} is not present on the node (pull it first): {message}",
+                            spec.image
+                        ),
+                    })
+                } else {
+                    Err(classify(operation, status, message))
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -241,42 +282,29 @@ impl Runtime for Podman {
         let generator = SpecGenerator::from_spec(spec)?;
         let body = serde_json::to_vec(&generator)
             .map_err(|e| RuntimeError::Invalid(format!("cannot encode spec: {e}")))?;
-        let response = self
-            .call(
-                Method::POST,
-                &format!("{API_PREFIX}/containers/create"),
-                Some(body),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        let operation = format!("create {}", spec.name);
-        match response.status {
-            StatusCode::CREATED | StatusCode::OK => {
-                let created: CreateResponse = parse(&response.body, "create")?;
-                for warning in &created.warnings {
-                    tracing::warn!(name = %spec.name, warning, "podman create");
-                }
-                Ok(created.id)
-            }
-            status => {
-                let message = error_message(&response.body);
-                let lower = message.to_ascii_lowercase();
-                if status == StatusCode::NOT_FOUND
-                    || lower.contains("image not known")
-                    || lower.contains("no such image")
+        match self.create_once(spec, body.clone()).await {
+            Err(RuntimeError::Conflict(message)) => {
+                // A create interrupted mid-way (its client killed) can leave
+                // the name held by a container that exists only in podman's
+                // storage: no inspect, list or event shows it. Such a
+                // leftover is freed and the create tried once more; a name
+                // held by a real container stays a conflict.
+                let Some(holder) = storage_name_holder(&message) else {
+                    return Err(RuntimeError::Conflict(message));
+                };
+                if self.inspect(&spec.name).await?.is_some()
+                    || self.inspect(holder).await?.is_some()
                 {
-                    Err(RuntimeError::Api {
-                        operation,
-                        status: status.as_u16(),
-                        message: format!(
-                            "image {} is not present on the node (pull it first): {message}",
-                            spec.image
-                        ),
-                    })
-                } else {
-                    Err(classify(operation, status, message))
+                    return Err(RuntimeError::Conflict(message));
                 }
+                tracing::info!(name = %spec.name, holder, "freeing a name held in podman's storage by an interrupted create");
+                match self.remove(holder, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+                self.create_once(spec, body).await
             }
+            other => other,
         }
     }
 
@@ -623,6 +651,19 @@ fn is_conflict(message: &str) -> bool {
     .any(|needle| m.contains(needle))
 }
 
+/// The id of the container that holds a name, from podman's answer to a
+/// create whose name is taken ("creating container storage: the container
+/// name \"x\" is already in use by <id>. ..."), or `None` for any other
+/// message.
+fn storage_name_holder(message: &str) -> Option<&str> {
+    let rest = message.split_once("is already in use by ")?.1;
+    let id = rest
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .next()
+        .filter(|id| id.len() == 64)?;
+    Some(id)
+}
+
 /// Maps a failed answer that is not about a missing instance.
 fn classify(operation: String, status: StatusCode, message: String) -> RuntimeError {
     if status == StatusCode::CONFLICT || is_conflict(&message) {
@@ -776,6 +817,21 @@ impl LogDemux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_of_a_taken_name() {
+        let id = "b38089322dd1ca1148ac71b2be5be4a1b275eb23181f3313dcbbd1fec5ca66e7";
+        let message = format!(
+            "creating container storage: the container name \"web.mcp-new\" is already in use by {id}. You have to remove that container to be able to reuse that name: that name is already in use"
+        );
+        assert_eq!(storage_name_holder(&message), Some(id));
+        assert_eq!(storage_name_holder("that name is already in use"), None);
+        assert_eq!(storage_name_holder("is already in use by abc. x"), None);
+        assert_eq!(
+            storage_name_holder("address already in use by 0.0.0.0:8080"),
+            None
+        );
+    }
 
     #[test]
     fn event_lines_split_across_chunks() {
