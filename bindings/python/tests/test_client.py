@@ -130,20 +130,24 @@ def test_a_version_that_never_becomes_healthy_is_rolled_back(
     good = mcp.parse_service(web(node, name, port=port))
     assert [r.action for r in client.deploy(good).results] == ["created"]
 
-    # The new image serves 404 on the checked path, so it is never ready;
-    # the deploy gives up after `timeout` and puts the old version back.
+    # The new image serves 404 on the checked path, so it is never ready
+    # (and with 100 retries not unhealthy before the timeout): the deploy
+    # gives up after `timeout` and puts the old version back.
     bad = mcp.parse_service(
         web(node, name, image=node.image_v2, port=port)
-        + '\n[components.health]\nkind = "http"\nport = 8080\npath = "/missing"\ninterval = "300ms"\n'
+        + '\n[components.health]\nkind = "http"\nport = 8080\npath = "/missing"\ninterval = "300ms"\nretries = 100\n'
     )
     began = time.monotonic()
     with pytest.raises(mcp.DeployError) as caught:
         client.deploy(bad, timeout=dt.timedelta(seconds=3))
     took = time.monotonic() - began
     assert 2.5 < took < 30, took
-    [result] = caught.value.result.results
+    answer = caught.value.result
+    assert isinstance(answer, mcp.ActionResult) and not answer.ok
+    [result] = answer.results
     assert result.component == "web" and result.action == "rolled-back", result
-    assert result.error and "404" in result.error and "/missing" in result.error, result.error
+    assert result.error and "not ready within 3s" in result.error, result.error
+    assert "HTTP 404" in result.error and "/missing" in result.error, result.error
 
     [c] = client.status(name).components
     assert (c.observed_image, c.observed_state, c.drift) == (node.image_v1, "running", [])
