@@ -304,7 +304,20 @@ fn missing_image_keeps_previous_container_running() {
         err.contains("does-not-exist") && err.contains("web"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "one-line error expected: {err}");
+    // Progress lines, then the error in one line of its own.
+    let lines: Vec<&str> = err.lines().collect();
+    let (last, progress) = lines.split_last().expect("some output");
+    assert!(last.starts_with("mcp: error: "), "{err}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.starts_with(&format!("{service}-")) && !l.contains("error")),
+        "only progress before the error: {err}"
+    );
+    assert!(
+        progress.iter().any(|l| l.contains("-web: pulling (")),
+        "{err}"
+    );
 
     let after = components(&node.mcp_json(&["status", &service]));
     let web = component(&after, "web");
@@ -1195,6 +1208,32 @@ fn adopt_takes_running_containers_without_touching_them() {
         2,
         "{kinds:?}"
     );
+
+    // The adopted definition is web's first revision, so that change can
+    // be rolled back.
+    let history = node.mcp_json(&["history", &service, "--component", "web"]);
+    let revisions: Vec<(u64, &str, &str)> = history["revisions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    (
+                        r["revision"].as_u64().unwrap_or_default(),
+                        r["outcome"].as_str().unwrap_or_default(),
+                        r["detail"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        revisions,
+        [(2, "deployed", ""), (1, "deployed", "adopted")],
+        "{history}"
+    );
+    let back = node.mcp_json(&["rollback", &service, "--component", "web"]);
+    assert_eq!(actions(&back), [pair("web", "updated")], "{back}");
+    assert!(http_get(port).contains("hello from v1"));
 }
 
 #[test]

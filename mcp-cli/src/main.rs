@@ -67,6 +67,9 @@ enum Command {
         /// When to pull images.
         #[arg(long, value_enum, default_value = "missing")]
         pull: Pull,
+        /// How long to wait for changed components to be ready (e.g. 90s, 5m) [default: the agent's [deploy] timeout].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Set `active = false` in the definition, then push it.
     Stop {
@@ -110,6 +113,26 @@ enum Command {
         /// Also write the resulting definition to FILE (which must not exist).
         #[arg(long, value_name = "FILE")]
         write: Option<PathBuf>,
+    },
+    /// The revisions of a service's components, newest first.
+    History {
+        /// Service name or definition file.
+        target: String,
+        /// Only this component's revisions.
+        #[arg(long)]
+        component: Option<String>,
+        /// Only the newest N revisions.
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Deploy the previous revision that ran again: of one component, or of
+    /// the components the service's last change touched.
+    Rollback {
+        /// Service name or definition file.
+        target: String,
+        /// Roll back only this component.
+        #[arg(long)]
+        component: Option<String>,
     },
     /// Desired versus observed state per component, drift flagged.
     Status {
@@ -267,6 +290,19 @@ impl Ctx {
         self.node_for(def.as_ref())
     }
 
+    /// The service an argument stands for and the node it is on: a file's
+    /// `name` and node (as for deploy); a name as is, on the node of its
+    /// definition in services_dir when there is one.
+    fn service_and_node(&self, target: &str) -> anyhow::Result<(String, &NodeEntry)> {
+        if target.contains('/') || target.ends_with(".toml") {
+            let def = self.load_def(target)?;
+            let node = self.node_for(Some(&def))?;
+            Ok((def.name, node))
+        } else {
+            Ok((target.to_string(), self.node_for_service(target)?))
+        }
+    }
+
     /// The service name an argument stands for: a name as is, a file by its `name`.
     fn service_name(&self, target: &str) -> anyhow::Result<String> {
         if target.contains('/') || target.ends_with(".toml") {
@@ -282,10 +318,17 @@ async fn deploy(
     def: &ServiceDef,
     component: Option<&str>,
     pull: PullPolicy,
+    timeout: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     let node = ctx.node_for(Some(def))?;
     let mut client = ctx.client(node).await?;
-    let res = client.deploy(def, component, pull).await?;
+    let service = def.name.clone();
+    let out = &ctx.out;
+    let res = client
+        .deploy_watch(def, component, pull, timeout, &mut |p| {
+            out.deploy_progress(&service, &p)
+        })
+        .await?;
     ctx.out.results(&node.name, &res.service, &res.results)?;
     output::check_results(&res.service, &res.results)
 }
@@ -311,9 +354,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             component,
             pull,
+            timeout,
         } => {
             let def = ctx.load_def(&target)?;
-            deploy(&ctx, &def, component.as_deref(), pull.into()).await
+            deploy(&ctx, &def, component.as_deref(), pull.into(), timeout).await
         }
         Command::Stop { target } => set_active_and_push(&ctx, &target, false).await,
         Command::Start { target } => set_active_and_push(&ctx, &target, true).await,
@@ -332,6 +376,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = ctx.service_name(&target)?;
             let node = ctx.node_for(None)?;
             let res = ctx.client(node).await?.remove(&name).await?;
+            ctx.out.results(&node.name, &res.service, &res.results)?;
+            output::check_results(&res.service, &res.results)
+        }
+        Command::History {
+            target,
+            component,
+            limit,
+        } => {
+            let (service, node) = ctx.service_and_node(&target)?;
+            let res = ctx
+                .client(node)
+                .await?
+                .history(&service, component.as_deref(), limit)
+                .await?;
+            ctx.out.history(&node.name, &res)
+        }
+        Command::Rollback { target, component } => {
+            let (service, node) = ctx.service_and_node(&target)?;
+            let res = ctx
+                .client(node)
+                .await?
+                .rollback(&service, component.as_deref())
+                .await?;
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)
         }
@@ -553,6 +620,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Parses a duration such as `90s`, `5m` or `1m 30s`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_string()),
+        Err(e) => Err(format!("{text:?} is not a duration such as 90s or 5m: {e}")),
+    }
+}
+
 /// Parses `--mode`: octal permission bits such as `640` or `0o640`.
 fn parse_mode(text: &str) -> Result<u32, String> {
     let digits = text.trim_start_matches("0o");
@@ -578,7 +654,7 @@ async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::R
     let mut client = ctx.client(node).await?;
     servicedef::write_active(&path, active)?;
     let def = servicedef::load(&path)?;
-    match client.deploy(&def, None, PullPolicy::Missing).await {
+    match client.deploy(&def, None, PullPolicy::Missing, None).await {
         Ok(res) => {
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)

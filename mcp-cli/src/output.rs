@@ -222,6 +222,20 @@ impl Output {
         Ok(())
     }
 
+    /// One step of a deploy in progress, on standard error (not with
+    /// `--json`): `web-api: waiting (check 2: HTTP 503 from ...)`.
+    pub fn deploy_progress(&self, service: &str, p: &pb::DeployProgress) {
+        if self.json {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = if p.detail.is_empty() {
+            writeln!(err, "{service}-{}: {}", p.component, p.phase)
+        } else {
+            writeln!(err, "{service}-{}: {} ({})", p.component, p.phase, p.detail)
+        };
+    }
+
     /// Per-component results of a state-changing command.
     pub fn results(
         &self,
@@ -553,6 +567,37 @@ impl Output {
                     e.detail.clone(),
                 ]);
             }
+        }
+        print_table(&t)
+    }
+
+    /// `mcp history`: one row per revision, newest first.
+    pub fn history(&self, node: &str, res: &pb::HistoryResponse) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json!({
+                "node": node,
+                "service": res.service,
+                "revisions": res.revisions.iter().map(|r| json!({
+                    "revision": r.revision,
+                    "component": r.component,
+                    "time": r.time,
+                    "image": r.image,
+                    "outcome": r.outcome,
+                    "detail": r.detail,
+                    "spec_hash": r.spec_hash,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        let mut t = table(&["REV", "COMPONENT", "TIME", "IMAGE", "OUTCOME", "DETAIL"]);
+        for r in &res.revisions {
+            t.add_row(vec![
+                r.revision.to_string(),
+                r.component.clone(),
+                r.time.clone(),
+                r.image.clone(),
+                r.outcome.clone(),
+                r.detail.clone(),
+            ]);
         }
         print_table(&t)
     }

@@ -180,8 +180,16 @@ pub fn action_name(action: i32) -> &'static str {
         Ok(pb::ComponentAction::Restarted) => "restarted",
         Ok(pb::ComponentAction::Removed) => "removed",
         Ok(pb::ComponentAction::Failed) => "failed",
+        Ok(pb::ComponentAction::RolledBack) => "rolled-back",
         Ok(pb::ComponentAction::Unspecified) | Err(_) => "unknown",
     }
+}
+
+/// Whether a component's result is a failure: it failed, or its new
+/// version did not become ready and was rolled back.
+pub fn is_failure(result: &pb::ComponentResult) -> bool {
+    result.action == pb::ComponentAction::Failed as i32
+        || result.action == pb::ComponentAction::RolledBack as i32
 }
 
 /// The failed components of an answer, in one sentence
@@ -190,7 +198,7 @@ pub fn action_name(action: i32) -> &'static str {
 pub fn failures(service: &str, results: &[pb::ComponentResult]) -> Option<String> {
     let failed: Vec<String> = results
         .iter()
-        .filter(|r| r.action == pb::ComponentAction::Failed as i32)
+        .filter(|r| is_failure(r))
         .map(|r| format!("{service}-{}: {}", r.component, r.error))
         .collect();
     (!failed.is_empty()).then(|| {
@@ -263,6 +271,21 @@ impl LogLines {
                 data,
             })
             .collect()
+    }
+}
+
+/// A deploy request.
+fn deploy_request(
+    def: &ServiceDef,
+    component: Option<&str>,
+    pull: PullPolicy,
+    timeout: Option<Duration>,
+) -> pb::DeployRequest {
+    pb::DeployRequest {
+        service: Some(def.to_proto()),
+        component: component.unwrap_or_default().to_string(),
+        pull: pull.to_proto() as i32,
+        timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -432,23 +455,54 @@ impl Client {
     }
 
     /// Pushes a definition; with `component`, deploys that component only.
+    /// `timeout` bounds the wait for changed components to be ready
+    /// (`None`: the agent's `[deploy] timeout`).
     pub async fn deploy(
         &mut self,
         def: &ServiceDef,
         component: Option<&str>,
         pull: PullPolicy,
+        timeout: Option<Duration>,
     ) -> Result<pb::DeployResponse, ClientError> {
-        let req = self.request(pb::DeployRequest {
-            service: Some(def.to_proto()),
-            component: component.unwrap_or_default().to_string(),
-            pull: pull.to_proto() as i32,
-        });
+        let req = self.request(deploy_request(def, component, pull, timeout));
         let res = self
             .inner
             .deploy(req)
             .await
             .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
+    }
+
+    /// [`deploy`](Self::deploy), calling `progress` with each step the
+    /// agent reports while it waits.
+    pub async fn deploy_watch(
+        &mut self,
+        def: &ServiceDef,
+        component: Option<&str>,
+        pull: PullPolicy,
+        timeout: Option<Duration>,
+        progress: &mut (dyn FnMut(pb::DeployProgress) + Send),
+    ) -> Result<pb::DeployResponse, ClientError> {
+        use pb::deploy_update::Update;
+        let req = self.request(deploy_request(def, component, pull, timeout));
+        let mut stream = self
+            .inner
+            .deploy_stream(req)
+            .await
+            .map_err(|s| self.status_err(s))?
+            .into_inner();
+        while let Some(update) = stream.message().await.map_err(|s| self.status_err(s))? {
+            match update.update {
+                Some(Update::Progress(p)) => progress(p),
+                Some(Update::Done(done)) => return Ok(done),
+                None => {}
+            }
+        }
+        Err(ClientError::Rpc {
+            node: self.node.clone(),
+            code: tonic::Code::Unavailable,
+            message: "the deploy's progress stream ended without its outcome".into(),
+        })
     }
 
     fn service_request(
@@ -629,6 +683,46 @@ impl Client {
         let res = self
             .inner
             .events(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
+    /// The revisions of a service's components (of one when given), newest
+    /// first; the newest `limit` when given.
+    pub async fn history(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<pb::HistoryResponse, ClientError> {
+        let req = self.request(pb::HistoryRequest {
+            service: service.to_string(),
+            component: component.unwrap_or_default().to_string(),
+            limit: limit.unwrap_or(0),
+        });
+        let res = self
+            .inner
+            .history(req)
+            .await
+            .map_err(|s| self.status_err(s))?;
+        Ok(res.into_inner())
+    }
+
+    /// Rolls a component (or the components the service's last change
+    /// touched) back to its previous revision that ran.
+    pub async fn rollback(
+        &mut self,
+        service: &str,
+        component: Option<&str>,
+    ) -> Result<pb::ServiceActionResponse, ClientError> {
+        let req = self.request(pb::RollbackRequest {
+            service: service.to_string(),
+            component: component.unwrap_or_default().to_string(),
+        });
+        let res = self
+            .inner
+            .rollback(req)
             .await
             .map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())

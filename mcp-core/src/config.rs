@@ -111,6 +111,8 @@ pub struct AgentConfig {
     pub podman: PodmanSettings,
     /// Monitor settings.
     pub monitor: MonitorSettings,
+    /// How deploys wait for what they change.
+    pub deploy: DeploySettings,
     /// File transfer settings.
     pub files: FilesSettings,
     /// Unikernel (QEMU) settings.
@@ -170,6 +172,27 @@ pub struct FilesSettings {
 
 /// Default [`FilesSettings::max_file_size`]: 8 GiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 << 30;
+
+/// Deploy settings (`[deploy]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeploySettings {
+    /// Longest a deploy waits for a changed component to be ready (running,
+    /// and healthy when it has a health check) before it gives up and puts
+    /// the previous version back.
+    pub timeout: Duration,
+    /// How long a component without a health check must keep running after
+    /// its start to count as ready.
+    pub settle: Duration,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            timeout: Duration::from_secs(300),
+            settle: Duration::ZERO,
+        }
+    }
+}
 
 /// Monitor settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -231,6 +254,8 @@ struct AgentConfigFile {
     #[serde(default)]
     monitor: MonitorFile,
     #[serde(default)]
+    deploy: DeployFile,
+    #[serde(default)]
     files: FilesFile,
     #[serde(default)]
     unikernel: UnikernelFile,
@@ -287,6 +312,13 @@ struct MonitorFile {
     alert_cooldown: Option<u64>,
     alert_burst: Option<u32>,
     event_retention_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployFile {
+    timeout: Option<u64>,
+    settle_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,6 +390,7 @@ impl AgentConfig {
                 alert_burst: 3,
                 event_retention: Duration::from_secs(30 * 86_400),
             },
+            deploy: DeploySettings::default(),
             files: FilesSettings {
                 max_file_size: DEFAULT_MAX_FILE_SIZE,
             },
@@ -491,6 +524,15 @@ impl AgentConfig {
                 ));
             }
             self.monitor.alert_burst = v;
+        }
+        if let Some(v) = file.deploy.timeout {
+            if v == 0 {
+                return Err(invalid("deploy.timeout must be at least 1 second".into()));
+            }
+            self.deploy.timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = file.deploy.settle_ms {
+            self.deploy.settle = Duration::from_millis(v);
         }
         if let Some(v) = file.monitor.event_retention_days {
             if v == 0 {
@@ -1033,6 +1075,28 @@ mod tests {
             assert!(err.contains("files.max_file_size"), "{bad}: {err}");
         }
         assert_eq!(c.files.max_file_size, 1000);
+    }
+
+    #[test]
+    fn deploy_keys() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.deploy.timeout, Duration::from_secs(300));
+        assert_eq!(c.deploy.settle, Duration::ZERO);
+        c.apply_toml(
+            Path::new("a.toml"),
+            "[deploy]\ntimeout = 60\nsettle_ms = 1500\n",
+        )
+        .expect("deploy keys");
+        assert_eq!(c.deploy.timeout, Duration::from_secs(60));
+        assert_eq!(c.deploy.settle, Duration::from_millis(1500));
+        let err = c
+            .apply_toml(Path::new("a.toml"), "[deploy]\ntimeout = 0\n")
+            .expect_err("zero timeout");
+        assert!(err.to_string().contains("deploy.timeout"), "{err}");
+        assert!(
+            c.apply_toml(Path::new("a.toml"), "[deploy]\nwait = 1\n")
+                .is_err()
+        );
     }
 
     #[test]

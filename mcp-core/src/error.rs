@@ -31,6 +31,23 @@ pub enum AgentError {
     /// A file operation under a service directory failed.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// A new or replaced instance did not become ready (running, and
+    /// healthy when it has a health check) during a deploy.
+    #[error("{}", not_ready_text(.reason, *.rolled_back))]
+    NotReady {
+        /// Why.
+        reason: crate::health::NotReady,
+        /// Whether the previous instance was put back.
+        rolled_back: bool,
+    },
+}
+
+fn not_ready_text(reason: &crate::health::NotReady, rolled_back: bool) -> String {
+    if rolled_back {
+        format!("not ready: {reason}; rolled back: the previous version runs again")
+    } else {
+        format!("not ready: {reason}")
+    }
 }
 
 impl From<AgentError> for tonic::Status {
@@ -50,6 +67,7 @@ impl From<AgentError> for tonic::Status {
             },
             AgentError::Registry(_) => Code::Internal,
             AgentError::Files(e) => files_code(e),
+            AgentError::NotReady { .. } => Code::FailedPrecondition,
         };
         tonic::Status::new(code, err.to_string())
     }

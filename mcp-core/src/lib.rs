@@ -4,6 +4,8 @@
 //! - [`registry`]: the agent's SQLite registry of services, components and events.
 //! - [`files`]: file operations confined to `<srv_root>/<service>/`.
 //! - [`config`]: agent and CLI configuration, layered defaults, `--dev` set-up.
+//! - [`health`]: the gate a deploy waits on: whether a started instance
+//!   became ready (running, and passing its health check), or why not.
 //! - [`reconcile`]: turning a definition into running instances, and comparing
 //!   desired with observed state.
 //! - [`monitor`]: drift detection from runtime events and sweeps, drift
@@ -23,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub(crate) mod fsutil;
+pub mod health;
 pub mod monitor;
 pub mod reconcile;
 pub mod registry;

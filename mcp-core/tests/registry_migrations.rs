@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use mcp_core::registry::{EventFilter, MIGRATIONS, Registry, RegistryError, SCHEMA_VERSION};
+use mcp_core::registry::{
+    EventFilter, MIGRATIONS, Registry, RegistryError, RevisionOutcome, SCHEMA_VERSION,
+};
 use mcp_core::servicedef::{self, ComponentDef};
 use mcp_runtime::RuntimeKind;
 use rusqlite::{Connection, params};
@@ -61,12 +63,20 @@ fn insert_rows_at(conn: &Connection, version: u32) {
         )
         .expect("event");
     }
+    if version >= 4 {
+        conn.execute(
+            "INSERT INTO revisions (service, component, revision, ts, image, definition, spec_hash, outcome, detail)
+             VALUES ('web', 'app', 1, ?1, 'app:1', ?2, 'h1', 'deployed', 'v4')",
+            params![TS, json],
+        )
+        .expect("revision");
+    }
 }
 
 #[test]
 fn latest_version_is_the_number_of_migrations() {
     assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
-    const { assert!(SCHEMA_VERSION >= 3) };
+    const { assert!(SCHEMA_VERSION >= 4) };
 }
 
 #[test]
@@ -126,6 +136,41 @@ fn every_older_version_migrates_with_rows_intact() {
             assert_eq!(vm.runtime, RuntimeKind::Unikernel);
             assert_eq!((vm.memory, vm.vcpus), (Some(1024), Some(2)));
         }
+
+        // Before version 4 there was no history: each component recorded
+        // becomes its first revision, as deployed. (From version 4 on, the
+        // row inserted above is the only one.)
+        let revisions = reg.revisions("web", None, None).expect("revisions");
+        let mut seeded: Vec<(&str, u64, &str, &str)> = revisions
+            .iter()
+            .map(|r| {
+                (
+                    r.component.as_str(),
+                    r.revision,
+                    r.outcome.as_str(),
+                    r.ts.as_str(),
+                )
+            })
+            .collect();
+        seeded.sort();
+        let mut expected = vec![("app", 1, "deployed", TS)];
+        if (2..4).contains(&k) {
+            expected.push(("vm", 1, "deployed", TS));
+        }
+        assert_eq!(seeded, expected, "from version {k}");
+        let first = reg
+            .revisions("web", Some("app"), None)
+            .expect("app revisions")
+            .remove(0);
+        assert_eq!(
+            (first.image.as_str(), first.spec_hash.as_str()),
+            ("app:1", "h1")
+        );
+        assert_eq!(first.definition, expected_json);
+        let next = reg
+            .record_revision("web", &expected_json, RevisionOutcome::Deployed, "migrated")
+            .expect("revision");
+        assert_eq!(next.revision, 2);
 
         // New tables work after the migration.
         let e = reg

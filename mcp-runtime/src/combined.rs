@@ -7,6 +7,8 @@
 //!   name or id (a record in its state directory), else to the containers;
 //! - an image that is an absolute path is a VM image file, anything else a
 //!   container image reference;
+//! - `run_health_check` goes to the holder like any instance operation (VMs
+//!   run no health checks: the trait's default error);
 //! - `list` is both lists, `events` both streams merged; `ping` and
 //!   [`Runtime::kind`] are the container runtime's.
 //!
@@ -21,8 +23,8 @@ use futures::StreamExt;
 
 use crate::qemu::Qemu;
 use crate::{
-    EventStream, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError,
-    RuntimeKind, RuntimeResult, RuntimeVersion, VmSupport,
+    EventStream, HealthReport, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime,
+    RuntimeError, RuntimeKind, RuntimeResult, RuntimeVersion, VmSupport,
 };
 
 /// Containers and, when configured, VMs, as one [`Runtime`].
@@ -129,6 +131,10 @@ impl Runtime for Runtimes {
 
     async fn logs(&self, name: &str, options: &LogOptions) -> RuntimeResult<LogStream> {
         self.holder(name).logs(name, options).await
+    }
+
+    async fn run_health_check(&self, name: &str) -> RuntimeResult<HealthReport> {
+        self.holder(name).run_health_check(name).await
     }
 
     async fn events(&self) -> RuntimeResult<EventStream> {

@@ -17,9 +17,9 @@ pub mod spec;
 
 pub use error::{RuntimeError, RuntimeResult};
 pub use spec::{
-    EventStream, InstanceDetails, InstanceInfo, InstanceSpec, InstanceState, KernelBoot, LogChunk,
-    LogOptions, LogStream, LogStreamKind, PortMapping, RuntimeEvent, RuntimeKind, RuntimeVersion,
-    VolumeMount,
+    EventStream, HealthReport, HealthSpec, InstanceDetails, InstanceInfo, InstanceSpec,
+    InstanceState, KernelBoot, LogChunk, LogOptions, LogStream, LogStreamKind, PortMapping,
+    RuntimeEvent, RuntimeKind, RuntimeVersion, VolumeMount,
 };
 
 use std::time::Duration;
@@ -105,4 +105,20 @@ pub trait Runtime: Send + Sync {
     /// Instance events from now on, as they happen. Returns once the runtime
     /// has accepted the subscription.
     async fn events(&self) -> RuntimeResult<EventStream>;
+
+    /// Runs the instance's own health check ([`InstanceSpec::health`]) once,
+    /// now, and reports whether it passed and what it printed.
+    ///
+    /// A failed check is a report with `healthy: false`, not an error.
+    /// Errors: [`RuntimeError::NotFound`] for a missing instance,
+    /// [`RuntimeError::Invalid`] when the instance has no health check (or
+    /// the runtime runs none), [`RuntimeError::Conflict`] when it is not
+    /// running. The default implementation is for runtimes that run no
+    /// health checks.
+    async fn run_health_check(&self, name: &str) -> RuntimeResult<HealthReport> {
+        Err(RuntimeError::Invalid(format!(
+            "cannot run the health check of {name}: the {} runtime does not run health checks",
+            self.kind()
+        )))
+    }
 }

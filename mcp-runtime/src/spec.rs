@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -110,6 +111,42 @@ pub struct InstanceSpec {
     /// the VM boots from. Containers ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelBoot>,
+    /// A health check the runtime itself runs inside the instance
+    /// (containers only; VMs ignore it). Run it once with
+    /// [`crate::Runtime::run_health_check`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+}
+
+/// A health check run inside the instance by the runtime: a program that
+/// exits 0 when the instance is healthy.
+///
+/// Podman keeps it as the container's own health check. On a node without
+/// systemd podman never runs it on a timer by itself: MCP runs it when it
+/// wants an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// The program and its arguments, exec form (no shell); not empty.
+    pub command: Vec<String>,
+    /// Time between two checks, when the runtime schedules them.
+    pub interval: Duration,
+    /// Time one check may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failures after which the runtime marks the instance unhealthy.
+    pub retries: u32,
+    /// Time after a start during which failures do not count.
+    pub start_period: Duration,
+}
+
+/// The result of running an instance's health check once
+/// ([`crate::Runtime::run_health_check`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Whether the check passed.
+    pub healthy: bool,
+    /// What the check printed, trimmed, or why it failed (such as the
+    /// runtime's reason for giving up on it).
+    pub output: String,
 }
 
 /// A kernel QEMU boots directly (`-kernel`, `-initrd`, `-append`), rather

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use mcp_runtime::podman::{Podman, PodmanConfig};
 use mcp_runtime::{
-    InstanceSpec, InstanceState, LogOptions, LogStreamKind, PortMapping, Runtime, RuntimeError,
-    VolumeMount, labels,
+    HealthSpec, InstanceSpec, InstanceState, LogOptions, LogStreamKind, PortMapping, Runtime,
+    RuntimeError, VolumeMount, labels,
 };
 
 /// The test environment, from `.test-env/env`.
@@ -703,6 +703,65 @@ async fn logs_follow_delivers_and_can_be_dropped() {
         .expect("remove");
 }
 
+/// A name held only in podman's storage, as an interrupted create leaves
+/// it (made here with `buildah from`, which creates such containers), is
+/// freed by the next create of that name; a name held by a real container
+/// stays a conflict, and that container is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_frees_a_name_held_only_in_storage() {
+    let mut h = Harness::new("storage-only").await;
+    h.ensure_image().await;
+    let name = h.name("web");
+    let out = Command::new("buildah")
+        .args(["from", "--pull-never", "--name", &name, &h.env.image])
+        .output()
+        .expect("cannot run buildah; run scripts/test-env.sh");
+    assert!(
+        out.status.success(),
+        "buildah from: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let external = Command::new("podman")
+        .args([
+            "ps",
+            "--all",
+            "--external",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ])
+        .output()
+        .expect("podman ps");
+    let listing = String::from_utf8_lossy(&external.stdout);
+    assert!(
+        listing.lines().any(|l| l == format!("{name} Storage")),
+        "a storage-only container named {name} expected: {listing}"
+    );
+    assert!(h.podman.inspect(&name).await.expect("inspect").is_none());
+
+    let id = h.podman.create(&h.spec(&name)).await.expect("create");
+    let info = h
+        .podman
+        .inspect(&name)
+        .await
+        .expect("inspect")
+        .expect("created");
+    assert_eq!(info.id, id);
+
+    match h.podman.create(&h.spec(&name)).await {
+        Err(RuntimeError::Conflict(message)) => {
+            assert!(message.contains(&name), "{message}")
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let still = h
+        .podman
+        .inspect(&name)
+        .await
+        .expect("inspect")
+        .expect("kept");
+    assert_eq!(still.id, id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_taken_on_host_is_a_conflict() {
     let mut h = Harness::new("port").await;
@@ -846,5 +905,104 @@ async fn events_report_lifecycle_as_it_happens() {
             seen.iter().any(|a| a == action),
             "{action} missing from {seen:?}"
         );
+    }
+}
+
+/// A health check running `script` with the image's shell.
+fn shell_check(script: &str) -> HealthSpec {
+    HealthSpec {
+        command: vec![
+            "/bin/busybox".into(),
+            "sh".into(),
+            "-c".into(),
+            script.into(),
+        ],
+        interval: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+        retries: 3,
+        start_period: Duration::ZERO,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_runs_on_demand() {
+    let mut h = Harness::new("health").await;
+    h.ensure_image().await;
+    let good = h.name("good");
+    let bad = h.name("bad");
+    let silent = h.name("silent");
+    let plain = h.name("plain");
+    let specs = [
+        InstanceSpec {
+            health: Some(shell_check("echo all good; exit 0")),
+            ..h.spec(&good)
+        },
+        InstanceSpec {
+            health: Some(shell_check("echo not ready yet >&2; exit 1")),
+            ..h.spec(&bad)
+        },
+        InstanceSpec {
+            health: Some(shell_check("exit 7")),
+            ..h.spec(&silent)
+        },
+        h.spec(&plain),
+    ];
+    for spec in &specs {
+        h.podman.create(spec).await.expect("create");
+    }
+
+    // Created, not started: the check cannot run.
+    match h.podman.run_health_check(&good).await {
+        Err(RuntimeError::Conflict(m)) => assert!(m.contains("not running"), "{m}"),
+        other => panic!("expected Conflict for a created container, got {other:?}"),
+    }
+
+    for spec in &specs {
+        h.podman.start(&spec.name).await.expect("start");
+    }
+    let report = within(30, "health check", h.podman.run_health_check(&good))
+        .await
+        .expect("good check");
+    assert!(report.healthy, "{report:?}");
+    assert_eq!(report.output, "all good");
+
+    let report = within(30, "health check", h.podman.run_health_check(&bad))
+        .await
+        .expect("bad check");
+    assert!(!report.healthy, "{report:?}");
+    assert_eq!(report.output, "not ready yet");
+
+    let report = within(30, "health check", h.podman.run_health_check(&silent))
+        .await
+        .expect("silent check");
+    assert!(!report.healthy, "{report:?}");
+    assert_eq!(report.output, "the check failed and printed nothing");
+
+    // Run again: each call runs the check anew.
+    let report = within(30, "health check", h.podman.run_health_check(&good))
+        .await
+        .expect("good check again");
+    assert!(report.healthy, "{report:?}");
+
+    match h.podman.run_health_check(&plain).await {
+        Err(e @ RuntimeError::Invalid(_)) => {
+            let shown = e.to_string();
+            assert!(
+                shown.contains(&plain) && shown.contains("no health check configured"),
+                "{shown}"
+            );
+        }
+        other => panic!("expected Invalid for a container without a check, got {other:?}"),
+    }
+
+    let missing = format!("{}-missing", h.prefix);
+    assert!(matches!(
+        h.podman.run_health_check(&missing).await,
+        Err(RuntimeError::NotFound(n)) if n == missing
+    ));
+    for spec in &specs {
+        within(30, "remove", h.podman.remove(&spec.name, true))
+            .await
+            .expect("remove");
     }
 }

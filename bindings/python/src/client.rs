@@ -20,8 +20,8 @@ use crate::logs::LogStream;
 use crate::runtime::wait;
 use crate::servicedef::{ServiceDef, load};
 use crate::types::{
-    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, StatusReport,
-    SyncResult, Transfer, TransferResult,
+    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, Revision,
+    StatusReport, SyncResult, Transfer, TransferResult,
 };
 
 /// A connection to one node's agent.
@@ -262,20 +262,22 @@ impl Client {
     /// made from the CLI configuration, a service name in `services_dir`);
     /// with `component`, only that component. Raises `DeployError` when a
     /// component fails, unless `check=False`.
-    #[pyo3(signature = (definition, *, component = None, pull = "missing", check = true))]
+    #[pyo3(signature = (definition, *, component = None, pull = "missing", timeout = None, check = true))]
     fn deploy(
         &self,
         py: Python<'_>,
         definition: &Bound<'_, PyAny>,
         component: Option<String>,
         pull: &str,
+        timeout: Option<&Bound<'_, PyAny>>,
         check: bool,
     ) -> PyResult<ActionResult> {
         let def = self.definition(definition)?;
         let pull = pull_policy(pull)?;
+        let timeout = timeout.map(wait_limit).transpose()?;
         let mut c = self.client()?;
         self.action(py, check, async move {
-            let r = c.deploy(&def, component.as_deref(), pull).await?;
+            let r = c.deploy(&def, component.as_deref(), pull, timeout).await?;
             Ok((r.service, r.results))
         })
     }
@@ -469,6 +471,46 @@ impl Client {
         })
     }
 
+    /// The revisions of a service's components (of one `component`),
+    /// newest first; the newest `limit` when given.
+    #[pyo3(signature = (service, component = None, *, limit = None))]
+    fn history(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        limit: Option<u32>,
+    ) -> PyResult<Vec<Revision>> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            let answer = c.history(&service, component.as_deref(), limit).await?;
+            answer
+                .revisions
+                .into_iter()
+                .map(Revision::from_proto)
+                .collect()
+        })
+    }
+
+    /// Deploys the previous revision that ran again: of `component`, or
+    /// of the components the service's last change touched. Raises
+    /// `ConflictError` when there is no earlier revision (nothing changes),
+    /// and `DeployError` when a component fails, unless `check=False`.
+    #[pyo3(signature = (service, *, component = None, check = true))]
+    fn rollback(
+        &self,
+        py: Python<'_>,
+        service: String,
+        component: Option<String>,
+        check: bool,
+    ) -> PyResult<ActionResult> {
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.rollback(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
+        })
+    }
+
     /// Copies a local file (a directory with `recursive`) into the
     /// service's directory on the node: to `remote`, by default the local
     /// name at the top; into `remote` when it ends with `/`. Each file keeps
@@ -605,6 +647,26 @@ impl Client {
         let sets =
             core::sync_sets(config, defs, Some(self.inner.node())).map_err(Error::Invalid)?;
         Ok(sets.into_iter().flat_map(|(_, defs)| defs).collect())
+    }
+}
+
+/// Reads a `timeout` argument: seconds (`int` or `float`) or a
+/// `timedelta`, greater than zero.
+fn wait_limit(arg: &Bound<'_, PyAny>) -> PyResult<std::time::Duration> {
+    let limit = match arg.extract::<std::time::Duration>() {
+        Ok(d) => Some(d),
+        Err(_) => arg
+            .extract::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()),
+    };
+    match limit {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::Invalid(
+            "timeout: expected seconds greater than zero, or a timedelta".into(),
+        )
+        .into()),
     }
 }
 

@@ -35,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::PsReport>()?;
     m.add_class::<types::ServiceSummary>()?;
     m.add_class::<types::Event>()?;
+    m.add_class::<types::Revision>()?;
     m.add_class::<types::FieldChange>()?;
     m.add_class::<types::PlannedComponent>()?;
     m.add_class::<types::PlannedService>()?;

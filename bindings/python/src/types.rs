@@ -7,6 +7,7 @@ use mcp_core::client::action_name;
 use mcp_core::proto as pb;
 use pyo3::prelude::*;
 
+use crate::error::Error;
 use crate::servicedef::ServiceDef;
 
 /// Declares a record: a frozen Python class with read-only attributes,
@@ -72,12 +73,20 @@ record! {
         /// The component's name.
         component: String,
         /// `created`, `updated`, `unchanged`, `started`, `stopped`,
-        /// `restarted`, `removed` or `failed`.
+        /// `restarted`, `removed`, `failed` or `rolled-back` (the new
+        /// version did not become ready; the previous one runs again).
         action: String,
         /// The container or VM id, when there is one.
         instance_id: Option<String>,
         /// Why it failed, when `action` is `failed`.
         error: Option<String>,
+    }
+}
+
+impl ComponentResult {
+    /// Whether it failed, or its new version was rolled back.
+    fn is_failure(&self) -> bool {
+        self.action == "failed" || self.action == "rolled-back"
     }
 }
 
@@ -103,16 +112,16 @@ record! {
         results: Vec<ComponentResult>,
     }
     methods {
-        /// Whether no component failed.
+        /// Whether no component failed (or was rolled back).
         #[getter]
         fn ok(&self) -> bool {
-            self.results.iter().all(|r| r.action != "failed")
+            !self.results.iter().any(ComponentResult::is_failure)
         }
 
-        /// The components that failed.
+        /// The components that failed or were rolled back.
         #[getter]
         fn failed(&self) -> Vec<ComponentResult> {
-            self.results.iter().filter(|r| r.action == "failed").cloned().collect()
+            self.results.iter().filter(|r| r.is_failure()).cloned().collect()
         }
     }
 }
@@ -332,6 +341,49 @@ impl From<pb::Event> for Event {
 }
 
 record! {
+    /// One revision of a component: a definition as a deploy left it.
+    Revision {
+        /// Its number: 1 for the component's first, one more for each after.
+        revision: u64,
+        /// The component.
+        component: String,
+        /// When it was recorded (UTC); revisions of one deploy share it.
+        time: DateTime<Utc>,
+        /// The definition's image.
+        image: String,
+        /// `deployed`, `failed`, `rolled-back` (deployed, then undone) or
+        /// `rollback` (an earlier revision deployed again).
+        outcome: String,
+        /// Why it failed, or which revision a rollback restored; may be
+        /// empty.
+        detail: String,
+        /// The digest of the definition's runtime settings.
+        spec_hash: String,
+    }
+}
+
+impl Revision {
+    /// The record of a revision the agent sent; its time must be readable.
+    pub(crate) fn from_proto(r: pb::Revision) -> Result<Self, Error> {
+        let time = rfc3339(&r.time).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the agent sent revision {} of {:?} with an unreadable time {:?}",
+                r.revision, r.component, r.time
+            ))
+        })?;
+        Ok(Revision {
+            revision: r.revision,
+            component: r.component,
+            time,
+            image: r.image,
+            outcome: r.outcome,
+            detail: r.detail,
+            spec_hash: r.spec_hash,
+        })
+    }
+}
+
+record! {
     /// One field a sync would change.
     FieldChange {
         /// The field.
@@ -422,10 +474,10 @@ record! {
         results: Vec<ActionResult>,
     }
     methods {
-        /// Whether no component failed.
+        /// Whether no component failed (or was rolled back).
         #[getter]
         fn ok(&self) -> bool {
-            self.results.iter().all(|r| r.results.iter().all(|c| c.action != "failed"))
+            !self.results.iter().flat_map(|r| &r.results).any(ComponentResult::is_failure)
         }
     }
 }

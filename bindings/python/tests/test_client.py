@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import metacircular_mcp as mcp
-from conftest import Node, wait_for
+from conftest import Node, free_port, wait_for
 
 
 def web(node: Node, name: str, image: str | None = None, port: int | None = None) -> str:
@@ -120,6 +120,89 @@ def test_failed_component_raises_deploy_error_with_the_answer(node: Node, client
 
     answer = client.deploy(definition, check=False)
     assert not answer.ok and answer.failed[0].component == "web"
+
+
+def test_a_version_that_never_becomes_healthy_is_rolled_back(
+    node: Node, client: mcp.Client
+) -> None:
+    name = node.service_name("gate")
+    port = free_port()
+    good = mcp.parse_service(web(node, name, port=port))
+    assert [r.action for r in client.deploy(good).results] == ["created"]
+
+    # The new image serves 404 on the checked path, so it is never ready
+    # (and with 100 retries not unhealthy before the timeout): the deploy
+    # gives up after `timeout` and puts the old version back.
+    bad = mcp.parse_service(
+        web(node, name, image=node.image_v2, port=port)
+        + '\n[components.health]\nkind = "http"\nport = 8080\npath = "/missing"\ninterval = "300ms"\nretries = 100\n'
+    )
+    began = time.monotonic()
+    with pytest.raises(mcp.DeployError) as caught:
+        client.deploy(bad, timeout=dt.timedelta(seconds=3))
+    took = time.monotonic() - began
+    assert 2.5 < took < 30, took
+    answer = caught.value.result
+    assert isinstance(answer, mcp.ActionResult) and not answer.ok
+    [result] = answer.results
+    assert result.component == "web" and result.action == "rolled-back", result
+    assert result.error and "not ready within 3s" in result.error, result.error
+    assert "HTTP 404" in result.error and "/missing" in result.error, result.error
+
+    [c] = client.status(name).components
+    assert (c.observed_image, c.observed_state, c.drift) == (node.image_v1, "running", [])
+    kinds = [e.kind for e in client.events(name)]
+    assert "rolled-back" in kinds, kinds
+
+    with pytest.raises(mcp.InvalidArgumentError, match="timeout"):
+        client.deploy(good, timeout=-1)
+    client.remove(name)
+
+
+def test_history_and_rollback(node: Node, client: mcp.Client, readonly_token: str) -> None:
+    name = node.service_name("hist")
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)
+    v1 = mcp.parse_service(web(node, name))
+    client.deploy(v1)
+    with pytest.raises(mcp.ConflictError) as none:
+        client.rollback(name, component="web")
+    assert none.value.code == "FAILED_PRECONDITION"
+    assert f'service "{name}" component "web" has no earlier revision' in none.value.message
+    client.deploy(v1.with_image("web", node.image_v2))
+
+    revisions = client.history(name)
+    assert [(r.revision, r.component, r.image, r.outcome) for r in revisions] == [
+        (2, "web", node.image_v2, "deployed"),
+        (1, "web", node.image_v1, "deployed"),
+    ]
+    first = revisions[1]
+    assert first.detail == "" and len(first.spec_hash) == 64
+    assert first.time >= started and first.time.tzinfo is not None
+    assert revisions[0].time > first.time
+    assert repr(first).startswith("Revision(revision=1, component='web', time=")
+
+    res = client.rollback(name)
+    assert res.ok and res.service == name and res.node == node.name
+    assert [(r.component, r.action) for r in res.results] == [("web", "updated")]
+    assert client.status(name).components[0].observed_image == node.image_v1
+    [newest] = client.history(name, "web", limit=1)
+    assert (newest.revision, newest.image, newest.outcome, newest.detail) == (
+        3,
+        node.image_v1,
+        "rollback",
+        "revision 1",
+    )
+    assert any(e.kind == "rollback" and e.component == "web" for e in client.events(name))
+
+    viewer = mcp.Client(node.address, token=readonly_token, ca_cert=node.ca_cert)
+    assert viewer.history(name, limit=1) == [newest]
+    with pytest.raises(mcp.PermissionDeniedError):
+        viewer.rollback(name)
+    with pytest.raises(mcp.NotFoundError):
+        client.history(name, "nope")
+    with pytest.raises(mcp.NotFoundError):
+        client.rollback("no-such-service")
+    client.remove(name)
 
 
 def test_sync_dry_run_returns_the_plan_and_changes_nothing(node: Node, client: mcp.Client) -> None:

@@ -128,6 +128,39 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
     (median(ours), median(theirs))
 }
 
+/// A one-component web service with an HTTP health check probed every
+/// 500 ms, deployed until healthy (`mcp deploy` returns then), against
+/// what one would write by hand: `podman run -d` and `curl` polling the
+/// page at the same interval. Medians of seconds, rounds interleaved.
+fn deploy_healthy_vs_loop(node: &mut Node, rounds: usize) -> (f64, f64) {
+    let image = node.env.image_v1.clone();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let service = unique("healthy");
+        let port = mcp_e2e::free_port();
+        node.write_service(
+            &service,
+            &format!(
+                "name = \"{service}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image}\"\nports = [\"127.0.0.1:{port}:8080\"]\n\n[components.health]\nkind = \"http\"\nport = 8080\npath = \"/\"\ninterval = \"500ms\"\n"
+            ),
+        );
+        ours.push(time(&mut mcp(node, &["deploy", &service])));
+        let _ = mcp(node, &["remove", &service])
+            .stdout(Stdio::null())
+            .status();
+
+        let name = unique("loop");
+        let port = mcp_e2e::free_port();
+        let script = format!(
+            "podman run -d --name {name} -p 127.0.0.1:{port}:8080 {image} >/dev/null && \
+             until curl -fsS -o /dev/null http://127.0.0.1:{port}/; do sleep 0.5; done"
+        );
+        theirs.push(time(Command::new("sh").args(["-c", &script])));
+        podman_rm(&[name]);
+    }
+    (median(ours), median(theirs))
+}
+
 /// Per-RPC cost of the security envelope: the same `status` RPC, over TLS,
 /// to two in-process agents on the node's podman and registry, one with the
 /// interceptor (local token, authorisation, audit record to the log and to
@@ -846,6 +879,16 @@ fn main() {
         );
         return;
     }
+    if args.iter().any(|a| a == "--deploy-only") {
+        let (a, b) = deploy_healthy_vs_loop(&mut node, rounds);
+        println!(
+            "deploy until healthy {:.3} s vs podman run + curl loop {:.3} s: {:.2}x",
+            a,
+            b,
+            a / b
+        );
+        return;
+    }
     if args.iter().any(|a| a == "--python-only") {
         // The same 50 containers as the status row: 10 services of 5.
         let mut services = Vec::new();
@@ -934,6 +977,17 @@ fn main() {
         other_name: "5 x podman run -d",
         unit: "s",
         target: "<= 0.6x",
+        paired_ratio: None,
+    });
+
+    let (a, b) = deploy_healthy_vs_loop(&mut node, rounds);
+    rows.push(Row {
+        name: "deploy until healthy, HTTP check every 500 ms",
+        mcp: a,
+        other: b,
+        other_name: "podman run -d + curl every 0.5 s",
+        unit: "s",
+        target: "<= 1.1x",
         paired_ratio: None,
     });
 

@@ -191,12 +191,12 @@ impl Agent {
         }));
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes::new(podman, vm_runtime(&config)));
         let reconciler = Arc::new(
-            Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout).with_vm_files(
-                VmFiles {
+            Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout)
+                .with_vm_files(VmFiles {
                     srv_root: config.srv_root.clone(),
                     images_dirs: config.unikernel.images_dirs.clone(),
-                },
-            ),
+                })
+                .with_deploy_settings(config.deploy),
         );
         let listener = TcpListener::bind(addr)
             .await
@@ -276,7 +276,8 @@ impl Agent {
             reconciler,
             config.srv_root.clone(),
             config.files.clone(),
-        );
+        )
+        .with_activity(activity.clone());
 
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use mcp_proto::v1 as pb;
@@ -15,7 +16,10 @@ use crate::config::FilesSettings;
 use crate::error::AgentError;
 use crate::files::transfer::{FileWriter, ReadItem, list_entries, read_file};
 use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
-use crate::reconcile::{Action, ComponentOutcome, ComponentStatus, PullPolicy, Reconciler, plan};
+use crate::monitor::Activity;
+use crate::reconcile::{
+    Action, ComponentOutcome, ComponentStatus, DeployOptions, PullPolicy, Reconciler, plan,
+};
 use crate::registry::EventFilter;
 use crate::servicedef::ServiceDef;
 
@@ -25,6 +29,7 @@ pub struct AgentService {
     reconciler: Arc<Reconciler>,
     srv_root: PathBuf,
     files: FilesSettings,
+    activity: Activity,
 }
 
 impl AgentService {
@@ -41,7 +46,16 @@ impl AgentService {
             reconciler,
             srv_root,
             files,
+            activity: Activity::new(),
         }
+    }
+
+    /// Counts work that outlives its RPC (a deploy the caller stopped
+    /// watching) in `activity`, as the agent's activity layer counts the
+    /// RPCs themselves, so that the monitor holds its drift checks for it.
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.activity = activity;
+        self
     }
 
     /// The file tree of `service`, opened on a blocking thread; created
@@ -116,6 +130,7 @@ fn action(a: Action) -> pb::ComponentAction {
         Action::Restarted => pb::ComponentAction::Restarted,
         Action::Removed => pb::ComponentAction::Removed,
         Action::Failed => pb::ComponentAction::Failed,
+        Action::RolledBack => pb::ComponentAction::RolledBack,
     }
 }
 
@@ -194,6 +209,27 @@ fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
 }
 
 type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+type DeployStream = Pin<Box<dyn Stream<Item = Result<pb::DeployUpdate, Status>> + Send>>;
+
+/// What a deploy request asks for: the validated definition, the one
+/// component (if any), the pull policy and the wait.
+fn deploy_request(
+    req: pb::DeployRequest,
+) -> Result<(ServiceDef, Option<String>, PullPolicy, DeployOptions), Status> {
+    let spec = req
+        .service
+        .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
+    let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
+    let options = DeployOptions {
+        timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+    };
+    Ok((
+        def,
+        non_empty(&req.component).map(str::to_string),
+        PullPolicy::from_proto(req.pull),
+        options,
+    ))
+}
 type PullFileStream = Pin<Box<dyn Stream<Item = Result<pb::PullFileResponse, Status>> + Send>>;
 type ListFilesStream = Pin<Box<dyn Stream<Item = Result<pb::ListFilesResponse, Status>> + Send>>;
 
@@ -203,20 +239,59 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
-        let req = request.into_inner();
-        let spec = req
-            .service
-            .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
-        let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
-        let pull = PullPolicy::from_proto(req.pull);
+        let (def, only, pull, options) = deploy_request(request.into_inner())?;
         let outcomes = self
             .reconciler
-            .deploy(&def, non_empty(&req.component), pull)
+            .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
             .await?;
         Ok(Response::new(pb::DeployResponse {
             service: def.name,
             results: results(outcomes),
         }))
+    }
+
+    type DeployStreamStream = DeployStream;
+
+    async fn deploy_stream(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<Self::DeployStreamStream>, Status> {
+        use pb::deploy_update::Update;
+        let (def, only, pull, options) = deploy_request(request.into_inner())?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reconciler = self.reconciler.clone();
+        // The deploy runs to its end in its own task, whether or not the
+        // caller stays to watch, and counts as activity until then.
+        let busy = self.activity.begin();
+        tokio::spawn(async move {
+            let _busy = busy;
+            let progress_tx = tx.clone();
+            let report = move |p: crate::reconcile::DeployProgress| {
+                let _ = progress_tx.send(Ok(pb::DeployUpdate {
+                    update: Some(Update::Progress(pb::DeployProgress {
+                        component: p.component,
+                        phase: p.phase.to_string(),
+                        detail: p.detail,
+                    })),
+                }));
+            };
+            let last = match reconciler
+                .deploy_with(&def, only.as_deref(), pull, options, &report)
+                .await
+            {
+                Ok(outcomes) => Ok(pb::DeployUpdate {
+                    update: Some(Update::Done(pb::DeployResponse {
+                        service: def.name.clone(),
+                        results: results(outcomes),
+                    })),
+                }),
+                Err(err) => Err(Status::from(err)),
+            };
+            let _ = tx.send(last);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
     }
 
     async fn stop(
@@ -458,6 +533,49 @@ impl AgentServiceApi for AgentService {
             adopted: adoption.adopted,
             already_managed: adoption.already_managed,
         }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let req = request.into_inner();
+        let revisions = self
+            .reconciler
+            .history(
+                service_name(&req.service)?,
+                non_empty(&req.component),
+                (req.limit > 0).then_some(req.limit as usize),
+            )?
+            .into_iter()
+            .map(|r| pb::Revision {
+                definition: Some(r.definition.to_proto()),
+                service: r.service,
+                component: r.component,
+                revision: r.revision,
+                time: r.ts,
+                image: r.image,
+                outcome: r.outcome.as_str().to_string(),
+                detail: r.detail,
+                spec_hash: r.spec_hash,
+            })
+            .collect();
+        Ok(Response::new(pb::HistoryResponse {
+            service: req.service,
+            revisions,
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        let req = request.into_inner();
+        let outcomes = self
+            .reconciler
+            .rollback(service_name(&req.service)?, non_empty(&req.component))
+            .await?;
+        Ok(action_response(req.service, outcomes))
     }
 
     async fn push_file(

@@ -11,6 +11,7 @@ use super::Role;
 pub const METHOD_ROLES: &[(&str, Role)] = &[
     // State changes.
     ("/mcp.v1.AgentService/Deploy", Role::Admin),
+    ("/mcp.v1.AgentService/DeployStream", Role::Admin),
     ("/mcp.v1.AgentService/Stop", Role::Admin),
     ("/mcp.v1.AgentService/Start", Role::Admin),
     ("/mcp.v1.AgentService/Restart", Role::Admin),
@@ -18,6 +19,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     // A dry run changes nothing, but the same RPC converges the node.
     ("/mcp.v1.AgentService/Sync", Role::Admin),
     ("/mcp.v1.AgentService/Adopt", Role::Admin),
+    ("/mcp.v1.AgentService/Rollback", Role::Admin),
     ("/mcp.v1.AgentService/PushFile", Role::Admin),
     ("/mcp.v1.AgentService/RemoveFile", Role::Admin),
     // Queries.
@@ -27,6 +29,7 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/mcp.v1.AgentService/Logs", Role::ReadOnly),
     ("/mcp.v1.AgentService/NodeInfo", Role::ReadOnly),
     ("/mcp.v1.AgentService/Events", Role::ReadOnly),
+    ("/mcp.v1.AgentService/History", Role::ReadOnly),
     ("/mcp.v1.AgentService/PullFile", Role::ReadOnly),
     ("/mcp.v1.AgentService/ListFiles", Role::ReadOnly),
     ("/mcp.v1.AgentService/StatFile", Role::ReadOnly),

@@ -31,6 +31,7 @@ use crate::error::AgentError;
 use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, ServiceRecord};
 use crate::servicedef::{ComponentDef, ServiceDef};
 
+mod history;
 pub mod plan;
 
 /// What [`Reconciler::adopt`] did.
@@ -136,6 +137,9 @@ pub enum Action {
     Removed,
     /// The operation failed; see the error.
     Failed,
+    /// The new version did not become ready and the previous one was put
+    /// back; see the error.
+    RolledBack,
 }
 
 /// The result of an operation on one component.
@@ -163,6 +167,7 @@ impl Action {
             Action::Restarted => "restarted",
             Action::Removed => "removed",
             Action::Failed => "failed",
+            Action::RolledBack => "rolled-back",
         }
     }
 }
@@ -178,13 +183,47 @@ impl ComponentOutcome {
     }
 
     fn failed(component: &str, err: &AgentError) -> Self {
+        let action = match err {
+            AgentError::NotReady {
+                rolled_back: true, ..
+            } => Action::RolledBack,
+            _ => Action::Failed,
+        };
         ComponentOutcome {
             component: component.to_string(),
-            action: Action::Failed,
+            action,
             container_id: None,
             error: Some(err.to_string()),
         }
     }
+
+    /// Whether the component failed (or was rolled back).
+    pub fn is_failure(&self) -> bool {
+        matches!(self.action, Action::Failed | Action::RolledBack)
+    }
+}
+
+/// One step of a component's deploy, for progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployProgress {
+    /// The component.
+    pub component: String,
+    /// `pulling`, `creating`, `starting`, `waiting`, `ready`,
+    /// `rolling-back` or `skipped`.
+    pub phase: &'static str,
+    /// For `waiting`, the last probe's result; otherwise a short note.
+    pub detail: String,
+}
+
+/// Where a deploy reports its progress.
+pub type ProgressFn = dyn Fn(DeployProgress) + Send + Sync;
+
+/// How one deploy waits for what it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeployOptions {
+    /// How long to wait for changed components to be ready; `None` for the
+    /// agent's `[deploy] timeout`.
+    pub timeout: Option<Duration>,
 }
 
 /// Desired versus observed state of one component.
@@ -346,6 +385,18 @@ pub struct Reconciler {
     observed: ObservedCache,
     changes: broadcast::Sender<RuntimeChange>,
     vm_files: VmFiles,
+    deploy: crate::config::DeploySettings,
+}
+
+/// What converging one component did, and the instance id; or why not.
+type Converged = Result<(Action, Option<String>), AgentError>;
+
+/// What a new instance of a component must pass during a deploy.
+struct Gate<'a> {
+    def: &'a ComponentDef,
+    spec: &'a mcp_runtime::InstanceSpec,
+    timeout: Duration,
+    progress: &'a (dyn Fn(&'static str, String) + Send + Sync),
 }
 
 /// Where the files a unikernel component names (its disk image, kernel,
@@ -484,7 +535,14 @@ impl Reconciler {
             observed: ObservedCache::default(),
             changes: broadcast::channel(CHANGES_BUFFER).0,
             vm_files: VmFiles::default(),
+            deploy: crate::config::DeploySettings::default(),
         }
+    }
+
+    /// How deploys wait for what they change (`[deploy]`).
+    pub fn with_deploy_settings(mut self, deploy: crate::config::DeploySettings) -> Self {
+        self.deploy = deploy;
+        self
     }
 
     /// Where the files VMs boot from may be (see [`VmFiles`]).
@@ -597,6 +655,27 @@ impl Reconciler {
         only: Option<&str>,
         pull: PullPolicy,
     ) -> Result<Vec<ComponentOutcome>, AgentError> {
+        self.deploy_with(def, only, pull, DeployOptions::default(), &|_| {})
+            .await
+    }
+
+    /// [`deploy`](Self::deploy), reporting progress and with `options`.
+    ///
+    /// Components start in dependency order (`depends_on`), those of one
+    /// wave at once; a component whose dependency failed is not deployed.
+    /// Every created or replaced instance must become ready (running, and
+    /// healthy when it has a health check) within the deploy timeout. A
+    /// replaced component that does not is put back: with host ports its
+    /// old instance was stopped and starts again; without, the old
+    /// instance was never stopped (the new one ran beside it).
+    pub async fn deploy_with(
+        &self,
+        def: &ServiceDef,
+        only: Option<&str>,
+        pull: PullPolicy,
+        options: DeployOptions,
+        progress: &ProgressFn,
+    ) -> Result<Vec<ComponentOutcome>, AgentError> {
         if let Some(name) = only
             && !def.components.iter().any(|c| c.name == name)
         {
@@ -651,12 +730,10 @@ impl Reconciler {
             .collect();
         self.registry.record_deploy(&service, &intent, &[])?;
 
-        let converged = join_all(
-            targets
-                .iter()
-                .map(|c| self.converge(&def.name, c, previous.get(&c.name), def.active, pull)),
-        )
-        .await;
+        let timeout = options.timeout.unwrap_or(self.deploy.timeout);
+        let converged = self
+            .converge_in_order(def, &targets, &previous, pull, timeout, progress)
+            .await;
         let removed = join_all(
             dropped
                 .iter()
@@ -669,7 +746,7 @@ impl Reconciler {
         let mut settled = Vec::new();
         let mut forget = Vec::new();
         let mut outcomes = Vec::new();
-        for (component, result) in targets.iter().zip(converged) {
+        for (component, result) in converged {
             match result {
                 Ok((action, id)) => {
                     settled.push(ComponentRecord {
@@ -680,6 +757,12 @@ impl Reconciler {
                 }
                 Err(err) => {
                     tracing::warn!(service = %def.name, component = %component.name, error = %err, "deploy failed");
+                    if let AgentError::NotReady {
+                        rolled_back: true, ..
+                    } = &err
+                    {
+                        tracing::warn!(service = %def.name, component = %component.name, "rolled back to the previous version");
+                    }
                     match previous.get(&component.name) {
                         Some(p) => settled.push(p.clone()),
                         None => forget.push(component.name.clone()),
@@ -697,8 +780,7 @@ impl Reconciler {
                 Err(err) => outcomes.push(ComponentOutcome::failed(&record.name, &err)),
             }
         }
-        let all_failed =
-            !outcomes.is_empty() && outcomes.iter().all(|o| o.action == Action::Failed);
+        let all_failed = !outcomes.is_empty() && outcomes.iter().all(ComponentOutcome::is_failure);
         if all_failed && previous_service.is_none() {
             self.registry.delete_service(&def.name)?;
         } else {
@@ -708,6 +790,10 @@ impl Reconciler {
             };
             self.registry.record_deploy(&service, &settled, &forget)?;
         }
+
+        // The revision history: what was created, replaced or failed.
+        self.record_revisions(&def.name, &targets, &outcomes);
+
         self.observed.invalidate();
         self.record_events(&def.name, "deployed", &outcomes);
         Ok(outcomes)
@@ -757,8 +843,77 @@ impl Reconciler {
         }
     }
 
+    /// Converges `targets` wave by wave in dependency order (the components
+    /// of a wave at once). A component whose dependency (directly or not)
+    /// failed is not touched: it fails with the reason. Returns each
+    /// target with its result, in the order they were handled.
+    async fn converge_in_order<'d>(
+        &self,
+        def: &'d ServiceDef,
+        targets: &[&'d ComponentDef],
+        previous: &BTreeMap<String, ComponentRecord>,
+        pull: PullPolicy,
+        timeout: Duration,
+        progress: &ProgressFn,
+    ) -> Vec<(&'d ComponentDef, Converged)> {
+        let mut done: Vec<(&ComponentDef, Converged)> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        for wave in def.start_order() {
+            let wave: Vec<&ComponentDef> = wave
+                .into_iter()
+                .filter(|c| targets.iter().any(|t| t.name == c.name))
+                .collect();
+            let mut runnable = Vec::new();
+            for c in wave {
+                // A component that needs no change is left to converge
+                // (unchanged, or started) whatever its dependencies did.
+                let unchanged = previous
+                    .get(&c.name)
+                    .is_some_and(|p| p.spec_hash == c.spec_hash());
+                match c.depends_on.iter().find(|d| failed.contains(d)) {
+                    Some(dep) if !unchanged => {
+                        progress(DeployProgress {
+                            component: c.name.clone(),
+                            phase: "skipped",
+                            detail: format!("{dep} failed"),
+                        });
+                        failed.push(c.name.clone());
+                        done.push((
+                            c,
+                            Err(AgentError::Conflict(format!(
+                                "not deployed: it depends on {dep}, which failed"
+                            ))),
+                        ));
+                    }
+                    _ => runnable.push(c),
+                }
+            }
+            let results = join_all(runnable.iter().map(|c| {
+                self.converge(
+                    &def.name,
+                    c,
+                    previous.get(&c.name),
+                    def.active,
+                    pull,
+                    timeout,
+                    progress,
+                )
+            }))
+            .await;
+            for (c, result) in runnable.into_iter().zip(results) {
+                if result.is_err() {
+                    failed.push(c.name.clone());
+                }
+                done.push((c, result));
+            }
+        }
+        done
+    }
+
     /// Makes one component's instance match `def`; returns what was done and
-    /// the instance id.
+    /// the instance id. A created or replaced instance must become ready
+    /// within `timeout` (see [`deploy_with`](Self::deploy_with)).
+    #[allow(clippy::too_many_arguments)]
     async fn converge(
         &self,
         service: &str,
@@ -766,7 +921,16 @@ impl Reconciler {
         recorded: Option<&ComponentRecord>,
         active: bool,
         pull: PullPolicy,
+        timeout: Duration,
+        progress: &ProgressFn,
     ) -> Result<(Action, Option<String>), AgentError> {
+        let step = |phase: &'static str, detail: String| {
+            progress(DeployProgress {
+                component: def.name.clone(),
+                phase,
+                detail,
+            })
+        };
         let spec = self
             .vm_files
             .resolve_spec(service, &def.name, def.instance_spec(service))?;
@@ -796,6 +960,12 @@ impl Reconciler {
                 cur.label(labels::SPEC_HASH).map(str::to_string)
             }
         };
+        let gate = Gate {
+            def,
+            spec: &spec,
+            timeout,
+            progress: &step,
+        };
         match current {
             Some(cur) if !cur.is_managed() && !adopted(&cur) => Err(AgentError::Conflict(format!(
                 "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
@@ -803,6 +973,7 @@ impl Reconciler {
             Some(cur) if current_hash(&cur).as_deref() == Some(hash.as_str()) => {
                 let running = cur.state == InstanceState::Running;
                 if active && !running {
+                    step("starting", String::new());
                     self.runtime.start(&name).await?;
                     Ok((Action::Started, Some(cur.id)))
                 } else if !active && running {
@@ -813,57 +984,128 @@ impl Reconciler {
                 }
             }
             Some(cur) => {
-                self.ensure_image(&spec.image, pull).await?;
-                let id = self.replace(&cur, &spec, active).await?;
+                self.ensure_image(&spec.image, pull, &step).await?;
+                let id = self.replace(&cur, &gate, active).await?;
                 Ok((Action::Updated, Some(id)))
             }
             None => {
-                self.ensure_image(&spec.image, pull).await?;
+                self.ensure_image(&spec.image, pull, &step).await?;
+                step("creating", String::new());
                 let id = self.runtime.create(&spec).await?;
-                if active && let Err(err) = self.runtime.start(&id).await {
-                    self.discard(&id).await;
-                    return Err(err.into());
+                if active {
+                    step("starting", String::new());
+                    let started = match self.runtime.start(&id).await {
+                        Ok(()) => self.wait_ready(&id, &gate).await,
+                        Err(err) => Err(err.into()),
+                    };
+                    if let Err(err) = started {
+                        self.discard(&id).await;
+                        return Err(err);
+                    }
                 }
                 Ok((Action::Created, Some(id)))
             }
         }
     }
 
-    async fn ensure_image(&self, image: &str, pull: PullPolicy) -> Result<(), AgentError> {
+    /// Waits until the instance `id` is ready for `gate`'s component.
+    async fn wait_ready(&self, id: &str, gate: &Gate<'_>) -> Result<(), AgentError> {
+        let step = gate.progress;
+        let report = |p: crate::health::GateProgress| match p {
+            crate::health::GateProgress::Probing { attempt, last } => step(
+                "waiting",
+                match last {
+                    Some(last) => format!("check {attempt}: {last}"),
+                    None => format!("check {attempt}"),
+                },
+            ),
+            crate::health::GateProgress::StartPeriod { remaining } => step(
+                "waiting",
+                format!("start period, {}s left", remaining.as_secs()),
+            ),
+        };
+        match crate::health::wait_ready(
+            self.runtime.as_ref(),
+            id,
+            &gate.spec.ports,
+            gate.def.health.as_ref(),
+            self.deploy.settle,
+            gate.timeout,
+            &report,
+        )
+        .await
+        {
+            Ok(ready) => {
+                step("ready", format!("after {:.1}s", ready.after.as_secs_f64()));
+                Ok(())
+            }
+            Err(reason) => Err(AgentError::NotReady {
+                reason,
+                rolled_back: false,
+            }),
+        }
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        pull: PullPolicy,
+        step: &(dyn Fn(&'static str, String) + Send + Sync),
+    ) -> Result<(), AgentError> {
         if image.is_empty() {
             // A VM booting a kernel without a disk.
             return Ok(());
         }
         if pull == PullPolicy::Always || !self.runtime.image_exists(image).await? {
+            step("pulling", image.to_string());
             self.runtime.pull(image).await?;
         }
         Ok(())
     }
 
-    /// Replaces `old` with a new instance from `spec`. The old instance is
-    /// only stopped until its replacement runs, and is addressed by id
-    /// throughout, so a failure can always start it again. The replacement
-    /// is staged as `<name>.mcp-new` and takes the name once the old one is
-    /// gone. (Renaming the old, just-stopped instance instead races with
-    /// podman's exit clean-up, which can write the old name back.)
+    /// Replaces `old` with a new instance from the gate's spec, which must
+    /// become ready before `old` is removed. The replacement is staged as
+    /// `<name>.mcp-new` and takes the name once the old one is gone; `old`
+    /// is addressed by id throughout, so a failure can always put it back.
+    /// (Renaming the old, just-stopped instance instead races with podman's
+    /// exit clean-up, which can write the old name back.)
+    ///
+    /// An instance that publishes host ports is stopped before its
+    /// replacement starts (the two cannot hold the same port): the
+    /// component is down from that stop until the replacement runs, or,
+    /// when it fails, until the old one is started again. One without host
+    /// ports keeps running beside its replacement until that is ready.
     async fn replace(
         &self,
         old: &InstanceInfo,
-        spec: &mcp_runtime::InstanceSpec,
+        gate: &Gate<'_>,
         active: bool,
     ) -> Result<String, AgentError> {
+        let spec = gate.spec;
+        let step = gate.progress;
         let name = &spec.name;
         let staged = mcp_runtime::InstanceSpec {
             name: format!("{name}{STAGED_SUFFIX}"),
             ..spec.clone()
         };
         let was_running = old.state == InstanceState::Running;
-        self.runtime.stop(&old.id, self.stop_timeout).await?;
+        let stop_first = !spec.ports.is_empty() || !active;
+        if stop_first {
+            self.runtime.stop(&old.id, self.stop_timeout).await?;
+        }
         let attempt = async {
-            let id = self.runtime.create(&staged).await?;
-            if active && let Err(err) = self.runtime.start(&id).await {
-                self.discard(&id).await;
-                return Err(err);
+            step("creating", String::new());
+            let id = self.create_staged(&staged).await?;
+            if active {
+                step("starting", String::new());
+                let started = match self.runtime.start(&id).await {
+                    Ok(()) => self.wait_ready(&id, gate).await,
+                    Err(err) => Err(err.into()),
+                };
+                if let Err(err) = started {
+                    self.discard(&id).await;
+                    return Err(err);
+                }
             }
             Ok(id)
         }
@@ -871,10 +1113,26 @@ impl Reconciler {
         let new_id = match attempt {
             Ok(id) => id,
             Err(err) => {
-                self.restart_old(old, was_running).await;
-                return Err(err.into());
+                if stop_first {
+                    step(
+                        "rolling-back",
+                        "starting the previous instance again".into(),
+                    );
+                    self.restart_old(old, was_running).await;
+                }
+                return Err(match err {
+                    AgentError::NotReady { reason, .. } => AgentError::NotReady {
+                        reason,
+                        rolled_back: true,
+                    },
+                    other => other,
+                });
             }
         };
+        if !stop_first && let Err(err) = self.runtime.stop(&old.id, self.stop_timeout).await {
+            self.discard(&new_id).await;
+            return Err(err.into());
+        }
         if let Err(err) = self.runtime.remove(&old.id, true).await {
             self.discard(&new_id).await;
             self.restart_old(old, was_running).await;
@@ -884,6 +1142,33 @@ impl Reconciler {
         // deploy or agent start gives it the name (`resolve_leftover`).
         self.runtime.rename(&new_id, name).await?;
         Ok(new_id)
+    }
+
+    /// Creates the staged replacement `<name>.mcp-new`. The deploy resolved
+    /// any leftover of that name before it began, but a create sent by an
+    /// agent killed mid-deploy can still be finishing in the runtime and
+    /// take the name meanwhile: such a managed leftover is removed and the
+    /// create tried once more.
+    async fn create_staged(
+        &self,
+        staged: &mcp_runtime::InstanceSpec,
+    ) -> Result<String, AgentError> {
+        match self.runtime.create(staged).await {
+            Err(RuntimeError::Conflict(reason)) => {
+                let Some(leftover) = self
+                    .runtime
+                    .inspect(&staged.name)
+                    .await?
+                    .filter(InstanceInfo::is_managed)
+                else {
+                    return Err(RuntimeError::Conflict(reason).into());
+                };
+                tracing::info!(instance = %staged.name, "removing instance left by an interrupted deploy");
+                self.runtime.remove(&leftover.id, true).await?;
+                Ok(self.runtime.create(staged).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Starts the instance a failed replacement stopped, if it was running.
@@ -1239,6 +1524,7 @@ impl Reconciler {
                 tracing::warn!(service, error = %e, "cannot record an event");
             }
         }
+        self.record_adopted(service, &adopted);
         self.observed.invalidate();
         Ok(Adoption {
             definition: def,
@@ -1282,7 +1568,15 @@ impl Reconciler {
         c: &ComponentRecord,
     ) -> Result<(Action, Option<String>), AgentError> {
         let (action, id) = self
-            .converge(service, &c.definition, Some(c), true, PullPolicy::Missing)
+            .converge(
+                service,
+                &c.definition,
+                Some(c),
+                true,
+                PullPolicy::Missing,
+                self.deploy.timeout,
+                &|_| {},
+            )
             .await?;
         if id.is_some() && id != c.container_id {
             self.registry

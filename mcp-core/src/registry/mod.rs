@@ -1,6 +1,14 @@
 //! The agent's SQLite registry: which services and components the node
-//! should run (the desired state), the instances that run them, and a history
-//! of events.
+//! should run (the desired state), the instances that run them, a history
+//! of events, and each component's revisions.
+//!
+//! A revision is one definition of a component as a deploy left it
+//! ([`RevisionRecord`]): numbered 1, 2, 3, ... per component of a service,
+//! with its outcome (deployed, failed, rolled back, or a rollback to an
+//! earlier revision). [`Registry::rollback_target`] picks the revision a
+//! rollback returns to. Only the last [`REVISIONS_KEPT`] revisions of each
+//! component are kept: older ones are deleted as new ones are recorded.
+//! Like events, revisions outlive the removal of their service.
 //!
 //! One [`Registry`] owns one connection behind a mutex: every write goes
 //! through it, one transaction per operation, so there is a single writer
@@ -83,6 +91,27 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_service_ts ON events (service, ts);
     CREATE INDEX events_ts ON events (ts);",
+    // v4: the revision history of each component; what the registry holds
+    // already becomes each component's first revision.
+    "CREATE TABLE revisions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        service     TEXT NOT NULL,
+        component   TEXT NOT NULL,
+        revision    INTEGER NOT NULL,
+        ts          TEXT NOT NULL,
+        image       TEXT NOT NULL,
+        definition  TEXT NOT NULL,
+        spec_hash   TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        detail      TEXT NOT NULL DEFAULT '',
+        UNIQUE (service, component, revision)
+    );
+    CREATE INDEX revisions_service_ts ON revisions (service, ts);
+    INSERT INTO revisions
+        (service, component, revision, ts, image, definition, spec_hash, outcome, detail)
+    SELECT service, name, 1, updated_at, image, definition, spec_hash, 'deployed',
+        'deployed before history was kept'
+    FROM components;",
 ];
 
 /// The schema version this code writes: the number of [`MIGRATIONS`].
@@ -272,6 +301,108 @@ pub struct EventFilter {
     pub since: Option<DateTime<Utc>>,
     /// Only the most recent `limit` events (still returned oldest first).
     pub limit: Option<usize>,
+}
+
+/// How many revisions of each component the registry keeps: recording one
+/// more deletes the oldest.
+pub const REVISIONS_KEPT: u64 = 50;
+
+/// What became of one revision of a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevisionOutcome {
+    /// The definition was deployed and is (or was) what runs.
+    Deployed,
+    /// Deploying the definition failed; the previous revision kept running.
+    Failed,
+    /// The definition was deployed, then undone (the previous revision was
+    /// put back). Never a rollback target.
+    RolledBack,
+    /// A rollback deployed an earlier revision's definition again.
+    Rollback,
+}
+
+impl RevisionOutcome {
+    /// The outcome as stored and shown: `deployed`, `failed`,
+    /// `rolled-back` or `rollback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionOutcome::Deployed => "deployed",
+            RevisionOutcome::Failed => "failed",
+            RevisionOutcome::RolledBack => "rolled-back",
+            RevisionOutcome::Rollback => "rollback",
+        }
+    }
+
+    /// The outcome called `text` ([`RevisionOutcome::as_str`]).
+    pub fn parse(text: &str) -> Option<RevisionOutcome> {
+        [
+            RevisionOutcome::Deployed,
+            RevisionOutcome::Failed,
+            RevisionOutcome::RolledBack,
+            RevisionOutcome::Rollback,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+
+    /// Whether a revision with this outcome ran successfully, so a rollback
+    /// may return to it.
+    pub fn ran(self) -> bool {
+        matches!(self, RevisionOutcome::Deployed | RevisionOutcome::Rollback)
+    }
+}
+
+impl std::fmt::Display for RevisionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One revision of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRecord {
+    /// The service.
+    pub service: String,
+    /// The component.
+    pub component: String,
+    /// Its number: 1 for the component's first, one more for each after.
+    pub revision: u64,
+    /// When it was recorded (RFC 3339 UTC, milliseconds). Revisions
+    /// recorded together (by one deploy) share their time.
+    pub ts: String,
+    /// The image of the definition.
+    pub image: String,
+    /// The component's full definition.
+    pub definition: ComponentDef,
+    /// [`ComponentDef::spec_hash`] of the definition.
+    pub spec_hash: String,
+    /// What became of it.
+    pub outcome: RevisionOutcome,
+    /// Why it failed, or which revision a rollback restored; may be empty.
+    pub detail: String,
+}
+
+impl RevisionRecord {
+    /// The time it was recorded.
+    pub fn time(&self) -> Result<DateTime<Utc>, RegistryError> {
+        parse_timestamp(&self.ts, || {
+            format!(
+                "timestamp of revision {} of {}/{}",
+                self.revision, self.service, self.component
+            )
+        })
+    }
+}
+
+/// A revision to record with [`Registry::record_revisions`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRevision<'a> {
+    /// The component's definition.
+    pub definition: &'a ComponentDef,
+    /// What became of it.
+    pub outcome: RevisionOutcome,
+    /// Why it failed, or which revision a rollback restored.
+    pub detail: &'a str,
 }
 
 /// Formats a time as the registry stores it: RFC 3339 UTC with
@@ -671,6 +802,251 @@ impl Registry {
                 [timestamp(older_than.trunc_subsecs(3))],
             )
             .context(|| "pruning events".into())
+    }
+
+    /// Records a new revision of component `definition` of `service`,
+    /// stamped now, and returns it (see [`Registry::record_revisions`]).
+    pub fn record_revision(
+        &self,
+        service: &str,
+        definition: &ComponentDef,
+        outcome: RevisionOutcome,
+        detail: &str,
+    ) -> Result<RevisionRecord, RegistryError> {
+        let new = NewRevision {
+            definition,
+            outcome,
+            detail,
+        };
+        let mut recorded = self.record_revisions(service, &[new])?;
+        recorded.pop().ok_or_else(|| {
+            RegistryError::Invalid(format!("no revision of service {service:?} was recorded"))
+        })
+    }
+
+    /// Records one new revision per entry of `revisions` (components of
+    /// `service`), in one transaction, and returns them. Each is numbered
+    /// one more than its component's last; all share one time, now (or, if
+    /// the clock went back, one millisecond after the service's last
+    /// revision, so a service's revision times only ever increase). Each
+    /// component keeps its last [`REVISIONS_KEPT`] revisions; older ones are
+    /// deleted.
+    pub fn record_revisions(
+        &self,
+        service: &str,
+        revisions: &[NewRevision<'_>],
+    ) -> Result<Vec<RevisionRecord>, RegistryError> {
+        self.record_revisions_at(Utc::now(), service, revisions)
+    }
+
+    pub(crate) fn record_revisions_at(
+        &self,
+        time: DateTime<Utc>,
+        service: &str,
+        revisions: &[NewRevision<'_>],
+    ) -> Result<Vec<RevisionRecord>, RegistryError> {
+        let what = || format!("recording revisions of service {service:?}");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let mut time = time.trunc_subsecs(3);
+        let last: Option<String> = tx
+            .query_row(
+                "SELECT MAX(ts) FROM revisions WHERE service = ?1",
+                [service],
+                |row| row.get(0),
+            )
+            .context(what)?;
+        if let Some(last) = last {
+            let last = parse_timestamp(&last, || {
+                format!("timestamp of a revision of service {service:?}")
+            })?;
+            if last >= time {
+                time = last + chrono::Duration::milliseconds(1);
+            }
+        }
+        let ts = timestamp(time);
+        let mut recorded = Vec::with_capacity(revisions.len());
+        for new in revisions {
+            let component = new.definition.name.as_str();
+            let definition = serde_json::to_string(new.definition).map_err(|source| {
+                RegistryError::CorruptDefinition {
+                    service: service.to_string(),
+                    component: component.to_string(),
+                    source,
+                }
+            })?;
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT MAX(revision) FROM revisions WHERE service = ?1 AND component = ?2",
+                    params![service, component],
+                    |row| row.get(0),
+                )
+                .context(what)?;
+            let revision = last.unwrap_or(0).saturating_add(1);
+            let spec_hash = new.definition.spec_hash();
+            tx.execute(
+                "INSERT INTO revisions
+                    (service, component, revision, ts, image, definition, spec_hash, outcome,
+                     detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    service,
+                    component,
+                    revision,
+                    ts,
+                    new.definition.image,
+                    definition,
+                    spec_hash,
+                    new.outcome.as_str(),
+                    new.detail,
+                ],
+            )
+            .context(what)?;
+            let kept = i64::try_from(REVISIONS_KEPT).unwrap_or(i64::MAX);
+            tx.execute(
+                "DELETE FROM revisions WHERE service = ?1 AND component = ?2 AND revision <= ?3",
+                params![service, component, revision.saturating_sub(kept)],
+            )
+            .context(what)?;
+            recorded.push(RevisionRecord {
+                service: service.to_string(),
+                component: component.to_string(),
+                revision: u64::try_from(revision).unwrap_or_default(),
+                ts: ts.clone(),
+                image: new.definition.image.clone(),
+                definition: new.definition.clone(),
+                spec_hash,
+                outcome: new.outcome,
+                detail: new.detail.to_string(),
+            });
+        }
+        tx.commit().context(what)?;
+        Ok(recorded)
+    }
+
+    /// The revisions of `service` (of one `component` when given), newest
+    /// first; with a `limit`, the newest `limit` of them.
+    pub fn revisions(
+        &self,
+        service: &str,
+        component: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Vec<RevisionRecord>, RegistryError> {
+        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.query_revisions(
+            &format!(
+                "{REVISION_COLUMNS} WHERE service = ?1 AND (?2 IS NULL OR component = ?2)
+                 ORDER BY ts DESC, id DESC LIMIT ?3"
+            ),
+            &[&service, &component, &limit],
+            || format!("reading revisions of service {service:?}"),
+        )
+    }
+
+    /// The revision a rollback of `component` of `service` returns to: the
+    /// newest that ran (outcome `deployed` or `rollback`, see
+    /// [`RevisionOutcome::ran`]) and whose spec hash differs from the one
+    /// the component has now. `None` when there is none.
+    pub fn rollback_target(
+        &self,
+        service: &str,
+        component: &str,
+    ) -> Result<Option<RevisionRecord>, RegistryError> {
+        Ok(self
+            .query_revisions(
+                &format!(
+                    "{REVISION_COLUMNS} WHERE service = ?1 AND component = ?2
+                        AND outcome IN ('{}', '{}')
+                        AND spec_hash <> COALESCE(
+                            (SELECT spec_hash FROM components WHERE service = ?1 AND name = ?2),
+                            '')
+                     ORDER BY revision DESC LIMIT 1",
+                    RevisionOutcome::Deployed.as_str(),
+                    RevisionOutcome::Rollback.as_str(),
+                ),
+                &[&service, &component],
+                || format!("finding the revision to roll {service}/{component} back to"),
+            )?
+            .pop())
+    }
+
+    fn query_revisions(
+        &self,
+        sql: &str,
+        args: &[&dyn rusqlite::ToSql],
+        what: impl Fn() -> String,
+    ) -> Result<Vec<RevisionRecord>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql).context(&what)?;
+        let rows = stmt.query_map(args, RevisionRow::read).context(&what)?;
+        let rows = rows.collect::<Result<Vec<_>, _>>().context(&what)?;
+        rows.into_iter().map(RevisionRow::into_record).collect()
+    }
+}
+
+const REVISION_COLUMNS: &str = "SELECT service, component, revision, ts, image, definition,
+    spec_hash, outcome, detail FROM revisions";
+
+/// A revision row as stored, before its JSON and outcome are decoded.
+struct RevisionRow {
+    service: String,
+    component: String,
+    revision: i64,
+    ts: String,
+    image: String,
+    definition: String,
+    spec_hash: String,
+    outcome: String,
+    detail: String,
+}
+
+impl RevisionRow {
+    fn read(row: &Row<'_>) -> rusqlite::Result<RevisionRow> {
+        Ok(RevisionRow {
+            service: row.get(0)?,
+            component: row.get(1)?,
+            revision: row.get(2)?,
+            ts: row.get(3)?,
+            image: row.get(4)?,
+            definition: row.get(5)?,
+            spec_hash: row.get(6)?,
+            outcome: row.get(7)?,
+            detail: row.get(8)?,
+        })
+    }
+
+    fn into_record(self) -> Result<RevisionRecord, RegistryError> {
+        let corrupt = |field: &str, value: String| RegistryError::Corrupt {
+            what: format!(
+                "{field} of revision {} of {}/{}",
+                self.revision, self.service, self.component
+            ),
+            value,
+        };
+        let outcome = RevisionOutcome::parse(&self.outcome)
+            .ok_or_else(|| corrupt("outcome", self.outcome.clone()))?;
+        let revision = u64::try_from(self.revision)
+            .map_err(|_| corrupt("number", self.revision.to_string()))?;
+        let definition = serde_json::from_str(&self.definition).map_err(|source| {
+            RegistryError::CorruptDefinition {
+                service: self.service.clone(),
+                component: self.component.clone(),
+                source,
+            }
+        })?;
+        Ok(RevisionRecord {
+            service: self.service,
+            component: self.component,
+            revision,
+            ts: self.ts,
+            image: self.image,
+            definition,
+            spec_hash: self.spec_hash,
+            outcome,
+            detail: self.detail,
+        })
     }
 }
 

@@ -49,7 +49,7 @@ fn open_creates_directory_and_latest_schema() {
     let (dir, reg) = open();
     assert!(dir.path().join("sub/dir/registry.db").exists());
     assert_eq!(reg.schema_version().expect("version"), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let mode: String = reg
         .conn()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -476,4 +476,253 @@ fn in_memory_registry_works() {
     deploy(&reg, &def(WEB));
     assert_eq!(reg.list_services().expect("list").len(), 1);
     assert_eq!(reg.path(), ":memory:");
+}
+
+/// Component `app` of `WEB` with image `image`.
+fn app(image: &str) -> ComponentDef {
+    let mut c = def(WEB).components[0].clone();
+    c.image = image.into();
+    c
+}
+
+/// Records `def` as the component's current definition, as a deploy
+/// settles it.
+fn settle(reg: &Registry, c: &ComponentDef) {
+    reg.record_deploy(
+        &ServiceRecord::from_def(&def(WEB)),
+        &[ComponentRecord::from_def("web", c)],
+        &[],
+    )
+    .expect("record_deploy");
+}
+
+fn numbers_and_images(revs: &[RevisionRecord]) -> Vec<(u64, &str, &str)> {
+    revs.iter()
+        .map(|r| (r.revision, r.image.as_str(), r.outcome.as_str()))
+        .collect()
+}
+
+#[test]
+fn revisions_are_numbered_per_component_and_listed_newest_first() {
+    let (_dir, reg) = open();
+    let db = def(WEB).components[1].clone();
+    let first = reg
+        .record_revision("web", &app("app:1"), RevisionOutcome::Deployed, "")
+        .expect("record");
+    assert_eq!((first.revision, first.component.as_str()), (1, "app"));
+    assert_eq!(first.spec_hash, app("app:1").spec_hash());
+    assert_eq!(first.definition, app("app:1"));
+    assert!(first.time().is_ok());
+    let both = reg
+        .record_revisions(
+            "web",
+            &[
+                NewRevision {
+                    definition: &app("app:2"),
+                    outcome: RevisionOutcome::Deployed,
+                    detail: "",
+                },
+                NewRevision {
+                    definition: &db,
+                    outcome: RevisionOutcome::Failed,
+                    detail: "pull failed",
+                },
+            ],
+        )
+        .expect("record two");
+    assert_eq!(both[0].revision, 2, "app's second");
+    assert_eq!(both[1].revision, 1, "db's first");
+    assert_eq!(both[0].ts, both[1].ts, "recorded together, one time");
+    assert!(both[0].ts > first.ts, "times increase");
+    // Another service numbers its own.
+    let other = reg
+        .record_revision("other", &app("app:9"), RevisionOutcome::Deployed, "")
+        .expect("record");
+    assert_eq!(other.revision, 1);
+
+    let all = reg.revisions("web", None, None).expect("revisions");
+    assert_eq!(
+        all.iter()
+            .map(|r| (r.component.as_str(), r.revision))
+            .collect::<Vec<_>>(),
+        [("db", 1), ("app", 2), ("app", 1)],
+        "newest first; within one deploy, last recorded first"
+    );
+    assert_eq!(all[0].detail, "pull failed");
+    assert_eq!(all[0].outcome, RevisionOutcome::Failed);
+    assert_eq!(all[1], both[0], "read back as recorded");
+    assert_eq!(
+        numbers_and_images(&reg.revisions("web", Some("app"), None).expect("app")),
+        [(2, "app:2", "deployed"), (1, "app:1", "deployed")]
+    );
+    assert_eq!(
+        numbers_and_images(&reg.revisions("web", Some("app"), Some(1)).expect("limit")),
+        [(2, "app:2", "deployed")]
+    );
+    assert_eq!(reg.revisions("web", None, Some(2)).expect("limit").len(), 2);
+    assert!(reg.revisions("nope", None, None).expect("none").is_empty());
+    assert!(
+        reg.revisions("web", Some("zz"), None)
+            .expect("none")
+            .is_empty()
+    );
+}
+
+#[test]
+fn revision_times_increase_even_when_the_clock_goes_back() {
+    let (_dir, reg) = open();
+    let t0 = Utc
+        .with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .expect("time");
+    let at = |t, image: &str| {
+        reg.record_revisions_at(
+            t,
+            "web",
+            &[NewRevision {
+                definition: &app(image),
+                outcome: RevisionOutcome::Deployed,
+                detail: "",
+            }],
+        )
+        .expect("record")
+        .remove(0)
+    };
+    assert_eq!(at(t0, "app:1").ts, "2024-05-01T12:00:00.000Z");
+    assert_eq!(at(t0, "app:2").ts, "2024-05-01T12:00:00.001Z");
+    assert_eq!(
+        at(t0 - ChronoDuration::hours(1), "app:3").ts,
+        "2024-05-01T12:00:00.002Z"
+    );
+    assert_eq!(
+        at(t0 + ChronoDuration::seconds(5), "app:4").ts,
+        "2024-05-01T12:00:05.000Z"
+    );
+}
+
+#[test]
+fn only_the_last_revisions_of_each_component_are_kept() {
+    let (_dir, reg) = open();
+    let db = def(WEB).components[1].clone();
+    reg.record_revision("web", &db, RevisionOutcome::Deployed, "")
+        .expect("db");
+    let total = REVISIONS_KEPT + 5;
+    for n in 1..=total {
+        reg.record_revision(
+            "web",
+            &app(&format!("app:{n}")),
+            RevisionOutcome::Deployed,
+            "",
+        )
+        .expect("record");
+    }
+    let kept = reg.revisions("web", Some("app"), None).expect("app");
+    assert_eq!(kept.len() as u64, REVISIONS_KEPT);
+    assert_eq!(kept[0].revision, total, "numbers go on");
+    assert_eq!(
+        kept.last().map(|r| r.revision),
+        Some(total - REVISIONS_KEPT + 1)
+    );
+    assert_eq!(
+        reg.revisions("web", Some("db"), None).expect("db").len(),
+        1,
+        "other components keep theirs"
+    );
+    // The next number follows the newest kept, not the count.
+    let next = reg
+        .record_revision("web", &app("app:x"), RevisionOutcome::Deployed, "")
+        .expect("record");
+    assert_eq!(next.revision, total + 1);
+}
+
+#[test]
+fn rollback_target_is_the_newest_revision_that_ran_and_differs_from_now() {
+    let (_dir, reg) = open();
+    let target = |reg: &Registry| {
+        reg.rollback_target("web", "app")
+            .expect("target")
+            .map(|r| (r.revision, r.image))
+    };
+    assert_eq!(target(&reg), None, "no history");
+
+    // v1 deployed: nothing earlier.
+    reg.record_revision("web", &app("app:1"), RevisionOutcome::Deployed, "")
+        .expect("r1");
+    settle(&reg, &app("app:1"));
+    assert_eq!(target(&reg), None, "the only revision is the current one");
+
+    // v2 deployed: back to v1.
+    reg.record_revision("web", &app("app:2"), RevisionOutcome::Deployed, "")
+        .expect("r2");
+    settle(&reg, &app("app:2"));
+    assert_eq!(target(&reg), Some((1, "app:1".into())));
+
+    // v3 failed (the registry keeps v2): failed revisions are skipped, and
+    // so is one rolled back.
+    reg.record_revision(
+        "web",
+        &app("app:3"),
+        RevisionOutcome::Failed,
+        "no such image",
+    )
+    .expect("r3");
+    reg.record_revision(
+        "web",
+        &app("app:4"),
+        RevisionOutcome::RolledBack,
+        "unhealthy",
+    )
+    .expect("r4");
+    assert_eq!(target(&reg), Some((1, "app:1".into())));
+
+    // Rolled back to v1: the newest that ran and differs is v2 now.
+    reg.record_revision(
+        "web",
+        &app("app:1"),
+        RevisionOutcome::Rollback,
+        "revision 1",
+    )
+    .expect("r5");
+    settle(&reg, &app("app:1"));
+    assert_eq!(target(&reg), Some((2, "app:2".into())));
+
+    // And again: back to v1, by way of the rollback revision.
+    reg.record_revision(
+        "web",
+        &app("app:2"),
+        RevisionOutcome::Rollback,
+        "revision 2",
+    )
+    .expect("r6");
+    settle(&reg, &app("app:2"));
+    assert_eq!(target(&reg), Some((5, "app:1".into())));
+
+    // A component the registry does not hold (any more): its newest that ran.
+    assert!(reg.delete_service("web").expect("delete"));
+    assert_eq!(target(&reg), Some((6, "app:2".into())));
+    assert_eq!(
+        reg.revisions("web", None, None).expect("kept").len(),
+        6,
+        "revisions outlive the service"
+    );
+}
+
+#[test]
+fn corrupt_revisions_are_reported() {
+    let (_dir, reg) = open();
+    reg.record_revision("web", &app("app:1"), RevisionOutcome::Deployed, "")
+        .expect("record");
+    reg.conn()
+        .execute("UPDATE revisions SET outcome = 'maybe'", [])
+        .expect("corrupt");
+    let err = reg.revisions("web", None, None).expect_err("bad outcome");
+    assert!(
+        err.to_string().contains("outcome of revision 1 of web/app"),
+        "{err}"
+    );
+    assert_eq!(
+        RevisionOutcome::parse("rolled-back"),
+        Some(RevisionOutcome::RolledBack)
+    );
+    assert_eq!(RevisionOutcome::parse("maybe"), None);
 }

@@ -68,7 +68,8 @@ use std::time::Duration;
 
 use mcp_proto::v1 as pb;
 use mcp_runtime::{
-    InstanceSpec, KernelBoot, PortMapping, RuntimeKind, VolumeMount, instance_name, labels,
+    HealthSpec, InstanceSpec, KernelBoot, PortMapping, RuntimeKind, VolumeMount, instance_name,
+    labels,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -313,6 +314,22 @@ impl HealthCheck {
             timeout: format_span(self.timeout),
             retries: self.retries,
             start_period: format_span(self.start_period),
+        }
+    }
+
+    /// The check as the runtime runs it inside the instance: only a
+    /// [`HealthProbe::Command`] is; tcp and http checks are probed from the
+    /// node by [`crate::health`], so they give `None`.
+    pub fn runtime_spec(&self) -> Option<HealthSpec> {
+        match &self.probe {
+            HealthProbe::Command { argv } => Some(HealthSpec {
+                command: argv.clone(),
+                interval: self.interval,
+                timeout: self.timeout,
+                retries: self.retries,
+                start_period: self.start_period,
+            }),
+            HealthProbe::Tcp { .. } | HealthProbe::Http { .. } => None,
         }
     }
 
@@ -589,7 +606,9 @@ impl ComponentDef {
     /// `<service>-<component>` and labelled as managed by MCP, with the
     /// service, component and [`spec_hash`](Self::spec_hash). With a
     /// [`kernel`](Self::kernel), the instance boots it directly (paths as
-    /// written; `image`, possibly empty, is then an extra disk).
+    /// written; `image`, possibly empty, is then an extra disk). A command
+    /// health check becomes the instance's own
+    /// ([`HealthCheck::runtime_spec`]); tcp and http checks do not.
     pub fn instance_spec(&self, service: &str) -> InstanceSpec {
         let labels = BTreeMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
@@ -616,6 +635,7 @@ impl ComponentDef {
                 initrd: self.initrd.clone(),
                 append: self.append.clone(),
             }),
+            health: self.health.as_ref().and_then(HealthCheck::runtime_spec),
         }
     }
 

@@ -937,6 +937,35 @@ fn instance_spec_carries_labels() {
 }
 
 #[test]
+fn instance_spec_carries_only_command_health_checks() {
+    use std::time::Duration;
+    let def = ok(HEALTHY);
+    let spec = |name: &str| {
+        def.component(name)
+            .unwrap_or_else(|| panic!("{name} exists"))
+            .instance_spec(&def.name)
+    };
+    // A command check is run inside the container by the runtime.
+    assert_eq!(
+        spec("db").health,
+        Some(mcp_runtime::HealthSpec {
+            command: vec!["pg_isready".into(), "-U".into(), "app".into()],
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            retries: 3,
+            start_period: Duration::ZERO,
+        })
+    );
+    // tcp and http checks are probed from the node, not by the runtime.
+    assert_eq!(spec("cache").health, None);
+    assert_eq!(spec("web").health, None);
+    assert_eq!(
+        ok(FULL).components[0].instance_spec("metacrypt").health,
+        None
+    );
+}
+
+#[test]
 fn json_round_trip_and_old_json() {
     let def = ok(FULL);
     let json = serde_json::to_string(&def.components[0]).expect("serialize");

@@ -125,6 +125,53 @@ pub struct SpecGenerator {
     /// Resource limits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_limits: Option<SpecResourceLimits>,
+    /// The container's health check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthconfig: Option<SpecHealthConfig>,
+}
+
+/// A health check in a SpecGenerator (libpod's `manifest.Schema2HealthConfig`:
+/// Go field names, spans in nanoseconds).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpecHealthConfig {
+    /// `["CMD", program, args...]`: exec form, no shell.
+    pub test: Vec<String>,
+    /// Nanoseconds between checks.
+    pub interval: i64,
+    /// Nanoseconds one check may take.
+    pub timeout: i64,
+    /// Nanoseconds after start during which failures do not count.
+    pub start_period: i64,
+    /// Consecutive failures before the container is unhealthy.
+    pub retries: u32,
+}
+
+/// Nanoseconds of `d` for Go's `time.Duration` (an `i64`).
+fn go_duration(what: &str, d: std::time::Duration) -> RuntimeResult<i64> {
+    i64::try_from(d.as_nanos())
+        .map_err(|_| RuntimeError::Invalid(format!("health check {what} {d:?} is too long")))
+}
+
+impl SpecHealthConfig {
+    /// The health config for `health`; its command must not be empty.
+    pub fn from_spec(name: &str, health: &crate::HealthSpec) -> RuntimeResult<SpecHealthConfig> {
+        if health.command.first().is_none_or(String::is_empty) {
+            return Err(RuntimeError::Invalid(format!(
+                "instance {name}: the health check command is empty"
+            )));
+        }
+        let mut test = Vec::with_capacity(health.command.len() + 1);
+        test.push("CMD".to_string());
+        test.extend(health.command.iter().cloned());
+        Ok(SpecHealthConfig {
+            test,
+            interval: go_duration("interval", health.interval)?,
+            timeout: go_duration("timeout", health.timeout)?,
+            start_period: go_duration("start period", health.start_period)?,
+            retries: health.retries,
+        })
+    }
 }
 
 /// A port mapping in a SpecGenerator.
@@ -211,7 +258,8 @@ pub fn parse_restart(restart: &str) -> RuntimeResult<(String, Option<u32>)> {
 
 impl SpecGenerator {
     /// The SpecGenerator for `spec`. `vcpus` and `kernel` do not apply to
-    /// containers and are ignored.
+    /// containers and are ignored; `health` becomes the container's own
+    /// health check.
     pub fn from_spec(spec: &crate::InstanceSpec) -> RuntimeResult<SpecGenerator> {
         if spec.name.is_empty() {
             return Err(RuntimeError::Invalid("instance name is empty".into()));
@@ -278,6 +326,9 @@ impl SpecGenerator {
             generator.restart_policy = Some(policy);
             generator.restart_tries = tries;
         }
+        if let Some(health) = &spec.health {
+            generator.healthconfig = Some(SpecHealthConfig::from_spec(&spec.name, health)?);
+        }
         if let Some(memory) = spec.memory_bytes {
             let limit = i64::try_from(memory).map_err(|_| {
                 RuntimeError::Invalid(format!("memory limit {memory} is too large"))
@@ -335,6 +386,52 @@ pub struct InspectState {
     pub started_at: String,
     /// Last exit, RFC 3339 (year 1 when never exited).
     pub finished_at: String,
+    /// Health check state. (Podman 4 sends it twice, as `Health` and as
+    /// `Healthcheck`; the second is ignored.)
+    pub health: InspectHealth,
+}
+
+/// `State.Health` of [`ContainerInspect`]; also the answer of
+/// `GET /libpod/containers/{name}/healthcheck`, which in podman 4.3 carries
+/// only the status (no log).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct InspectHealth {
+    /// `healthy`, `unhealthy`, `starting`, or empty without a check.
+    pub status: String,
+    /// Consecutive failures counted so far.
+    pub failing_streak: i64,
+    /// The last few runs, oldest first.
+    #[serde(deserialize_with = "nullable")]
+    pub log: Vec<InspectHealthLog>,
+}
+
+/// One run of a health check in [`InspectHealth::log`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct InspectHealthLog {
+    /// Start, RFC 3339.
+    pub start: String,
+    /// End, RFC 3339.
+    pub end: String,
+    /// The command's exit code (-1 when podman gave up on it).
+    pub exit_code: i64,
+    /// What it printed (stdout and stderr).
+    pub output: String,
+}
+
+impl InspectHealthLog {
+    /// What to report of a run: its output, trimmed; for a failed run that
+    /// printed nothing, says so. (Podman records every failure as exit code
+    /// 1, and a run it gave up on as -1, so the code itself says little.)
+    pub fn describe(&self) -> String {
+        let output = self.output.trim();
+        if output.is_empty() && self.exit_code != 0 {
+            "the check failed and printed nothing".to_string()
+        } else {
+            output.to_string()
+        }
+    }
 }
 
 /// `Config` of [`ContainerInspect`].
@@ -808,6 +905,7 @@ impl EventMessage {
 mod tests {
     use super::*;
     use crate::InstanceSpec;
+    use std::time::Duration;
 
     const INSPECT_RUNNING: &str = include_str!("testdata/inspect_running.json");
     const INSPECT_CREATED: &str = include_str!("testdata/inspect_created.json");
@@ -991,6 +1089,13 @@ mod tests {
             vcpus: Some(2),
             labels: BTreeMap::from([("mcp.managed".into(), "true".into())]),
             kernel: None,
+            health: Some(crate::HealthSpec {
+                command: vec!["/bin/check".into(), "--quick".into()],
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_millis(1500),
+                retries: 3,
+                start_period: Duration::from_secs(30),
+            }),
         };
         let json =
             serde_json::to_value(SpecGenerator::from_spec(&spec).expect("spec")).expect("json");
@@ -1010,9 +1115,64 @@ mod tests {
                 "user": "1000",
                 "restart_policy": "on-failure",
                 "restart_tries": 5,
-                "resource_limits": {"memory": {"limit": 1048576}}
+                "resource_limits": {"memory": {"limit": 1048576}},
+                "healthconfig": {
+                    "Test": ["CMD", "/bin/check", "--quick"],
+                    "Interval": 10_000_000_000_i64,
+                    "Timeout": 1_500_000_000_i64,
+                    "StartPeriod": 30_000_000_000_i64,
+                    "Retries": 3
+                }
             })
         );
+    }
+
+    #[test]
+    fn spec_generator_refuses_an_empty_health_command() {
+        for command in [vec![], vec![String::new()]] {
+            let spec = InstanceSpec {
+                name: "a".into(),
+                image: "img".into(),
+                health: Some(crate::HealthSpec {
+                    command,
+                    ..crate::HealthSpec::default()
+                }),
+                ..InstanceSpec::default()
+            };
+            assert!(matches!(
+                SpecGenerator::from_spec(&spec),
+                Err(RuntimeError::Invalid(m)) if m.contains("health check command is empty")
+            ));
+        }
+    }
+
+    #[test]
+    fn inspect_health_state() {
+        // As podman 4.3.1 sends it: the state twice, under two names.
+        let json = r#"{"State":{"Status":"running","Running":true,
+            "Health":{"Status":"starting","FailingStreak":1,"Log":[
+              {"Start":"2026-11-24T04:26:01.98Z","End":"2026-11-24T04:26:02.06Z","ExitCode":1,"Output":"broken\n"},
+              {"Start":"2026-11-24T04:26:03.98Z","End":"2026-11-24T04:26:04.06Z","ExitCode":1,"Output":""}]},
+            "Healthcheck":{"Status":"starting","FailingStreak":1,"Log":null}}}"#;
+        let c: ContainerInspect = serde_json::from_str(json).expect("parse");
+        assert_eq!(c.state.health.status, "starting");
+        assert_eq!(c.state.health.failing_streak, 1);
+        assert_eq!(c.state.health.log.len(), 2);
+        assert_eq!(c.state.health.log[0].describe(), "broken");
+        assert_eq!(
+            c.state.health.log[1].describe(),
+            "the check failed and printed nothing"
+        );
+        let none: ContainerInspect = serde_json::from_str(
+            r#"{"State":{"Health":{"Status":"","FailingStreak":0,"Log":null}}}"#,
+        )
+        .expect("parse");
+        assert!(none.state.health.log.is_empty());
+        let ok = InspectHealthLog {
+            exit_code: 0,
+            ..InspectHealthLog::default()
+        };
+        assert_eq!(ok.describe(), "");
     }
 
     #[test]

@@ -19,14 +19,14 @@ use futures::StreamExt;
 use futures::stream;
 
 use self::api::{
-    ContainerInspect, CreateResponse, EventMessage, ListEntry, PullReport, SpecGenerator,
-    error_message,
+    ContainerInspect, CreateResponse, EventMessage, InspectHealth, InspectHealthLog, ListEntry,
+    PullReport, SpecGenerator, error_message,
 };
 use self::http::{Response, UnixClient};
 use crate::spec::{LogChunk, LogStreamKind};
 use crate::{
-    EventStream, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime, RuntimeError,
-    RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
+    EventStream, HealthReport, InstanceInfo, InstanceSpec, LogOptions, LogStream, Runtime,
+    RuntimeError, RuntimeEvent, RuntimeKind, RuntimeResult, RuntimeVersion,
 };
 
 /// The libpod API prefix MCP speaks.
@@ -137,6 +137,47 @@ impl Podman {
             ))
         }
     }
+
+    /// One `POST .../containers/create` of `spec`, its answer mapped.
+    async fn create_once(&self, spec: &InstanceSpec, body: Vec<u8>) -> RuntimeResult<String> {
+        let response = self
+            .call(
+                Method::POST,
+                &format!("{API_PREFIX}/containers/create"),
+                Some(body),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let operation = format!("create {}", spec.name);
+        match response.status {
+            StatusCode::CREATED | StatusCode::OK => {
+                let created: CreateResponse = parse(&response.body, "create")?;
+                for warning in &created.warnings {
+                    tracing::warn!(name = %spec.name, warning, "podman create");
+                }
+                Ok(created.id)
+            }
+            status => {
+                let message = error_message(&response.body);
+                let lower = message.to_ascii_lowercase();
+                if status == StatusCode::NOT_FOUND
+                    || lower.contains("image not known")
+                    || lower.contains("no such image")
+                {
+                    Err(RuntimeError::Api {
+                        operation,
+                        status: status.as_u16(),
+                        message: format!(
+                            "image {} is not present on the node (pull it first): {message}",
+                            spec.image
+                        ),
+                    })
+                } else {
+                    Err(classify(operation, status, message))
+                }
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -241,42 +282,29 @@ impl Runtime for Podman {
         let generator = SpecGenerator::from_spec(spec)?;
         let body = serde_json::to_vec(&generator)
             .map_err(|e| RuntimeError::Invalid(format!("cannot encode spec: {e}")))?;
-        let response = self
-            .call(
-                Method::POST,
-                &format!("{API_PREFIX}/containers/create"),
-                Some(body),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
-        let operation = format!("create {}", spec.name);
-        match response.status {
-            StatusCode::CREATED | StatusCode::OK => {
-                let created: CreateResponse = parse(&response.body, "create")?;
-                for warning in &created.warnings {
-                    tracing::warn!(name = %spec.name, warning, "podman create");
-                }
-                Ok(created.id)
-            }
-            status => {
-                let message = error_message(&response.body);
-                let lower = message.to_ascii_lowercase();
-                if status == StatusCode::NOT_FOUND
-                    || lower.contains("image not known")
-                    || lower.contains("no such image")
+        match self.create_once(spec, body.clone()).await {
+            Err(RuntimeError::Conflict(message)) => {
+                // A create interrupted mid-way (its client killed) can leave
+                // the name held by a container that exists only in podman's
+                // storage: no inspect, list or event shows it. Such a
+                // leftover is freed and the create tried once more; a name
+                // held by a real container stays a conflict.
+                let Some(holder) = storage_name_holder(&message) else {
+                    return Err(RuntimeError::Conflict(message));
+                };
+                if self.inspect(&spec.name).await?.is_some()
+                    || self.inspect(holder).await?.is_some()
                 {
-                    Err(RuntimeError::Api {
-                        operation,
-                        status: status.as_u16(),
-                        message: format!(
-                            "image {} is not present on the node (pull it first): {message}",
-                            spec.image
-                        ),
-                    })
-                } else {
-                    Err(classify(operation, status, message))
+                    return Err(RuntimeError::Conflict(message));
                 }
+                tracing::info!(name = %spec.name, holder, "freeing a name held in podman's storage by an interrupted create");
+                match self.remove(holder, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+                self.create_once(spec, body).await
             }
+            other => other,
         }
     }
 
@@ -429,6 +457,42 @@ impl Runtime for Podman {
             })
         });
         Ok(Box::pin(chunks))
+    }
+
+    async fn run_health_check(&self, name: &str) -> RuntimeResult<HealthReport> {
+        // Podman runs the check in the container and waits for it, even past
+        // the check's own timeout (it judges the time once the command ends).
+        let response = self
+            .call(
+                Method::GET,
+                &container_path(name, "healthcheck"),
+                None,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+        let healthy = match response.status {
+            StatusCode::OK => {
+                let result: InspectHealth = parse(&response.body, "health check")?;
+                result.status == "healthy"
+            }
+            status => {
+                return health_check_error(name, status, &response.body);
+            }
+        };
+        // Podman 4.3 answers only the status; the run's output is the last
+        // entry of the log that inspect shows.
+        let container = self
+            .inspect_raw(name)
+            .await?
+            .ok_or_else(|| RuntimeError::NotFound(name.to_string()))?;
+        let output = container
+            .state
+            .health
+            .log
+            .last()
+            .map(InspectHealthLog::describe)
+            .unwrap_or_default();
+        Ok(HealthReport { healthy, output })
     }
 
     async fn events(&self) -> RuntimeResult<EventStream> {
@@ -587,6 +651,19 @@ fn is_conflict(message: &str) -> bool {
     .any(|needle| m.contains(needle))
 }
 
+/// The id of the container that holds a name, from podman's answer to a
+/// create whose name is taken ("creating container storage: the container
+/// name \"x\" is already in use by <id>. ..."), or `None` for any other
+/// message.
+fn storage_name_holder(message: &str) -> Option<&str> {
+    let rest = message.split_once("is already in use by ")?.1;
+    let id = rest
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .next()
+        .filter(|id| id.len() == 64)?;
+    Some(id)
+}
+
 /// Maps a failed answer that is not about a missing instance.
 fn classify(operation: String, status: StatusCode, message: String) -> RuntimeError {
     if status == StatusCode::CONFLICT || is_conflict(&message) {
@@ -597,6 +674,31 @@ fn classify(operation: String, status: StatusCode, message: String) -> RuntimeEr
             status: status.as_u16(),
             message,
         }
+    }
+}
+
+/// Maps a failed answer of `GET .../healthcheck`. Podman answers 409 when
+/// the container has no health check or is not running, and 500 when the
+/// check itself could not be completed (such as a command that outlived its
+/// timeout): that is a failed check, with podman's reason as its output.
+fn health_check_error(name: &str, status: StatusCode, body: &[u8]) -> RuntimeResult<HealthReport> {
+    let message = error_message(body);
+    let lower = message.to_ascii_lowercase();
+    match status {
+        StatusCode::NOT_FOUND => Err(RuntimeError::NotFound(name.to_string())),
+        StatusCode::CONFLICT if lower.contains("no defined healthcheck") => {
+            Err(RuntimeError::Invalid(format!(
+                "container {name} has no health check configured, so there is none to run"
+            )))
+        }
+        StatusCode::CONFLICT if lower.contains("not running") => Err(RuntimeError::Conflict(
+            format!("container {name} is not running, so its health check cannot run"),
+        )),
+        StatusCode::INTERNAL_SERVER_ERROR => Ok(HealthReport {
+            healthy: false,
+            output: message,
+        }),
+        status => Err(classify(format!("health check of {name}"), status, message)),
     }
 }
 
@@ -715,6 +817,21 @@ impl LogDemux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holder_of_a_taken_name() {
+        let id = "b38089322dd1ca1148ac71b2be5be4a1b275eb23181f3313dcbbd1fec5ca66e7";
+        let message = format!(
+            "creating container storage: the container name \"web.mcp-new\" is already in use by {id}. You have to remove that container to be able to reuse that name: that name is already in use"
+        );
+        assert_eq!(storage_name_holder(&message), Some(id));
+        assert_eq!(storage_name_holder("that name is already in use"), None);
+        assert_eq!(storage_name_holder("is already in use by abc. x"), None);
+        assert_eq!(
+            storage_name_holder("address already in use by 0.0.0.0:8080"),
+            None
+        );
+    }
 
     #[test]
     fn event_lines_split_across_chunks() {
@@ -871,6 +988,37 @@ mod tests {
                 "boom".into()
             ),
             RuntimeError::Api { status: 500, .. }
+        ));
+    }
+
+    #[test]
+    fn health_check_errors() {
+        let no_check = br#"{"cause":"container abc has no defined healthcheck","message":"container abc has no defined healthcheck","response":409}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::CONFLICT, no_check),
+            Err(RuntimeError::Invalid(m)) if m.contains("x has no health check configured")
+        ));
+        let stopped = br#"{"cause":"container abc is not running","message":"container abc is not running","response":409}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::CONFLICT, stopped),
+            Err(RuntimeError::Conflict(m)) if m.contains("x is not running")
+        ));
+        let missing = br#"{"cause":"no such container","message":"unable to look up x to perform a health check: no container with name or ID \"x\" found: no such container","response":404}"#;
+        assert!(matches!(
+            health_check_error("x", StatusCode::NOT_FOUND, missing),
+            Err(RuntimeError::NotFound(n)) if n == "x"
+        ));
+        let slow = br#"{"cause":"healthcheck command exceeded timeout of 1s","message":"healthcheck command exceeded timeout of 1s","response":500}"#;
+        assert_eq!(
+            health_check_error("x", StatusCode::INTERNAL_SERVER_ERROR, slow).expect("report"),
+            HealthReport {
+                healthy: false,
+                output: "healthcheck command exceeded timeout of 1s".into()
+            }
+        );
+        assert!(matches!(
+            health_check_error("x", StatusCode::BAD_REQUEST, b"nope"),
+            Err(RuntimeError::Api { status: 400, .. })
         ));
     }
 

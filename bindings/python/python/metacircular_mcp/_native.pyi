@@ -272,6 +272,23 @@ class Event:
     def detail(self) -> str: ...
 
 @final
+class Revision:
+    @property
+    def revision(self) -> int: ...
+    @property
+    def component(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def image(self) -> str: ...
+    @property
+    def outcome(self) -> Literal["deployed", "failed", "rolled-back", "rollback"]: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def spec_hash(self) -> str: ...
+
+@final
 class FieldChange:
     @property
     def field(self) -> str: ...
@@ -461,6 +478,7 @@ class Client:
         *,
         component: str | None = None,
         pull: _Pull = "missing",
+        timeout: float | timedelta | None = None,
         check: bool = True,
     ) -> ActionResult: ...
     def stop(
@@ -502,6 +520,12 @@ class Client:
         since: datetime | str | None = None,
         limit: int | None = None,
     ) -> builtins.list[Event]: ...
+    def history(
+        self, service: str, component: str | None = None, *, limit: int | None = None
+    ) -> builtins.list[Revision]: ...
+    def rollback(
+        self, service: str, *, component: str | None = None, check: bool = True
+    ) -> ActionResult: ...
     def push(
         self,
         service: str,

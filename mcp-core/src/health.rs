@@ -1,0 +1,1139 @@
+//! The health gate: waits until a freshly started instance is ready, and
+//! says why when it is not.
+//!
+//! [`wait_ready`] is what a deploy waits on after it starts an instance:
+//!
+//! - Without a health check, the instance is ready once it has been running
+//!   for a settle time (possibly zero).
+//! - With a check ([`HealthCheck`]), it is probed at once and then every
+//!   interval until a probe succeeds. Failures within the check's start
+//!   period (counted from when the gate starts) do not count; after it,
+//!   `retries` consecutive failures make the instance unhealthy.
+//!
+//! Either way the gate keeps looking at the instance: one that stops running
+//! is reported at once ([`NotReady::Exited`], with its exit code and last log
+//! lines), and the whole wait is bounded by a deadline
+//! ([`NotReady::Timeout`]).
+//!
+//! Probes:
+//! - `command`: the runtime runs the container's own health check
+//!   ([`Runtime::run_health_check`]; the check was set on the container when
+//!   it was created, see [`HealthCheck::runtime_spec`]).
+//! - `tcp`: a TCP connection to the host side of the published container
+//!   port.
+//! - `http`: a `GET` of the check's path on that host port; healthy on the
+//!   expected status, or any 2xx.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Request, StatusCode, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use mcp_runtime::{InstanceInfo, InstanceState, LogOptions, PortMapping, Runtime, RuntimeError};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::servicedef::{HealthCheck, HealthProbe};
+
+/// How often the gate looks at an instance while it waits without a check
+/// (and while an instance has not started running yet).
+pub const SETTLE_POLL: Duration = Duration::from_millis(50);
+
+/// How often the gate looks at an instance between two probes, so that one
+/// that stops running is noticed well before the next probe is due.
+pub const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// How many of its last log lines an instance that stopped reports.
+pub const EXIT_LOG_LINES: usize = 10;
+
+/// Extra time a command probe may take beyond the check's timeout: the
+/// runtime judges the timeout itself, but starting the command inside the
+/// container takes time of its own.
+const COMMAND_GRACE: Duration = Duration::from_secs(2);
+
+/// How long reading a stopped instance's last log lines may take.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the gate reports while it waits (for progress display).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateProgress {
+    /// A probe is about to run.
+    Probing {
+        /// Which probe this is, from 1.
+        attempt: u32,
+        /// The previous probe's failure, if there was one.
+        last: Option<String>,
+    },
+    /// A probe failed within the check's start period, so it did not count.
+    StartPeriod {
+        /// Time left in the start period.
+        remaining: Duration,
+    },
+}
+
+/// Why a component did not become ready.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// The instance stopped running: its exit code and its last log lines.
+    #[error("{}", exited_message(*.exit_code, .logs))]
+    Exited {
+        /// The exit code, when the runtime reports one (`None` when, say,
+        /// its restart policy restarted it before the gate saw it stopped).
+        exit_code: Option<i64>,
+        /// Its last log lines, oldest first, at most [`EXIT_LOG_LINES`].
+        logs: Vec<String>,
+    },
+    /// `retries` consecutive probes failed after the start period.
+    #[error(
+        "unhealthy after {failures} failed check{}: last: {last}",
+        if *.failures == 1 { "" } else { "s" }
+    )]
+    Unhealthy {
+        /// How many probes failed in a row.
+        failures: u32,
+        /// What the last one said.
+        last: String,
+    },
+    /// Not healthy within the deploy timeout.
+    #[error("{}", timeout_message(*.after, .last.as_deref()))]
+    Timeout {
+        /// The timeout.
+        after: Duration,
+        /// What the last probe said, if one failed.
+        last: Option<String>,
+    },
+    /// The instance could not be inspected or probed at all.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The instance is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// How long the gate waited.
+    pub after: Duration,
+    /// How many probes ran (0 without a check).
+    pub probes: u32,
+}
+
+fn exited_message(exit_code: Option<i64>, logs: &[String]) -> String {
+    let mut text = match exit_code {
+        Some(code) => format!("exited with code {code}"),
+        None => "stopped running".to_string(),
+    };
+    let shown = &logs[logs.len().saturating_sub(EXIT_LOG_LINES)..];
+    if shown.is_empty() {
+        text.push_str("; no output");
+    } else {
+        let _ = write!(text, "; last output: {}", shown.join(" | "));
+    }
+    text
+}
+
+fn timeout_message(after: Duration, last: Option<&str>) -> String {
+    let mut text = format!("not ready within {}", span(after));
+    if let Some(last) = last {
+        let _ = write!(text, "; last check: {last}");
+    }
+    text
+}
+
+/// A span for messages, to the millisecond: `"30s"`, `"1s 500ms"`.
+fn span(d: Duration) -> String {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// Waits until `instance` is ready, or says why it is not.
+///
+/// `ports` are the instance's published ports (tcp and http checks probe the
+/// host side of theirs). Without a `check`, the instance is ready once it
+/// has been seen running for `settle` (at once when `settle` is zero). With
+/// one, it is probed at once and then every `check.interval`; the first
+/// success means ready, failures within `check.start_period` (from now) do
+/// not count, and `check.retries` consecutive failures after it mean
+/// [`NotReady::Unhealthy`]. The instance is inspected every
+/// [`SETTLE_POLL`] (without a check) or [`WATCH_POLL`] (between probes):
+/// when it stops running the answer is [`NotReady::Exited`] at once.
+/// The wait ends at `timeout` ([`NotReady::Timeout`]); only reading the
+/// last log lines of an instance that stopped may add a few seconds.
+///
+/// `progress` hears of each probe and of failures that did not count.
+pub async fn wait_ready(
+    runtime: &dyn Runtime,
+    instance: &str,
+    ports: &[PortMapping],
+    check: Option<&HealthCheck>,
+    settle: Duration,
+    timeout: Duration,
+    progress: &(dyn Fn(GateProgress) + Send + Sync),
+) -> Result<Ready, NotReady> {
+    let gate = Gate {
+        runtime,
+        instance,
+        started: Instant::now(),
+        timeout,
+    };
+    match check {
+        None => gate.settle(settle).await,
+        Some(check) => {
+            let target = Target::resolve(check, ports).map_err(NotReady::Runtime)?;
+            gate.probe_until_ready(check, &target, progress).await
+        }
+    }
+}
+
+/// One wait of [`wait_ready`].
+struct Gate<'a> {
+    runtime: &'a dyn Runtime,
+    instance: &'a str,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Gate<'_> {
+    fn deadline(&self) -> Instant {
+        self.started + self.timeout
+    }
+
+    fn timed_out(&self, last: Option<String>) -> NotReady {
+        NotReady::Timeout {
+            after: self.timeout,
+            last,
+        }
+    }
+
+    /// Ready once running for `settle`.
+    async fn settle(&self, settle: Duration) -> Result<Ready, NotReady> {
+        let mut watch = Watch::default();
+        let mut running_since: Option<Instant> = None;
+        loop {
+            let running = self.look(&mut watch, None).await?;
+            let now = Instant::now();
+            if running {
+                let since = *running_since.get_or_insert(now);
+                if now.duration_since(since) >= settle {
+                    return Ok(Ready {
+                        after: self.started.elapsed(),
+                        probes: 0,
+                    });
+                }
+            } else {
+                running_since = None;
+            }
+            if now >= self.deadline() {
+                return Err(self.timed_out(None));
+            }
+            let mut nap = SETTLE_POLL.min(self.deadline() - now);
+            if let Some(since) = running_since {
+                nap = nap.min((since + settle).saturating_duration_since(now));
+            }
+            tokio::time::sleep(nap).await;
+        }
+    }
+
+    /// Probes until a probe succeeds, the check gives up, or time runs out.
+    async fn probe_until_ready(
+        &self,
+        check: &HealthCheck,
+        target: &Target,
+        progress: &(dyn Fn(GateProgress) + Send + Sync),
+    ) -> Result<Ready, NotReady> {
+        let mut watch = Watch::default();
+        let mut count = FailureCount::new(check);
+        let mut attempt: u32 = 0;
+        let mut last: Option<String> = None;
+        let mut next_probe = self.started;
+        loop {
+            let running = self.look(&mut watch, last.as_ref()).await?;
+            let now = Instant::now();
+            if now >= self.deadline() {
+                return Err(self.timed_out(last));
+            }
+            if running && now >= next_probe {
+                attempt = attempt.saturating_add(1);
+                progress(GateProgress::Probing {
+                    attempt,
+                    last: last.clone(),
+                });
+                let probe_start = Instant::now();
+                let probe = self.probe(target, check.timeout);
+                let Ok(outcome) = tokio::time::timeout_at(self.deadline(), probe).await else {
+                    return Err(self.timed_out(last));
+                };
+                match outcome {
+                    Ok(()) => {
+                        tracing::debug!(instance = self.instance, attempt, "health probe passed");
+                        return Ok(Ready {
+                            after: self.started.elapsed(),
+                            probes: attempt,
+                        });
+                    }
+                    Err(ProbeError::Fatal(message)) => return Err(NotReady::Runtime(message)),
+                    Err(ProbeError::Failed(text)) => {
+                        tracing::debug!(instance = self.instance, attempt, failure = %text, "health probe failed");
+                        // A probe often fails because the instance just
+                        // died: report that rather than the probe.
+                        self.look(&mut watch, Some(&text)).await?;
+                        match count.failed(probe_start.duration_since(self.started)) {
+                            Judged::InStartPeriod { remaining } => {
+                                progress(GateProgress::StartPeriod { remaining })
+                            }
+                            Judged::Counted => {}
+                            Judged::Unhealthy { failures } => {
+                                return Err(NotReady::Unhealthy {
+                                    failures,
+                                    last: text,
+                                });
+                            }
+                        }
+                        last = Some(text);
+                    }
+                }
+                next_probe = probe_start + check.interval;
+            }
+            let now = Instant::now();
+            if now >= self.deadline() {
+                return Err(self.timed_out(last));
+            }
+            let nap = if running {
+                WATCH_POLL.min(next_probe.saturating_duration_since(now))
+            } else {
+                SETTLE_POLL
+            };
+            tokio::time::sleep(nap.min(self.deadline() - now)).await;
+        }
+    }
+
+    /// Looks at the instance: `true` while it runs, `false` before it
+    /// does; an error when it stopped, is gone, or cannot be inspected (a
+    /// timeout, with `last`, when the inspection outlasts the deadline).
+    async fn look(&self, watch: &mut Watch, last: Option<&String>) -> Result<bool, NotReady> {
+        let inspect = self.runtime.inspect(self.instance);
+        let info = tokio::time::timeout_at(self.deadline(), inspect)
+            .await
+            .map_err(|_| self.timed_out(last.cloned()))?
+            .map_err(|e| NotReady::Runtime(format!("cannot inspect {}: {e}", self.instance)))?;
+        match watch.observe(info.as_ref()) {
+            Observed::Running => Ok(true),
+            Observed::NotYet => Ok(false),
+            Observed::Gone => Err(NotReady::Runtime(format!(
+                "{} no longer exists",
+                self.instance
+            ))),
+            Observed::Exited { exit_code } => Err(NotReady::Exited {
+                exit_code,
+                logs: last_logs(self.runtime, self.instance).await,
+            }),
+        }
+    }
+
+    /// Runs one probe.
+    async fn probe(&self, target: &Target, timeout: Duration) -> Result<(), ProbeError> {
+        match target {
+            Target::Command => {
+                let run = self.runtime.run_health_check(self.instance);
+                match tokio::time::timeout(timeout + COMMAND_GRACE, run).await {
+                    Ok(Ok(report)) if report.healthy => Ok(()),
+                    Ok(Ok(report)) if report.output.is_empty() => {
+                        Err(ProbeError::Failed("the check failed".to_string()))
+                    }
+                    Ok(Ok(report)) => Err(ProbeError::Failed(report.output)),
+                    // Not running: the next look says how it ended.
+                    Ok(Err(RuntimeError::Conflict(message))) => Err(ProbeError::Failed(message)),
+                    Ok(Err(e)) => Err(ProbeError::Fatal(format!(
+                        "cannot run the health check of {}: {e}",
+                        self.instance
+                    ))),
+                    Err(_) => Err(ProbeError::Failed(format!(
+                        "the check did not finish within {}",
+                        span(timeout + COMMAND_GRACE)
+                    ))),
+                }
+            }
+            Target::Tcp(addr) => {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(ProbeError::Failed(format!("cannot connect to {addr}: {e}"))),
+                    Err(_) => Err(ProbeError::Failed(format!(
+                        "no connection to {addr} within {}",
+                        span(timeout)
+                    ))),
+                }
+            }
+            Target::Http { addr, path, status } => {
+                let url = format!("{addr}{path}");
+                let answer = tokio::time::timeout(timeout, http_get(*addr, path)).await;
+                match answer {
+                    Ok(Ok(got)) => judge_status(got, *status, &url),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ProbeError::Failed(format!(
+                        "no answer from {url} within {}",
+                        span(timeout)
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// Why a probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ProbeError {
+    /// The check failed: counts as a failed probe.
+    Failed(String),
+    /// The probe cannot be run at all (misconfiguration, runtime down).
+    Fatal(String),
+}
+
+/// What one probe does, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// The runtime runs the container's own check.
+    Command,
+    /// Connect to this address.
+    Tcp(SocketAddr),
+    /// GET `path` from this address.
+    Http {
+        addr: SocketAddr,
+        path: String,
+        status: Option<u16>,
+    },
+}
+
+impl Target {
+    fn resolve(check: &HealthCheck, ports: &[PortMapping]) -> Result<Target, String> {
+        Ok(match &check.probe {
+            HealthProbe::Command { .. } => Target::Command,
+            HealthProbe::Tcp { port } => Target::Tcp(probe_address(ports, *port)?),
+            HealthProbe::Http { port, path, status } => Target::Http {
+                addr: probe_address(ports, *port)?,
+                path: if path.is_empty() {
+                    HealthCheck::DEFAULT_PATH.to_string()
+                } else {
+                    path.clone()
+                },
+                status: *status,
+            },
+        })
+    }
+}
+
+/// The host address on which the container port `port` (tcp) is published:
+/// its host address, with a wildcard (or none) probed on loopback.
+fn probe_address(ports: &[PortMapping], port: u16) -> Result<SocketAddr, String> {
+    let mapping = ports
+        .iter()
+        .find(|p| {
+            p.container_port == port
+                && (p.protocol.is_empty() || p.protocol.eq_ignore_ascii_case("tcp"))
+        })
+        .ok_or_else(|| {
+            format!(
+                "health check port {port}/tcp is not published: it is probed through its host port"
+            )
+        })?;
+    if mapping.host_port == 0 {
+        return Err(format!(
+            "health check port {port}/tcp is published on no fixed host port"
+        ));
+    }
+    let host = mapping.host_ip.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip = match host {
+        "" | "0.0.0.0" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        "::" => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other.parse::<IpAddr>().map_err(|_| {
+            format!("health check port {port}/tcp: host address {other:?} is not an IP address")
+        })?,
+    };
+    Ok(SocketAddr::new(ip, mapping.host_port))
+}
+
+/// Whether an HTTP answer `got` passes: `expected`, or any 2xx.
+fn judge_status(got: StatusCode, expected: Option<u16>, url: &str) -> Result<(), ProbeError> {
+    let ok = match expected {
+        Some(want) => got.as_u16() == want,
+        None => got.is_success(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let mut text = format!("HTTP {} from {url}", got.as_u16());
+    if let Some(want) = expected {
+        let _ = write!(text, " (expected {want})");
+    }
+    Err(ProbeError::Failed(text))
+}
+
+/// GETs `path` from `addr` over HTTP/1.1 and returns the status (the body is
+/// not read).
+async fn http_get(addr: SocketAddr, path: &str) -> Result<StatusCode, ProbeError> {
+    let url = format!("{addr}{path}");
+    let request = Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .header(header::USER_AGENT, "mcp-health-check")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ProbeError::Fatal(format!("invalid health check path {path:?}: {e}")))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ProbeError::Failed(format!("cannot connect to {addr}: {e}")))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProbeError::Failed(format!("no HTTP connection to {addr}: {e}")))?;
+    // The connection is driven by a task of its own, ended with the probe
+    // (also when the probe is abandoned at its timeout).
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ProbeError::Failed(format!("no HTTP answer from {url}: {e}")))?;
+    Ok(response.status())
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The last [`EXIT_LOG_LINES`] lines an instance printed; none when they
+/// cannot be read.
+async fn last_logs(runtime: &dyn Runtime, instance: &str) -> Vec<String> {
+    let options = LogOptions {
+        follow: false,
+        tail: u32::try_from(EXIT_LOG_LINES).ok(),
+    };
+    let read = async {
+        let mut stream = runtime.logs(instance, &options).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk?.data);
+        }
+        Ok::<_, RuntimeError>(bytes)
+    };
+    match tokio::time::timeout(LOG_READ_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => tail_lines(&String::from_utf8_lossy(&bytes), EXIT_LOG_LINES),
+        Ok(Err(e)) => {
+            tracing::warn!(instance, error = %e, "cannot read the logs of a stopped instance");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(
+                instance,
+                "reading the logs of a stopped instance took too long"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// The last `n` non-blank lines of `text`, without trailing whitespace.
+fn tail_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// What one look at the instance showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Observed {
+    /// It runs.
+    Running,
+    /// It has not started running (created, paused, in transition).
+    NotYet,
+    /// It stopped, or was restarted since the gate first saw it run.
+    Exited { exit_code: Option<i64> },
+    /// It does not exist.
+    Gone,
+}
+
+/// Follows an instance across looks, to notice a restart between two.
+#[derive(Debug, Default)]
+struct Watch {
+    /// When the run the gate first saw started (Unix seconds).
+    started_at: Option<i64>,
+}
+
+impl Watch {
+    fn observe(&mut self, info: Option<&InstanceInfo>) -> Observed {
+        let Some(info) = info else {
+            return Observed::Gone;
+        };
+        match info.state {
+            InstanceState::Running => {
+                if info.started_at > 0 {
+                    match self.started_at {
+                        Some(first) if first != info.started_at => {
+                            return Observed::Exited { exit_code: None };
+                        }
+                        Some(_) => {}
+                        None => self.started_at = Some(info.started_at),
+                    }
+                }
+                Observed::Running
+            }
+            InstanceState::Exited => Observed::Exited {
+                exit_code: info.exit_code,
+            },
+            InstanceState::Created | InstanceState::Paused | InstanceState::Other(_) => {
+                Observed::NotYet
+            }
+        }
+    }
+}
+
+/// How a failed probe counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    /// Within the start period: it does not count.
+    InStartPeriod { remaining: Duration },
+    /// It counts, but the check has not given up yet.
+    Counted,
+    /// `failures` in a row: the instance is unhealthy.
+    Unhealthy { failures: u32 },
+}
+
+/// Counts failed probes.
+#[derive(Debug, Clone)]
+struct FailureCount {
+    start_period: Duration,
+    retries: u32,
+    failures: u32,
+}
+
+impl FailureCount {
+    fn new(check: &HealthCheck) -> FailureCount {
+        FailureCount {
+            start_period: check.start_period,
+            retries: check.retries.max(1),
+            failures: 0,
+        }
+    }
+
+    /// A probe that started `elapsed` after the gate did failed.
+    fn failed(&mut self, elapsed: Duration) -> Judged {
+        if elapsed < self.start_period {
+            return Judged::InStartPeriod {
+                remaining: self.start_period - elapsed,
+            };
+        }
+        self.failures += 1;
+        if self.failures >= self.retries {
+            Judged::Unhealthy {
+                failures: self.failures,
+            }
+        } else {
+            Judged::Counted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use mcp_runtime::RuntimeKind;
+
+    use super::*;
+
+    fn mapping(host_ip: &str, host_port: u16, container_port: u16, protocol: &str) -> PortMapping {
+        PortMapping {
+            host_ip: host_ip.into(),
+            host_port,
+            container_port,
+            protocol: protocol.into(),
+        }
+    }
+
+    #[test]
+    fn probe_address_uses_the_published_host_side() {
+        let ports = [
+            mapping("127.0.0.1", 18080, 8080, "udp"),
+            mapping("127.0.0.2", 18081, 8080, "tcp"),
+            mapping("", 19090, 9090, "tcp"),
+            mapping("0.0.0.0", 19091, 9091, "tcp"),
+            mapping("::", 19092, 9092, "tcp"),
+            mapping("::1", 19093, 9093, ""),
+            mapping("[fd00::5]", 19094, 9094, "TCP"),
+            mapping("not-an-ip", 19095, 9095, "tcp"),
+        ];
+        let addr = |port| probe_address(&ports, port);
+        // The udp mapping of 8080 is skipped for the tcp one.
+        assert_eq!(addr(8080), Ok("127.0.0.2:18081".parse().expect("addr")));
+        assert_eq!(addr(9090), Ok("127.0.0.1:19090".parse().expect("addr")));
+        assert_eq!(addr(9091), Ok("127.0.0.1:19091".parse().expect("addr")));
+        assert_eq!(addr(9092), Ok("[::1]:19092".parse().expect("addr")));
+        assert_eq!(addr(9093), Ok("[::1]:19093".parse().expect("addr")));
+        assert_eq!(addr(9094), Ok("[fd00::5]:19094".parse().expect("addr")));
+        let err = addr(9095).expect_err("bad host");
+        assert!(err.contains("not-an-ip"), "{err}");
+        let err = addr(7000).expect_err("unpublished");
+        assert!(err.contains("7000/tcp is not published"), "{err}");
+        let udp_only = [mapping("127.0.0.1", 5353, 53, "udp")];
+        assert!(probe_address(&udp_only, 53).is_err());
+    }
+
+    #[test]
+    fn targets() {
+        let ports = [mapping("127.0.0.1", 18080, 8080, "tcp")];
+        let http = HealthCheck::new(HealthProbe::Http {
+            port: 8080,
+            path: String::new(),
+            status: Some(204),
+        });
+        assert_eq!(
+            Target::resolve(&http, &ports),
+            Ok(Target::Http {
+                addr: "127.0.0.1:18080".parse().expect("addr"),
+                path: "/".into(),
+                status: Some(204),
+            })
+        );
+        let command = HealthCheck::new(HealthProbe::Command {
+            argv: vec!["true".into()],
+        });
+        assert_eq!(Target::resolve(&command, &[]), Ok(Target::Command));
+        let tcp = HealthCheck::new(HealthProbe::Tcp { port: 9999 });
+        assert!(Target::resolve(&tcp, &ports).is_err());
+    }
+
+    #[test]
+    fn http_status_judgement() {
+        let url = "127.0.0.1:8080/nope";
+        assert_eq!(judge_status(StatusCode::OK, None, url), Ok(()));
+        assert_eq!(judge_status(StatusCode::NO_CONTENT, None, url), Ok(()));
+        assert_eq!(
+            judge_status(StatusCode::NOT_FOUND, None, url),
+            Err(ProbeError::Failed(
+                "HTTP 404 from 127.0.0.1:8080/nope".into()
+            ))
+        );
+        assert_eq!(
+            judge_status(StatusCode::MOVED_PERMANENTLY, None, url),
+            Err(ProbeError::Failed(
+                "HTTP 301 from 127.0.0.1:8080/nope".into()
+            ))
+        );
+        assert_eq!(judge_status(StatusCode::NOT_FOUND, Some(404), url), Ok(()));
+        assert_eq!(
+            judge_status(StatusCode::OK, Some(204), url),
+            Err(ProbeError::Failed(
+                "HTTP 200 from 127.0.0.1:8080/nope (expected 204)".into()
+            ))
+        );
+    }
+
+    fn check(retries: u32, start_period: Duration) -> HealthCheck {
+        HealthCheck {
+            retries,
+            start_period,
+            ..HealthCheck::new(HealthProbe::Tcp { port: 80 })
+        }
+    }
+
+    #[test]
+    fn failures_count_after_the_start_period() {
+        let secs = Duration::from_secs;
+        let mut count = FailureCount::new(&check(2, secs(10)));
+        assert_eq!(
+            count.failed(Duration::ZERO),
+            Judged::InStartPeriod {
+                remaining: secs(10)
+            }
+        );
+        assert_eq!(
+            count.failed(secs(9)),
+            Judged::InStartPeriod { remaining: secs(1) }
+        );
+        // The period is over once it has fully passed.
+        assert_eq!(count.failed(secs(10)), Judged::Counted);
+        assert_eq!(count.failed(secs(11)), Judged::Unhealthy { failures: 2 });
+
+        let mut count = FailureCount::new(&check(1, Duration::ZERO));
+        assert_eq!(
+            count.failed(Duration::ZERO),
+            Judged::Unhealthy { failures: 1 }
+        );
+
+        // Retries of 0 (never from a validated definition) act as 1.
+        let mut count = FailureCount::new(&check(0, Duration::ZERO));
+        assert_eq!(
+            count.failed(Duration::ZERO),
+            Judged::Unhealthy { failures: 1 }
+        );
+
+        let mut count = FailureCount::new(&check(3, Duration::ZERO));
+        assert_eq!(count.failed(secs(0)), Judged::Counted);
+        assert_eq!(count.failed(secs(1)), Judged::Counted);
+        assert_eq!(count.failed(secs(2)), Judged::Unhealthy { failures: 3 });
+    }
+
+    fn info(state: InstanceState, started_at: i64, exit_code: Option<i64>) -> InstanceInfo {
+        InstanceInfo {
+            id: "id".into(),
+            name: "svc-web".into(),
+            image: "img".into(),
+            image_id: "sha".into(),
+            state,
+            status: String::new(),
+            exit_code,
+            labels: BTreeMap::new(),
+            ports: Vec::new(),
+            created_at: 1,
+            started_at,
+            runtime: RuntimeKind::Container,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn watching_an_instance() {
+        let mut watch = Watch::default();
+        assert_eq!(watch.observe(None), Observed::Gone);
+        assert_eq!(
+            watch.observe(Some(&info(InstanceState::Created, 0, None))),
+            Observed::NotYet
+        );
+        assert_eq!(
+            watch.observe(Some(&info(InstanceState::Running, 100, None))),
+            Observed::Running
+        );
+        assert_eq!(
+            watch.observe(Some(&info(InstanceState::Running, 100, None))),
+            Observed::Running
+        );
+        assert_eq!(
+            watch.observe(Some(&info(
+                InstanceState::Other("stopping".into()),
+                100,
+                None
+            ))),
+            Observed::NotYet
+        );
+        assert_eq!(
+            watch.observe(Some(&info(InstanceState::Exited, 100, Some(3)))),
+            Observed::Exited { exit_code: Some(3) }
+        );
+        // Restarted (by a restart policy) between two looks.
+        assert_eq!(
+            watch.observe(Some(&info(InstanceState::Running, 104, None))),
+            Observed::Exited { exit_code: None }
+        );
+    }
+
+    #[test]
+    fn messages() {
+        let exited = NotReady::Exited {
+            exit_code: Some(3),
+            logs: vec!["boom".into(), "bang".into()],
+        };
+        assert_eq!(
+            exited.to_string(),
+            "exited with code 3; last output: boom | bang"
+        );
+        let many: Vec<String> = (1..=12).map(|i| format!("line {i}")).collect();
+        let exited = NotReady::Exited {
+            exit_code: None,
+            logs: many,
+        };
+        assert_eq!(
+            exited.to_string(),
+            "stopped running; last output: line 3 | line 4 | line 5 | line 6 | line 7 | line 8 | line 9 | line 10 | line 11 | line 12"
+        );
+        let silent = NotReady::Exited {
+            exit_code: Some(0),
+            logs: vec![],
+        };
+        assert_eq!(silent.to_string(), "exited with code 0; no output");
+        let unhealthy = NotReady::Unhealthy {
+            failures: 3,
+            last: "HTTP 404 from 127.0.0.1:8080/nope".into(),
+        };
+        assert_eq!(
+            unhealthy.to_string(),
+            "unhealthy after 3 failed checks: last: HTTP 404 from 127.0.0.1:8080/nope"
+        );
+        let once = NotReady::Unhealthy {
+            failures: 1,
+            last: "x".into(),
+        };
+        assert_eq!(once.to_string(), "unhealthy after 1 failed check: last: x");
+        let timeout = NotReady::Timeout {
+            after: Duration::from_millis(1500),
+            last: Some("cannot connect".into()),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "not ready within 1s 500ms; last check: cannot connect"
+        );
+        let timeout = NotReady::Timeout {
+            after: Duration::from_secs(30),
+            last: None,
+        };
+        assert_eq!(timeout.to_string(), "not ready within 30s");
+        assert_eq!(
+            NotReady::Runtime("podman is down".into()).to_string(),
+            "podman is down"
+        );
+    }
+
+    /// A one-shot HTTP server on loopback: reads a request, writes `answer`
+    /// and closes at once. Returns its address and the requests it read.
+    async fn one_shot_server(
+        answer: &'static [u8],
+        connections: usize,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for _ in 0..connections {
+                let (mut socket, _) = listener.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf[read..]).await.expect("read");
+                    if n == 0 {
+                        break;
+                    }
+                    read += n;
+                }
+                requests.push(String::from_utf8_lossy(&buf[..read]).into_owned());
+                let _ = socket.write_all(answer).await;
+                let _ = socket.shutdown().await;
+            }
+            requests
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_the_status_of_a_server_that_closes_at_once() {
+        const ROUNDS: usize = 50;
+        let (addr, server) = one_shot_server(
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            ROUNDS,
+        )
+        .await;
+        for _ in 0..ROUNDS {
+            assert_eq!(
+                http_get(addr, "/healthz?full=1").await,
+                Ok(StatusCode::NO_CONTENT)
+            );
+        }
+        let requests = server.await.expect("server");
+        let first = &requests[0];
+        assert!(
+            first.starts_with("GET /healthz?full=1 HTTP/1.1\r\n"),
+            "{first}"
+        );
+        assert!(
+            first
+                .to_ascii_lowercase()
+                .contains(&format!("host: {addr}\r\n")),
+            "{first}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_probe_failures_say_what_happened() {
+        let (addr, server) = one_shot_server(b"", 1).await;
+        match http_get(addr, "/").await {
+            Err(ProbeError::Failed(text)) => {
+                assert!(
+                    text.starts_with(&format!("no HTTP answer from {addr}/")),
+                    "{text}"
+                )
+            }
+            other => panic!("expected a failed probe, got {other:?}"),
+        }
+        server.await.expect("server");
+        // Nothing listens there any more.
+        match http_get(addr, "/").await {
+            Err(ProbeError::Failed(text)) => {
+                assert!(
+                    text.starts_with(&format!("cannot connect to {addr}")),
+                    "{text}"
+                )
+            }
+            other => panic!("expected a failed probe, got {other:?}"),
+        }
+    }
+
+    /// A runtime whose instance is always as `state` says (`None`: gone,
+    /// `Err`: inspect fails); everything else is refused.
+    struct Fake {
+        state: Option<Result<InstanceState, ()>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for Fake {
+        fn kind(&self) -> RuntimeKind {
+            RuntimeKind::Unikernel
+        }
+        async fn ping(&self) -> mcp_runtime::RuntimeResult<mcp_runtime::RuntimeVersion> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn image_exists(&self, _: &str) -> mcp_runtime::RuntimeResult<bool> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn pull(&self, _: &str) -> mcp_runtime::RuntimeResult<()> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn create(
+            &self,
+            _: &mcp_runtime::InstanceSpec,
+        ) -> mcp_runtime::RuntimeResult<String> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn start(&self, _: &str) -> mcp_runtime::RuntimeResult<()> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn stop(&self, _: &str, _: Duration) -> mcp_runtime::RuntimeResult<()> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn remove(&self, _: &str, _: bool) -> mcp_runtime::RuntimeResult<()> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn rename(&self, _: &str, _: &str) -> mcp_runtime::RuntimeResult<()> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn inspect(&self, _: &str) -> mcp_runtime::RuntimeResult<Option<InstanceInfo>> {
+            match &self.state {
+                None => Ok(None),
+                Some(Err(())) => Err(RuntimeError::Unavailable {
+                    endpoint: "/fake.sock".into(),
+                    reason: "refused".into(),
+                }),
+                Some(Ok(state)) => Ok(Some(info(state.clone(), 100, None))),
+            }
+        }
+        async fn list(&self) -> mcp_runtime::RuntimeResult<Vec<InstanceInfo>> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn logs(
+            &self,
+            _: &str,
+            _: &LogOptions,
+        ) -> mcp_runtime::RuntimeResult<mcp_runtime::LogStream> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+        async fn events(&self) -> mcp_runtime::RuntimeResult<mcp_runtime::EventStream> {
+            Err(RuntimeError::Invalid("fake".into()))
+        }
+    }
+
+    async fn gate(
+        fake: Fake,
+        check: Option<&HealthCheck>,
+        timeout: Duration,
+    ) -> Result<Ready, NotReady> {
+        wait_ready(
+            &fake,
+            "svc-web",
+            &[],
+            check,
+            Duration::ZERO,
+            timeout,
+            &|_| {},
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn the_gate_on_a_fake_runtime() {
+        let running = || Fake {
+            state: Some(Ok(InstanceState::Running)),
+        };
+        let long = Duration::from_secs(30);
+        let ready = gate(running(), None, long).await.expect("running is ready");
+        assert_eq!(ready.probes, 0);
+        assert!(ready.after < long, "{ready:?}");
+        // A runtime without health checks (the trait's default).
+        let command = HealthCheck::new(HealthProbe::Command {
+            argv: vec!["true".into()],
+        });
+        match gate(running(), Some(&command), long).await {
+            Err(NotReady::Runtime(m)) => assert!(
+                m.contains("svc-web") && m.contains("does not run health checks"),
+                "{m}"
+            ),
+            other => panic!("expected Runtime, got {other:?}"),
+        }
+        match gate(Fake { state: None }, None, long).await {
+            Err(NotReady::Runtime(m)) => assert_eq!(m, "svc-web no longer exists"),
+            other => panic!("expected Runtime, got {other:?}"),
+        }
+        match gate(
+            Fake {
+                state: Some(Err(())),
+            },
+            None,
+            long,
+        )
+        .await
+        {
+            Err(NotReady::Runtime(m)) => assert!(m.starts_with("cannot inspect svc-web: "), "{m}"),
+            other => panic!("expected Runtime, got {other:?}"),
+        }
+        // Never started: the deadline ends the wait.
+        let created = Fake {
+            state: Some(Ok(InstanceState::Created)),
+        };
+        let short = Duration::from_millis(200);
+        assert_eq!(
+            gate(created, None, short).await,
+            Err(NotReady::Timeout {
+                after: short,
+                last: None
+            })
+        );
+    }
+
+    #[test]
+    fn the_gate_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let fake = Fake { state: None };
+        let check = HealthCheck::new(HealthProbe::Tcp { port: 80 });
+        let gate = wait_ready(
+            &fake,
+            "svc-web",
+            &[],
+            Some(&check),
+            Duration::ZERO,
+            Duration::ZERO,
+            &|_| {},
+        );
+        assert_send(&gate);
+    }
+
+    #[test]
+    fn tail_of_the_logs() {
+        assert_eq!(tail_lines("a\nb\n\n  \nc  \r\n", 10), ["a", "b", "c"]);
+        assert_eq!(tail_lines("1\n2\n3\n4", 2), ["3", "4"]);
+        assert!(tail_lines("", 10).is_empty());
+    }
+}
