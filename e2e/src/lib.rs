@@ -535,28 +535,31 @@ impl CmdResult {
 
 /// GETs `/` from `127.0.0.1:port`, retrying for a few seconds; returns the body.
 pub fn http_get(port: u16) -> String {
-    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(mut s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-                let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
-                let mut buf = String::new();
-                if s.read_to_string(&mut buf).is_ok()
-                    && buf.contains("\r\n\r\n")
-                    && let Some((_, body)) = buf.split_once("\r\n\r\n")
-                {
-                    return body.to_string();
-                }
-                last = buf;
-            }
-            Err(e) => last = e.to_string(),
+        match try_http_get(port) {
+            Ok(body) => return body,
+            Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("no HTTP answer on 127.0.0.1:{port}: {last}");
+}
+
+/// GETs `/` from `127.0.0.1:port` once: the body, or what went wrong.
+pub fn try_http_get(port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut buf = String::new();
+    if s.read_to_string(&mut buf).is_ok()
+        && let Some((_, body)) = buf.split_once("\r\n\r\n")
+    {
+        return Ok(body.to_string());
+    }
+    Err(buf)
 }
 
 /// Polls `f` until it returns `Some`, for up to `timeout`.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mcp_e2e::{Node, free_port, http_get, unique, wait_for};
+use mcp_e2e::{Node, free_port, http_get, try_http_get, unique, wait_for};
 use serde_json::Value;
 
 /// A one-component web service on `port` with an HTTP health check on
@@ -393,4 +393,102 @@ fn a_health_check_of_an_unknown_kind_is_refused_before_anything_happens() {
         "nothing registered: {list}"
     );
     assert!(node.instances_of(&service).is_empty());
+}
+
+/// A caller that goes away mid-deploy (its RPC cancelled, as by Ctrl-C in
+/// a script using the unary `Deploy`, or a killed `mcp deploy` on the
+/// progress stream) does not stop the deploy halfway: it runs to its end on
+/// the node, and the component ends up on the new version, registry and all.
+#[test]
+fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
+    let mut node = Node::start();
+    let service = unique("gone");
+    let port = free_port();
+    let (v1, v2) = (node.env.image_v1.clone(), node.env.image_v2.clone());
+    node.write_service(&service, &web(&service, &v1, port, "/", "", ""));
+    node.mcp(&["deploy", &service]).success();
+
+    // Ready about 3 s after its start; the caller leaves after 1 s, while
+    // the old instance (publishing the port) is stopped.
+    let slow = r#"cmd = ["/bin/sh", "-c", "sleep 3; exec /bin/busybox httpd -f -p 8080 -h /www"]"#;
+    let path = node.write_service(
+        &service,
+        &web(&service, &v2, port, "/", slow, "start_period = \"30s\""),
+    );
+    let def = mcp_core::servicedef::load(&path).expect("definition");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut client = mcp_core::client::Client::connect(
+            &node.name,
+            &node.addr,
+            &node.connect_options(Some(&node.admin_token)),
+        )
+        .await
+        .expect("connect");
+        let call = client.deploy(&def, None, mcp_core::reconcile::PullPolicy::Missing, None);
+        let left = tokio::time::timeout(Duration::from_secs(1), call).await;
+        assert!(
+            left.is_err(),
+            "the deploy should still be waiting: {left:?}"
+        );
+    });
+    drop(rt);
+
+    let serving_v2 = wait_for(Duration::from_secs(30), || {
+        try_http_get(port)
+            .is_ok_and(|body| body == "hello from v2\n")
+            .then_some(())
+    });
+    assert!(
+        serving_v2.is_some(),
+        "the deploy did not finish on the node"
+    );
+    let done = wait_for(Duration::from_secs(10), || {
+        let c = status_of(&node, &service);
+        (c["desired_image"] == v2.as_str() && c["observed_image"] == v2.as_str()).then_some(c)
+    });
+    let c = done.expect("the registry records v2 once the deploy finished");
+    assert_eq!(c["observed_state"], "running", "{c}");
+    assert_eq!(c["drift"], serde_json::json!([]), "{c}");
+    let names: Vec<String> = node
+        .instances_of(&service)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, [format!("{service}-web")], "no staged instance left");
+    assert!(event_kinds(&node, &service).contains(&"updated".to_string()));
+
+    // The same with `mcp deploy` on the progress stream, killed mid-wait.
+    node.write_service(
+        &service,
+        &web(&service, &v1, port, "/", slow, "start_period = \"30s\""),
+    );
+    let mut cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
+        .args(["deploy", &service])
+        .env("MCP_CONFIG", node.cli_config())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mcp");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        cli.try_wait().expect("try_wait").is_none(),
+        "mcp deploy should still be waiting"
+    );
+    cli.kill().expect("kill mcp");
+    let _ = cli.wait();
+    let serving_v1 = wait_for(Duration::from_secs(30), || {
+        try_http_get(port)
+            .is_ok_and(|body| body == "hello from v1\n")
+            .then_some(())
+    });
+    assert!(serving_v1.is_some(), "the streamed deploy did not finish");
+    let done = wait_for(Duration::from_secs(10), || {
+        let c = status_of(&node, &service);
+        (c["desired_image"] == v1.as_str() && c["observed_image"] == v1.as_str()).then_some(c)
+    });
+    assert!(done.is_some(), "the registry records v1 again");
 }

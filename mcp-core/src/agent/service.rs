@@ -58,6 +58,24 @@ impl AgentService {
         self
     }
 
+    /// Runs a change of the node to its end in a task of its own, counted as
+    /// activity. A caller that goes away (its RPC cancelled, as by Ctrl-C in
+    /// a script) stops waiting for the answer, never the change halfway.
+    async fn run_to_end<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, AgentError>> + Send + 'static,
+    ) -> Result<T, Status> {
+        let busy = self.activity.begin();
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            work.await
+        });
+        match task.await {
+            Ok(answer) => Ok(answer?),
+            Err(err) => Err(Status::internal(format!("the operation failed: {err}"))),
+        }
+    }
+
     /// The file tree of `service`, opened on a blocking thread; created
     /// first when `create`.
     async fn tree(&self, service: &str, create: bool) -> Result<Arc<ServiceTree>, Status> {
@@ -168,6 +186,18 @@ fn service_name(s: &str) -> Result<&str, Status> {
     }
 }
 
+/// A request's service (required) and component (optional), owned, for
+/// work that runs in a task of its own.
+fn service_and_component(
+    service: &str,
+    component: &str,
+) -> Result<(String, Option<String>), Status> {
+    Ok((
+        service_name(service)?.to_string(),
+        non_empty(component).map(str::to_string),
+    ))
+}
+
 /// Converts a runtime instance to its wire form.
 pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
     pb::RuntimeInstance {
@@ -240,9 +270,14 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let (def, only, pull, options) = deploy_request(request.into_inner())?;
-        let outcomes = self
-            .reconciler
-            .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
+        let reconciler = self.reconciler.clone();
+        let (def, outcomes) = self
+            .run_to_end(async move {
+                let outcomes = reconciler
+                    .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
+                    .await?;
+                Ok((def, outcomes))
+            })
             .await?;
         Ok(Response::new(pb::DeployResponse {
             service: def.name,
@@ -299,9 +334,10 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        let (service, component) = service_and_component(&req.service, &req.component)?;
+        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .reconciler
-            .stop(service_name(&req.service)?, non_empty(&req.component))
+            .run_to_end(async move { reconciler.stop(&service, component.as_deref()).await })
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -311,9 +347,10 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        let (service, component) = service_and_component(&req.service, &req.component)?;
+        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .reconciler
-            .start(service_name(&req.service)?, non_empty(&req.component))
+            .run_to_end(async move { reconciler.start(&service, component.as_deref()).await })
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -323,9 +360,10 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        let (service, component) = service_and_component(&req.service, &req.component)?;
+        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .reconciler
-            .restart(service_name(&req.service)?, non_empty(&req.component))
+            .run_to_end(async move { reconciler.restart(&service, component.as_deref()).await })
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -340,7 +378,11 @@ impl AgentServiceApi for AgentService {
                 "remove takes a whole service; drop the component from the definition and deploy instead",
             ));
         }
-        let outcomes = self.reconciler.remove(service_name(&req.service)?).await?;
+        let service = service_name(&req.service)?.to_string();
+        let reconciler = self.reconciler.clone();
+        let outcomes = self
+            .run_to_end(async move { reconciler.remove(&service).await })
+            .await?;
         Ok(action_response(req.service, outcomes))
     }
 
@@ -505,9 +547,10 @@ impl AgentServiceApi for AgentService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(AgentError::from)?;
         let pull = PullPolicy::from_proto(req.pull);
+        let (prune, dry_run) = (req.prune, req.dry_run);
+        let reconciler = self.reconciler.clone();
         let (plan, done) = self
-            .reconciler
-            .sync(&defs, req.prune, req.dry_run, pull)
+            .run_to_end(async move { reconciler.sync(&defs, prune, dry_run, pull).await })
             .await?;
         Ok(Response::new(pb::SyncResponse {
             plan: plan.services.into_iter().map(planned_service).collect(),
@@ -527,7 +570,11 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::AdoptRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let req = request.into_inner();
-        let adoption = self.reconciler.adopt(service_name(&req.service)?).await?;
+        let service = service_name(&req.service)?.to_string();
+        let reconciler = self.reconciler.clone();
+        let adoption = self
+            .run_to_end(async move { reconciler.adopt(&service).await })
+            .await?;
         Ok(Response::new(pb::AdoptResponse {
             definition: Some(adoption.definition.to_proto()),
             adopted: adoption.adopted,
@@ -571,9 +618,10 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        let (service, component) = service_and_component(&req.service, &req.component)?;
+        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .reconciler
-            .rollback(service_name(&req.service)?, non_empty(&req.component))
+            .run_to_end(async move { reconciler.rollback(&service, component.as_deref()).await })
             .await?;
         Ok(action_response(req.service, outcomes))
     }
