@@ -378,15 +378,33 @@ impl Node {
 
     /// Runs `mcp ARGS` against this node with extra environment variables.
     pub fn mcp_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CmdResult {
-        let out = Command::new(bin_dir().join("mcp"))
-            .args(args)
-            .env("MCP_CONFIG", self.cli_config())
-            .env_remove("MCP_TOKEN")
+        let out = self
+            .mcp_command(args)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .output()
             .expect("run mcp");
         CmdResult::from(out, args)
+    }
+
+    /// The command `mcp ARGS` against this node, to run as the test likes.
+    pub fn mcp_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(bin_dir().join("mcp"));
+        command
+            .args(args)
+            .env("MCP_CONFIG", self.cli_config())
+            .env_remove("MCP_TOKEN")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Starts `mcp ARGS` against this node in the background, its output
+    /// discarded: for a test that kills it or the agent mid-way.
+    pub fn spawn_mcp(&self, args: &[&str]) -> std::process::Child {
+        self.mcp_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mcp")
     }
 
     /// The audit file's records so far.

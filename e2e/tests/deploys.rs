@@ -466,13 +466,7 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
         &service,
         &web(&service, &v1, port, "/", slow, "start_period = \"30s\""),
     );
-    let mut cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-        .args(["deploy", &service])
-        .env("MCP_CONFIG", node.cli_config())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn mcp");
+    let mut cli = node.spawn_mcp(&["deploy", &service]);
     std::thread::sleep(Duration::from_secs(1));
     assert!(
         cli.try_wait().expect("try_wait").is_none(),

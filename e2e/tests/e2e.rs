@@ -471,13 +471,7 @@ fn sigkill_during_deploy_then_converges() {
     for (round, delay_ms) in [40u64, 150, 400].into_iter().enumerate() {
         let image = if round % 2 == 0 { &image_v2 } else { &image_v1 };
         node.write_service(&service, &def(image));
-        let cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-            .args(["deploy", &service])
-            .env("MCP_CONFIG", node.cli_config())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn mcp");
+        let cli = node.spawn_mcp(&["deploy", &service]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         node.kill_agent();
         let mut cli = cli;
@@ -566,9 +560,8 @@ fn podman_killed_while_following_logs_ends_the_stream() {
         &two_component_def(&service, &node.env.image_v1.clone(), port),
     );
     node.mcp(&["deploy", &service]).success();
-    let mut follower = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-        .args(["logs", &service, "worker", "-f"])
-        .env("MCP_CONFIG", node.cli_config())
+    let mut follower = node
+        .mcp_command(&["logs", &service, "worker", "-f"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1258,13 +1251,7 @@ fn sigkill_during_sync_of_ten_components_then_converges() {
     for (round, delay_ms) in [60u64, 200, 500].into_iter().enumerate() {
         let image = if round % 2 == 0 { &image_v2 } else { &image_v1 };
         write_all(&mut node, image);
-        let mut cli = std::process::Command::new(mcp_e2e::bin_dir().join("mcp"))
-            .arg("sync")
-            .env("MCP_CONFIG", node.cli_config())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn mcp");
+        let mut cli = node.spawn_mcp(&["sync"]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         node.kill_agent();
         let _ = cli.wait();
