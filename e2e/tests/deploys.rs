@@ -408,8 +408,8 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
     node.write_service(&service, &web(&service, &v1, port, "/", "", ""));
     node.mcp(&["deploy", &service]).success();
 
-    // Ready about 3 s after its start; the caller leaves after 1 s, while
-    // the old instance (publishing the port) is stopped.
+    // Ready about 3 s after its start; the caller leaves once the new
+    // instance exists, while the old one (publishing the port) is stopped.
     let slow = r#"cmd = ["/bin/sh", "-c", "sleep 3; exec /bin/busybox httpd -f -p 8080 -h /www"]"#;
     let path = node.write_service(
         &service,
@@ -429,11 +429,22 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
         .await
         .expect("connect");
         let call = client.deploy(&def, None, mcp_core::reconcile::PullPolicy::Missing, None);
-        let left = tokio::time::timeout(Duration::from_secs(1), call).await;
-        assert!(
-            left.is_err(),
-            "the deploy should still be waiting: {left:?}"
-        );
+        tokio::pin!(call);
+        use mcp_runtime::Runtime;
+        let podman = node.podman_client();
+        let staged = format!("{service}-web.mcp-new");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::select! {
+                answer = &mut call => panic!("the deploy answered before the caller left: {answer:?}"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if podman.inspect(&staged).await.is_ok_and(|i| i.is_some()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the deploy never got under way");
+        }
+        // Leaving the block drops the call: the RPC is cancelled.
     });
     drop(rt);
 
@@ -460,6 +471,13 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
         .collect();
     assert_eq!(names, [format!("{service}-web")], "no staged instance left");
     assert!(event_kinds(&node, &service).contains(&"updated".to_string()));
+    // The cancelled call is in the audit trail all the same.
+    let audited = wait_for(Duration::from_secs(5), || {
+        node.audit_records()
+            .into_iter()
+            .find(|r| r["method"] == "/mcp.v1.AgentService/Deploy" && r["outcome"] == "Cancelled")
+    });
+    assert!(audited.is_some(), "{:?}", node.audit_records());
 
     // The same with `mcp deploy` on the progress stream, killed mid-wait.
     node.write_service(
@@ -467,7 +485,12 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
         &web(&service, &v1, port, "/", slow, "start_period = \"30s\""),
     );
     let mut cli = node.spawn_mcp(&["deploy", &service]);
-    std::thread::sleep(Duration::from_secs(1));
+    let staged = wait_for(Duration::from_secs(30), || {
+        node.instances_of(&service)
+            .into_iter()
+            .find(|i| i.name.ends_with(".mcp-new"))
+    });
+    assert!(staged.is_some(), "the streamed deploy never got under way");
     assert!(
         cli.try_wait().expect("try_wait").is_none(),
         "mcp deploy should still be waiting"

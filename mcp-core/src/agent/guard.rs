@@ -158,8 +158,15 @@ where
                     record.caller = caller.name.clone();
                     record.auth = caller.source;
                     req.extensions_mut().insert(caller);
+                    // Written as cancelled should the caller go away before
+                    // the handler answers (the handler is dropped then).
+                    let pending = Unwritten(Some(Pending {
+                        record,
+                        started,
+                        audit,
+                    }));
                     let response = inner.call(req).await?;
-                    Ok(audit_response(response, record, started, audit))
+                    Ok(audit_response(response, pending))
                 }
             }
         })
@@ -177,25 +184,15 @@ fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// Records at once for a trailers-only response (the status is in the
 /// headers); otherwise wraps the body so the record is written when the
 /// trailers pass, the stream fails, or the client goes away.
-fn audit_response(
-    response: http::Response<Body>,
-    mut record: AuditRecord,
-    started: Instant,
-    audit: Arc<AuditLog>,
-) -> http::Response<Body> {
+fn audit_response(response: http::Response<Body>, mut pending: Unwritten) -> http::Response<Body> {
     if let Some(code) = status_of(response.headers()) {
-        record.finish(code, started.elapsed());
-        audit.record(record);
+        pending.finish(code);
         return response;
     }
     let (parts, body) = response.into_parts();
     let body = AuditBody {
         inner: body,
-        pending: Some(Pending {
-            record,
-            started,
-            audit,
-        }),
+        pending,
     };
     http::Response::from_parts(parts, Body::new(body))
 }
@@ -213,10 +210,29 @@ impl Pending {
     }
 }
 
+/// An audit record not yet written: written once, with the outcome given
+/// to `finish`, or as `Cancelled` when dropped unwritten (the client went
+/// away before the RPC finished).
+struct Unwritten(Option<Pending>);
+
+impl Unwritten {
+    fn finish(&mut self, code: tonic::Code) {
+        if let Some(p) = self.0.take() {
+            p.finish(code);
+        }
+    }
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
+    }
+}
+
 /// A response body that writes the audit record when the RPC ends.
 struct AuditBody {
     inner: Body,
-    pending: Option<Pending>,
+    pending: Unwritten,
 }
 
 impl http_body::Body for AuditBody {
@@ -231,22 +247,13 @@ impl http_body::Body for AuditBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(p) = this.pending.take()
-                {
-                    p.finish(status_of(trailers).unwrap_or(tonic::Code::Unknown));
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.pending
+                        .finish(status_of(trailers).unwrap_or(tonic::Code::Unknown));
                 }
             }
-            Poll::Ready(Some(Err(status))) => {
-                if let Some(p) = this.pending.take() {
-                    p.finish(status.code());
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(p) = this.pending.take() {
-                    p.finish(tonic::Code::Unknown);
-                }
-            }
+            Poll::Ready(Some(Err(status))) => this.pending.finish(status.code()),
+            Poll::Ready(None) => this.pending.finish(tonic::Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -258,14 +265,5 @@ impl http_body::Body for AuditBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for AuditBody {
-    fn drop(&mut self) {
-        // The client went away before the RPC finished.
-        if let Some(p) = self.pending.take() {
-            p.finish(tonic::Code::Cancelled);
-        }
     }
 }
