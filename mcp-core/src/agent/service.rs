@@ -58,24 +58,6 @@ impl AgentService {
         self
     }
 
-    /// Runs a change of the node to its end in a task of its own, counted as
-    /// activity. A caller that goes away (its RPC cancelled, as by Ctrl-C in
-    /// a script) stops waiting for the answer, never the change halfway.
-    async fn run_to_end<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T, AgentError>> + Send + 'static,
-    ) -> Result<T, Status> {
-        let busy = self.activity.begin();
-        let task = tokio::spawn(async move {
-            let _busy = busy;
-            work.await
-        });
-        match task.await {
-            Ok(answer) => Ok(answer?),
-            Err(err) => Err(Status::internal(format!("the operation failed: {err}"))),
-        }
-    }
-
     /// The file tree of `service`, opened on a blocking thread; created
     /// first when `create`.
     async fn tree(&self, service: &str, create: bool) -> Result<Arc<ServiceTree>, Status> {
@@ -186,18 +168,6 @@ fn service_name(s: &str) -> Result<&str, Status> {
     }
 }
 
-/// A request's service (required) and component (optional), owned, for
-/// work that runs in a task of its own.
-fn service_and_component(
-    service: &str,
-    component: &str,
-) -> Result<(String, Option<String>), Status> {
-    Ok((
-        service_name(service)?.to_string(),
-        non_empty(component).map(str::to_string),
-    ))
-}
-
 /// Converts a runtime instance to its wire form.
 pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
     pb::RuntimeInstance {
@@ -270,14 +240,9 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
         let (def, only, pull, options) = deploy_request(request.into_inner())?;
-        let reconciler = self.reconciler.clone();
-        let (def, outcomes) = self
-            .run_to_end(async move {
-                let outcomes = reconciler
-                    .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
-                    .await?;
-                Ok((def, outcomes))
-            })
+        let outcomes = self
+            .reconciler
+            .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
             .await?;
         Ok(Response::new(pb::DeployResponse {
             service: def.name,
@@ -334,10 +299,9 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
-        let (service, component) = service_and_component(&req.service, &req.component)?;
-        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .run_to_end(async move { reconciler.stop(&service, component.as_deref()).await })
+            .reconciler
+            .stop(service_name(&req.service)?, non_empty(&req.component))
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -347,10 +311,9 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
-        let (service, component) = service_and_component(&req.service, &req.component)?;
-        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .run_to_end(async move { reconciler.start(&service, component.as_deref()).await })
+            .reconciler
+            .start(service_name(&req.service)?, non_empty(&req.component))
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -360,10 +323,9 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
-        let (service, component) = service_and_component(&req.service, &req.component)?;
-        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .run_to_end(async move { reconciler.restart(&service, component.as_deref()).await })
+            .reconciler
+            .restart(service_name(&req.service)?, non_empty(&req.component))
             .await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -378,11 +340,7 @@ impl AgentServiceApi for AgentService {
                 "remove takes a whole service; drop the component from the definition and deploy instead",
             ));
         }
-        let service = service_name(&req.service)?.to_string();
-        let reconciler = self.reconciler.clone();
-        let outcomes = self
-            .run_to_end(async move { reconciler.remove(&service).await })
-            .await?;
+        let outcomes = self.reconciler.remove(service_name(&req.service)?).await?;
         Ok(action_response(req.service, outcomes))
     }
 
@@ -547,10 +505,9 @@ impl AgentServiceApi for AgentService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(AgentError::from)?;
         let pull = PullPolicy::from_proto(req.pull);
-        let (prune, dry_run) = (req.prune, req.dry_run);
-        let reconciler = self.reconciler.clone();
         let (plan, done) = self
-            .run_to_end(async move { reconciler.sync(&defs, prune, dry_run, pull).await })
+            .reconciler
+            .sync(&defs, req.prune, req.dry_run, pull)
             .await?;
         Ok(Response::new(pb::SyncResponse {
             plan: plan.services.into_iter().map(planned_service).collect(),
@@ -570,11 +527,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::AdoptRequest>,
     ) -> Result<Response<pb::AdoptResponse>, Status> {
         let req = request.into_inner();
-        let service = service_name(&req.service)?.to_string();
-        let reconciler = self.reconciler.clone();
-        let adoption = self
-            .run_to_end(async move { reconciler.adopt(&service).await })
-            .await?;
+        let adoption = self.reconciler.adopt(service_name(&req.service)?).await?;
         Ok(Response::new(pb::AdoptResponse {
             definition: Some(adoption.definition.to_proto()),
             adopted: adoption.adopted,
@@ -618,10 +571,9 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
-        let (service, component) = service_and_component(&req.service, &req.component)?;
-        let reconciler = self.reconciler.clone();
         let outcomes = self
-            .run_to_end(async move { reconciler.rollback(&service, component.as_deref()).await })
+            .reconciler
+            .rollback(service_name(&req.service)?, non_empty(&req.component))
             .await?;
         Ok(action_response(req.service, outcomes))
     }

@@ -2,7 +2,9 @@
 //! RPCs in flight, kept by a tower layer around the gRPC routes, which the
 //! monitor consults so that the moments in which a deploy, stop, start,
 //! restart, removal or sync has a container stopped or absent are not taken
-//! for drift.
+//! for drift. The same layer runs each such RPC's handler to its end in a
+//! task of its own, so that a caller going away never cuts a change
+//! halfway.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,7 +69,8 @@ impl Activity {
     }
 
     /// A tower layer that counts the agent's state-changing RPCs (those
-    /// [`policy`] reserves to admins) while their handlers run.
+    /// [`policy`] reserves to admins) while their handlers run, and runs
+    /// those handlers to their end in tasks of their own.
     pub fn layer(&self) -> ActivityLayer {
         ActivityLayer {
             activity: self.clone(),
@@ -116,6 +119,8 @@ impl<S, B> tower_service::Service<http::Request<B>> for ActivityService<S>
 where
     S: tower_service::Service<http::Request<B>>,
     S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -126,12 +131,28 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let guard = changes_state(req.uri().path()).then(|| self.activity.begin());
+        if !changes_state(req.uri().path()) {
+            return Box::pin(self.inner.call(req));
+        }
+        let guard = self.activity.begin();
         let fut = self.inner.call(req);
-        Box::pin(async move {
+        // A caller that goes away (its RPC reset: hyper drops the future
+        // this returns) stops waiting for the answer, never the change
+        // halfway: the handler runs in a task of its own.
+        let handler = tokio::spawn(async move {
             let out = fut.await;
             drop(guard);
             out
+        });
+        Box::pin(async move {
+            match handler.await {
+                Ok(out) => out,
+                Err(err) => match err.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Aborted: only as the runtime shuts down.
+                    Err(_) => std::future::pending().await,
+                },
+            }
         })
     }
 }
