@@ -497,6 +497,13 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
     );
     cli.kill().expect("kill mcp");
     let _ = cli.wait();
+    // It left before the end: that stream is audited as cancelled.
+    let audited = wait_for(Duration::from_secs(5), || {
+        node.audit_records().into_iter().find(|r| {
+            r["method"] == "/mcp.v1.AgentService/DeployStream" && r["outcome"] == "Cancelled"
+        })
+    });
+    assert!(audited.is_some(), "{:?}", node.audit_records());
     let serving_v1 = wait_for(Duration::from_secs(30), || {
         try_http_get(port)
             .is_ok_and(|body| body == "hello from v1\n")

@@ -226,3 +226,80 @@ fn token_management_commands() {
     let bad = run(&["token", "add", "x", "--role", "root"]);
     assert!(!bad.status.success());
 }
+
+/// A streamed deploy whose caller closes the stream as soon as it has read
+/// the outcome (as `mcp deploy` does) finished on the agent: its audit
+/// record says `Ok`, never `Cancelled`. Run many times, since the caller's
+/// close races the agent's status trailers.
+#[test]
+fn streamed_deploys_closed_at_their_outcome_are_audited_with_it() {
+    const ROUNDS: usize = 200;
+    let mut node = Node::start();
+    let service = unique("audit");
+    let path = node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\n",
+            node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let def = mcp_core::servicedef::load(&path).expect("definition");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut client = mcp_core::client::Client::connect(
+            &node.name,
+            &node.addr,
+            &node.connect_options(Some(&node.admin_token)),
+        )
+        .await
+        .expect("connect");
+        for round in 0..ROUNDS {
+            // `deploy_watch` returns on the outcome and drops the stream.
+            let done = client
+                .deploy_watch(
+                    &def,
+                    None,
+                    mcp_core::reconcile::PullPolicy::Missing,
+                    None,
+                    &mut |_| {},
+                )
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                done.results.iter().all(|r| r.error.is_empty()),
+                "round {round}: {done:?}"
+            );
+        }
+    });
+    drop(rt);
+    let streamed = |records: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["method"] == "/mcp.v1.AgentService/DeployStream")
+            .cloned()
+            .collect()
+    };
+    // The audit file is appended every 50 ms.
+    let records = mcp_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        let records = streamed(&node.audit_records());
+        // One more from the `mcp deploy` above.
+        (records.len() > ROUNDS).then_some(records)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every streamed deploy was audited: {:?}",
+            streamed(&node.audit_records())
+        )
+    });
+    let wrong: Vec<&serde_json::Value> = records.iter().filter(|r| r["outcome"] != "Ok").collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} finished streamed deploys audited as something else than Ok: {wrong:?}",
+        wrong.len(),
+        records.len()
+    );
+}

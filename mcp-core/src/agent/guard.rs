@@ -5,10 +5,18 @@
 //! It is a tower layer around all of the server's routes, so the agent's own
 //! API, health checking and reflection are covered alike, and nothing reaches
 //! a handler unauthenticated. The authenticated [`Caller`] is put in the
-//! request's extensions for handlers that want it.
+//! request's extensions for handlers that want it, and so is a
+//! [`HandlerEnd`], through which a streaming handler records that it
+//! finished.
+//!
+//! An RPC's outcome is the gRPC status its response ends with. A caller that
+//! goes away before that is recorded as `Cancelled`, except when the handler
+//! had already finished: a caller may close a stream as soon as it has read
+//! the final message (a deploy's outcome), before the trailers are sent, and
+//! that RPC did what it was asked.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -50,6 +58,29 @@ pub struct GuardService<S> {
     inner: S,
     auth: Arc<dyn TokenValidator>,
     audit: Arc<AuditLog>,
+}
+
+/// Where a handler records that it finished and how, before it sends its
+/// last message; found in every request's extensions. Should the caller
+/// close the stream after that message but before the status trailers, the
+/// audit record says what the handler recorded rather than `Cancelled`.
+#[derive(Debug, Clone, Default)]
+pub struct HandlerEnd(Arc<OnceLock<tonic::Code>>);
+
+impl HandlerEnd {
+    /// The handle of `request`, when it passed the guard.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<HandlerEnd> {
+        request.extensions().get::<HandlerEnd>().cloned()
+    }
+
+    /// Records that the handler finished with `code` (the first call counts).
+    pub fn finish(&self, code: tonic::Code) {
+        let _ = self.0.set(code);
+    }
+
+    fn code(&self) -> Option<tonic::Code> {
+        self.0.get().copied()
+    }
 }
 
 /// The peer address from the connection info tonic attaches.
@@ -158,13 +189,19 @@ where
                     record.caller = caller.name.clone();
                     record.auth = caller.source;
                     req.extensions_mut().insert(caller);
+                    let end = HandlerEnd::default();
+                    req.extensions_mut().insert(end.clone());
                     // Written as cancelled should the caller go away before
-                    // the handler answers (the handler is dropped then).
-                    let pending = Unwritten(Some(Pending {
-                        record,
-                        started,
-                        audit,
-                    }));
+                    // the handler answers (the handler is dropped then) or
+                    // before a streaming handler finished.
+                    let pending = Unwritten {
+                        pending: Some(Pending {
+                            record,
+                            started,
+                            audit,
+                        }),
+                        end,
+                    };
                     let response = inner.call(req).await?;
                     Ok(audit_response(response, pending))
                 }
@@ -211,13 +248,17 @@ impl Pending {
 }
 
 /// An audit record not yet written: written once, with the outcome given
-/// to `finish`, or as `Cancelled` when dropped unwritten (the client went
-/// away before the RPC finished).
-struct Unwritten(Option<Pending>);
+/// to `finish`; when dropped unwritten (the client went away before the
+/// response ended), with the outcome the handler recorded in its
+/// [`HandlerEnd`], or as `Cancelled` when it had not finished.
+struct Unwritten {
+    pending: Option<Pending>,
+    end: HandlerEnd,
+}
 
 impl Unwritten {
     fn finish(&mut self, code: tonic::Code) {
-        if let Some(p) = self.0.take() {
+        if let Some(p) = self.pending.take() {
             p.finish(code);
         }
     }
@@ -225,7 +266,8 @@ impl Unwritten {
 
 impl Drop for Unwritten {
     fn drop(&mut self) {
-        self.finish(tonic::Code::Cancelled);
+        let code = self.end.code().unwrap_or(tonic::Code::Cancelled);
+        self.finish(code);
     }
 }
 

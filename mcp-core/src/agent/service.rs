@@ -12,6 +12,7 @@ use mcp_proto::v1::agent_service_server::AgentService as AgentServiceApi;
 use mcp_runtime::{InstanceInfo, LogOptions};
 use tonic::{Request, Response, Status};
 
+use super::guard::HandlerEnd;
 use crate::config::FilesSettings;
 use crate::error::AgentError;
 use crate::files::transfer::{FileWriter, ReadItem, list_entries, read_file};
@@ -257,6 +258,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<Self::DeployStreamStream>, Status> {
         use pb::deploy_update::Update;
+        let end = HandlerEnd::of(&request);
         let (def, only, pull, options) = deploy_request(request.into_inner())?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reconciler = self.reconciler.clone();
@@ -287,6 +289,11 @@ impl AgentServiceApi for AgentService {
                 }),
                 Err(err) => Err(Status::from(err)),
             };
+            // Finished before the outcome leaves: a caller that closes the
+            // stream once it has read it left after the end.
+            if let Some(end) = end {
+                end.finish(last.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+            }
             let _ = tx.send(last);
         });
         Ok(Response::new(Box::pin(
