@@ -67,8 +67,8 @@ enum Command {
         /// When to pull images.
         #[arg(long, value_enum, default_value = "missing")]
         pull: Pull,
-        /// How long to wait for changed components to be ready (e.g. 90s, 5m) [default: the agent's [deploy] timeout].
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        /// How long to wait for changed components to be ready (e.g. 90s, 5m; at most 24h) [default: the agent's [deploy] timeout].
+        #[arg(long, value_name = "DURATION", value_parser = parse_deploy_timeout)]
         timeout: Option<std::time::Duration>,
     },
     /// Set `active = false` in the definition, then push it.
@@ -627,6 +627,18 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err("must be longer than zero".to_string()),
         Err(e) => Err(format!("{text:?} is not a duration such as 90s or 5m: {e}")),
     }
+}
+
+/// Parses `--timeout` of a deploy: a duration, at most the agent's longest.
+fn parse_deploy_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(text)?;
+    let longest = mcp_core::config::DEPLOY_TIMEOUT_BOUNDS.max;
+    if d.as_secs() > longest {
+        return Err(format!(
+            "{text:?} is longer than the longest deploy timeout, {longest} seconds (24h)"
+        ));
+    }
+    Ok(d)
 }
 
 /// Parses `--mode`: octal permission bits such as `640` or `0o640`.

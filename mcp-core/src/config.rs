@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use crate::auth::mcias::MciasConfig;
 
@@ -226,6 +227,77 @@ pub struct UnikernelSettings {
     pub images_dirs: Vec<PathBuf>,
 }
 
+/// The range a numeric setting of the agent's configuration must lie in,
+/// and its unit. Every such setting has one: a value far beyond any use (a
+/// cooldown of centuries) would overflow the clock where it is added to a
+/// time, so it is a configuration error, named with its place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The smallest value allowed.
+    pub min: u64,
+    /// The largest value allowed.
+    pub max: u64,
+    /// What the number counts: `seconds`, `milliseconds`, `days`, `alerts`.
+    pub unit: &'static str,
+}
+
+impl Bounds {
+    const fn new(min: u64, max: u64, unit: &'static str) -> Bounds {
+        Bounds { min, max, unit }
+    }
+}
+
+/// One day, in seconds.
+const DAY: u64 = 86_400;
+
+/// `[podman] stop_timeout`, seconds.
+pub const STOP_TIMEOUT_BOUNDS: Bounds = Bounds::new(0, 3_600, "seconds");
+/// `[monitor] interval`, seconds.
+pub const MONITOR_INTERVAL_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
+/// `[monitor] alert_timeout`, seconds.
+pub const ALERT_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 3_600, "seconds");
+/// `[monitor] alert_cooldown`, seconds.
+pub const ALERT_COOLDOWN_BOUNDS: Bounds = Bounds::new(1, 7 * DAY, "seconds");
+/// `[monitor] alert_burst`, alerts per cooldown.
+pub const ALERT_BURST_BOUNDS: Bounds = Bounds::new(1, 1_000, "alerts");
+/// `[monitor] event_retention_days`, days.
+pub const EVENT_RETENTION_BOUNDS: Bounds = Bounds::new(1, 3_650, "days");
+/// `[deploy] timeout`, seconds.
+pub const DEPLOY_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
+/// `[deploy] settle_ms`, milliseconds.
+pub const SETTLE_BOUNDS: Bounds = Bounds::new(0, 600_000, "milliseconds");
+/// `[tls] handshake_timeout`, seconds.
+pub const HANDSHAKE_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 300, "seconds");
+/// `[auth.mcias] cache_ttl`, seconds.
+pub const MCIAS_CACHE_TTL_BOUNDS: Bounds = Bounds::new(0, DAY, "seconds");
+/// `[auth.mcias] timeout`, seconds.
+pub const MCIAS_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 300, "seconds");
+
+/// Checks the number `value` of `key` in `text` (the file at `path`)
+/// against `bounds`; a value outside is an error at its line and column.
+fn bounded(
+    path: &Path,
+    text: &str,
+    key: &str,
+    value: &Spanned<u64>,
+    bounds: Bounds,
+) -> Result<u64, ConfigError> {
+    let n = *value.get_ref();
+    if (bounds.min..=bounds.max).contains(&n) {
+        return Ok(n);
+    }
+    let (line, col) = line_col(text, value.span().start);
+    Err(ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message: format!(
+            "{key} = {n}: must be between {} and {} {}",
+            bounds.min, bounds.max, bounds.unit
+        ),
+    })
+}
+
 /// Log output format of the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -278,9 +350,9 @@ struct AuthFile {
 struct MciasFile {
     url: Option<String>,
     ca_cert: Option<PathBuf>,
-    cache_ttl: Option<u64>,
+    cache_ttl: Option<Spanned<u64>>,
     cache_size: Option<usize>,
-    timeout: Option<u64>,
+    timeout: Option<Spanned<u64>>,
     admin_roles: Option<Vec<String>>,
     readonly_roles: Option<Vec<String>>,
 }
@@ -292,7 +364,7 @@ struct TlsFile {
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     insecure: Option<bool>,
-    handshake_timeout: Option<u64>,
+    handshake_timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,25 +372,25 @@ struct TlsFile {
 struct PodmanFile {
     socket: Option<PathBuf>,
     insecure_registries: Option<Vec<String>>,
-    stop_timeout: Option<u64>,
+    stop_timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MonitorFile {
-    interval: Option<u64>,
+    interval: Option<Spanned<u64>>,
     alert_command: Option<Vec<String>>,
-    alert_timeout: Option<u64>,
-    alert_cooldown: Option<u64>,
-    alert_burst: Option<u32>,
-    event_retention_days: Option<u64>,
+    alert_timeout: Option<Spanned<u64>>,
+    alert_cooldown: Option<Spanned<u64>>,
+    alert_burst: Option<Spanned<u64>>,
+    event_retention_days: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeployFile {
-    timeout: Option<u64>,
-    settle_ms: Option<u64>,
+    timeout: Option<Spanned<u64>>,
+    settle_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -483,14 +555,14 @@ impl AgentConfig {
         if let Some(v) = file.podman.insecure_registries {
             self.podman.insecure_registries = v;
         }
-        if let Some(v) = file.podman.stop_timeout {
-            self.podman.stop_timeout = Duration::from_secs(v);
+        let secs = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
+            bounded(path, text, key, v, bounds).map(Duration::from_secs)
+        };
+        if let Some(v) = &file.podman.stop_timeout {
+            self.podman.stop_timeout = secs("podman.stop_timeout", v, STOP_TIMEOUT_BOUNDS)?;
         }
-        if let Some(v) = file.monitor.interval {
-            if v == 0 {
-                return Err(invalid("monitor.interval must be at least 1 second".into()));
-            }
-            self.monitor.interval = Duration::from_secs(v);
+        if let Some(v) = &file.monitor.interval {
+            self.monitor.interval = secs("monitor.interval", v, MONITOR_INTERVAL_BOUNDS)?;
         }
         if let Some(v) = file.monitor.alert_command {
             if v.first().is_some_and(|p| p.is_empty()) {
@@ -500,47 +572,33 @@ impl AgentConfig {
             }
             self.monitor.alert_command = v;
         }
-        if let Some(v) = file.monitor.alert_timeout {
-            if v == 0 {
-                return Err(invalid(
-                    "monitor.alert_timeout must be at least 1 second".into(),
-                ));
-            }
-            self.monitor.alert_timeout = Duration::from_secs(v);
+        if let Some(v) = &file.monitor.alert_timeout {
+            self.monitor.alert_timeout = secs("monitor.alert_timeout", v, ALERT_TIMEOUT_BOUNDS)?;
         }
-        if let Some(v) = file.monitor.alert_cooldown {
-            if v == 0 {
-                return Err(invalid(
-                    "monitor.alert_cooldown must be at least 1 second".into(),
-                ));
-            }
-            self.monitor.alert_cooldown = Duration::from_secs(v);
+        if let Some(v) = &file.monitor.alert_cooldown {
+            self.monitor.alert_cooldown = secs("monitor.alert_cooldown", v, ALERT_COOLDOWN_BOUNDS)?;
         }
-        if let Some(v) = file.monitor.alert_burst {
-            if v == 0 {
-                return Err(invalid(
-                    "monitor.alert_burst must be at least 1 (to send no alerts, leave alert_command empty)"
-                        .into(),
-                ));
-            }
-            self.monitor.alert_burst = v;
+        if let Some(v) = &file.monitor.alert_burst {
+            // To send no alerts, leave alert_command empty.
+            let n = bounded(path, text, "monitor.alert_burst", v, ALERT_BURST_BOUNDS)?;
+            self.monitor.alert_burst = u32::try_from(n).unwrap_or(u32::MAX);
         }
-        if let Some(v) = file.deploy.timeout {
-            if v == 0 {
-                return Err(invalid("deploy.timeout must be at least 1 second".into()));
-            }
-            self.deploy.timeout = Duration::from_secs(v);
+        if let Some(v) = &file.deploy.timeout {
+            self.deploy.timeout = secs("deploy.timeout", v, DEPLOY_TIMEOUT_BOUNDS)?;
         }
-        if let Some(v) = file.deploy.settle_ms {
-            self.deploy.settle = Duration::from_millis(v);
+        if let Some(v) = &file.deploy.settle_ms {
+            self.deploy.settle =
+                Duration::from_millis(bounded(path, text, "deploy.settle_ms", v, SETTLE_BOUNDS)?);
         }
-        if let Some(v) = file.monitor.event_retention_days {
-            if v == 0 {
-                return Err(invalid(
-                    "monitor.event_retention_days must be at least 1".into(),
-                ));
-            }
-            self.monitor.event_retention = Duration::from_secs(v.saturating_mul(86_400));
+        if let Some(v) = &file.monitor.event_retention_days {
+            let days = bounded(
+                path,
+                text,
+                "monitor.event_retention_days",
+                v,
+                EVENT_RETENTION_BOUNDS,
+            )?;
+            self.monitor.event_retention = Duration::from_secs(days * DAY);
         }
         if let Some(v) = file.files.max_file_size {
             let bytes = match v {
@@ -590,7 +648,18 @@ impl AgentConfig {
             self.auth.audit_file = Some(v);
         }
         if let Some(m) = file.auth.mcias {
-            self.auth.mcias = Some(apply_mcias(self.auth.mcias.take(), m).map_err(invalid)?);
+            let ttl = m
+                .cache_ttl
+                .as_ref()
+                .map(|v| secs("auth.mcias.cache_ttl", v, MCIAS_CACHE_TTL_BOUNDS))
+                .transpose()?;
+            let timeout = m
+                .timeout
+                .as_ref()
+                .map(|v| secs("auth.mcias.timeout", v, MCIAS_TIMEOUT_BOUNDS))
+                .transpose()?;
+            self.auth.mcias =
+                Some(apply_mcias(self.auth.mcias.take(), m, ttl, timeout).map_err(invalid)?);
         }
         if let Some(v) = file.tls.cert {
             self.tls.cert = Some(v);
@@ -604,13 +673,9 @@ impl AgentConfig {
         if let Some(v) = file.tls.insecure {
             self.tls.insecure = v;
         }
-        if let Some(v) = file.tls.handshake_timeout {
-            if v == 0 {
-                return Err(invalid(
-                    "tls.handshake_timeout must be at least 1 second".into(),
-                ));
-            }
-            self.tls.handshake_timeout = Duration::from_secs(v);
+        if let Some(v) = &file.tls.handshake_timeout {
+            self.tls.handshake_timeout =
+                secs("tls.handshake_timeout", v, HANDSHAKE_TIMEOUT_BOUNDS)?;
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(invalid(
@@ -666,8 +731,14 @@ impl AgentConfig {
     }
 }
 
-/// Layers an `[auth.mcias]` table over what earlier layers set.
-fn apply_mcias(base: Option<MciasConfig>, file: MciasFile) -> Result<MciasConfig, String> {
+/// Layers an `[auth.mcias]` table over what earlier layers set; its
+/// `cache_ttl` and `timeout` come checked.
+fn apply_mcias(
+    base: Option<MciasConfig>,
+    file: MciasFile,
+    cache_ttl: Option<Duration>,
+    timeout: Option<Duration>,
+) -> Result<MciasConfig, String> {
     let url = match (file.url, base.as_ref()) {
         (Some(u), _) => u,
         (None, Some(b)) => b.url.clone(),
@@ -693,18 +764,15 @@ fn apply_mcias(base: Option<MciasConfig>, file: MciasFile) -> Result<MciasConfig
     if let Some(v) = file.ca_cert {
         c.ca_cert = Some(v);
     }
-    if let Some(v) = file.cache_ttl {
-        c.cache_ttl = Duration::from_secs(v);
+    if let Some(v) = cache_ttl {
+        c.cache_ttl = v;
     }
     if let Some(v) = file.cache_size {
         // 0 turns the cache off: every RPC asks MCIAS.
         c.cache_size = v;
     }
-    if let Some(v) = file.timeout {
-        if v == 0 {
-            return Err("auth.mcias.timeout must be at least 1 second".into());
-        }
-        c.timeout = Duration::from_secs(v);
+    if let Some(v) = timeout {
+        c.timeout = v;
     }
     if let Some(v) = file.admin_roles {
         c.admin_roles = v;
@@ -1075,6 +1143,113 @@ mod tests {
             assert!(err.contains("files.max_file_size"), "{bad}: {err}");
         }
         assert_eq!(c.files.max_file_size, 1000);
+    }
+
+    #[test]
+    fn numbers_out_of_their_range_are_errors_at_their_place() {
+        let cases = [
+            (
+                "[podman]\nstop_timeout = 3601\n",
+                "podman.stop_timeout = 3601: must be between 0 and 3600 seconds",
+                2,
+                16,
+            ),
+            (
+                "[monitor]\ninterval = 0\n",
+                "monitor.interval = 0: must be between 1 and 86400 seconds",
+                2,
+                12,
+            ),
+            (
+                "[monitor]\nalert_timeout = 0\n",
+                "monitor.alert_timeout = 0",
+                2,
+                17,
+            ),
+            // Far too long for the clock: a panic in the monitor before.
+            (
+                "[monitor]\nalert_cooldown = 18446744073709551615\n",
+                "monitor.alert_cooldown = 18446744073709551615: must be between 1 and 604800 seconds",
+                2,
+                18,
+            ),
+            (
+                "[monitor]\nalert_burst = 0\n",
+                "monitor.alert_burst = 0: must be between 1 and 1000 alerts",
+                2,
+                15,
+            ),
+            (
+                "[monitor]\nevent_retention_days = 0\n",
+                "monitor.event_retention_days = 0",
+                2,
+                24,
+            ),
+            (
+                "[monitor]\nevent_retention_days = 213503982334601\n",
+                "must be between 1 and 3650 days",
+                2,
+                24,
+            ),
+            (
+                "[deploy]\ntimeout = 0\n",
+                "deploy.timeout = 0: must be between 1 and 86400 seconds",
+                2,
+                11,
+            ),
+            (
+                "[deploy]\nsettle_ms = 600001\n",
+                "deploy.settle_ms = 600001: must be between 0 and 600000 milliseconds",
+                2,
+                13,
+            ),
+            (
+                "[tls]\nhandshake_timeout = 0\n",
+                "tls.handshake_timeout = 0",
+                2,
+                21,
+            ),
+            (
+                "[auth.mcias]\nurl = \"https://m\"\ncache_ttl = 99999999\n",
+                "auth.mcias.cache_ttl = 99999999",
+                3,
+                13,
+            ),
+            (
+                "[auth.mcias]\nurl = \"https://m\"\ntimeout = 0\n",
+                "auth.mcias.timeout = 0",
+                3,
+                11,
+            ),
+        ];
+        for (text, message, line, col) in cases {
+            let mut c = AgentConfig::defaults();
+            let before = c.clone();
+            let err = c
+                .apply_toml(Path::new("agent.toml"), text)
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.starts_with(&format!("agent.toml:{line}:{col}: ")) && err.contains(message),
+                "{text:?}: {err}"
+            );
+            assert_eq!(
+                c, before,
+                "{text:?}: a refused file changed the configuration"
+            );
+        }
+        // The ends of each range are accepted.
+        let mut c = AgentConfig::defaults();
+        c.apply_toml(
+            Path::new("agent.toml"),
+            "[podman]\nstop_timeout = 0\n[monitor]\ninterval = 86400\nalert_cooldown = 604800\nalert_burst = 1000\nevent_retention_days = 3650\n[deploy]\ntimeout = 86400\nsettle_ms = 0\n",
+        )
+        .expect("ends of the ranges");
+        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            c.monitor.event_retention,
+            Duration::from_secs(3650 * 86_400)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod dev;
 pub mod guard;
 mod service;
+pub mod supervise;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,12 @@ use crate::registry::{Registry, RegistryError};
 use crate::tls::{self, TlsError};
 use audit::{AuditFileError, AuditLog};
 use guard::GuardLayer;
+use supervise::{Supervisor, TASK_RESTARTED};
+
+/// The service name of events about the agent itself rather than one of
+/// its services (such as a background task restarted): `-`, which no
+/// service can be named.
+pub const AGENT_EVENTS: &str = "-";
 
 pub use service::AgentService;
 
@@ -240,25 +247,10 @@ impl Agent {
             tls,
         } = self;
         let addr = listener.local_addr().ok();
-        tokio::spawn(watch_runtime(reconciler.clone()));
-        tokio::spawn(reconciler.clone().follow_events());
-        tokio::spawn(prune_events(
-            reconciler.clone(),
-            config.monitor.event_retention,
-        ));
         // The monitor holds its drift checks while a state-changing RPC runs.
         let activity = Activity::new();
-        let monitor = tokio::spawn(
-            Monitor::new(
-                reconciler.clone(),
-                config.node_name.clone(),
-                config.monitor.clone(),
-            )
-            .with_activity(activity.clone())
-            .run(),
-        );
         // Stopped with the server, so that an alert program in flight is killed.
-        let _monitor = AbortOnDrop(monitor);
+        let _background = background_tasks(&reconciler, &config, &activity);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -314,13 +306,38 @@ impl Agent {
     }
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// The agent's background tasks, each restarted should it end or panic
+/// (with a log line and a `task-restarted` event), all stopped when the
+/// returned supervisor is dropped.
+fn background_tasks(
+    reconciler: &Arc<Reconciler>,
+    config: &AgentConfig,
+    activity: &Activity,
+) -> Supervisor {
+    let registry = reconciler.registry().clone();
+    let mut tasks = Supervisor::new(Arc::new(move |task: &str, how: &str| {
+        if let Err(e) = registry.record_event(AGENT_EVENTS, Some(task), TASK_RESTARTED, how) {
+            tracing::warn!(error = %e, "cannot record an event");
+        }
+    }));
+    let r = reconciler.clone();
+    tasks.spawn("runtime-watcher", move || watch_runtime(r.clone()));
+    let r = reconciler.clone();
+    tasks.spawn("runtime-events", move || r.clone().follow_events());
+    let (r, retention) = (reconciler.clone(), config.monitor.event_retention);
+    tasks.spawn("event-pruner", move || prune_events(r.clone(), retention));
+    let (r, node, settings, activity) = (
+        reconciler.clone(),
+        config.node_name.clone(),
+        config.monitor.clone(),
+        activity.clone(),
+    );
+    tasks.spawn("monitor", move || {
+        Monitor::new(r.clone(), node.clone(), settings.clone())
+            .with_activity(activity.clone())
+            .run()
+    });
+    tasks
 }
 
 /// Deletes event history older than `retention` at start and every hour.

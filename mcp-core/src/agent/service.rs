@@ -221,6 +221,13 @@ fn deploy_request(
         .service
         .ok_or_else(|| Status::invalid_argument("deploy needs a service definition"))?;
     let def = ServiceDef::from_proto(&spec).map_err(AgentError::from)?;
+    let longest = crate::config::DEPLOY_TIMEOUT_BOUNDS.max;
+    if req.timeout_ms / 1000 > longest {
+        return Err(Status::invalid_argument(format!(
+            "a deploy timeout of {} ms is longer than the longest allowed, {longest} seconds",
+            req.timeout_ms
+        )));
+    }
     let options = DeployOptions {
         timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
     };

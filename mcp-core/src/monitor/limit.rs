@@ -40,12 +40,18 @@ pub struct RateLimiter {
     keys: HashMap<ComponentKey, KeyState>,
 }
 
+/// The longest window a [`RateLimiter`] keeps (the configuration allows at
+/// most a week): a longer one is cut to it, so that adding it to a time can
+/// never overflow the clock.
+pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
+
 impl RateLimiter {
-    /// At most `burst` (at least 1) alerts per `window` per component.
+    /// At most `burst` (at least 1) alerts per `window` (at most
+    /// [`MAX_WINDOW`]) per component.
     pub fn new(burst: u32, window: Duration) -> RateLimiter {
         RateLimiter {
             burst: usize::try_from(burst).unwrap_or(usize::MAX).max(1),
-            window,
+            window: window.min(MAX_WINDOW),
             keys: HashMap::new(),
         }
     }
@@ -153,6 +159,21 @@ mod tests {
         assert!(matches!(r.check(&a, now), Decision::Suppress { .. }));
         assert!(matches!(r.check(&b, now), Decision::Suppress { .. }));
         assert_eq!(r.check(&ComponentKey::new("b", "web"), now), Decision::Send);
+    }
+
+    #[test]
+    fn a_window_too_long_for_the_clock_is_cut_not_a_panic() {
+        let mut r = RateLimiter::new(1, Duration::from_secs(u64::MAX));
+        let k = ComponentKey::new("a", "web");
+        let now = Instant::now();
+        assert_eq!(r.check(&k, now), Decision::Send);
+        assert_eq!(
+            r.check(&k, now),
+            Decision::Suppress {
+                first_in_window: true,
+                until: now + MAX_WINDOW
+            }
+        );
     }
 
     #[test]
