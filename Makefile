@@ -31,9 +31,13 @@ test-env:
 VENV        = $(ENV_DIR)/venv
 PY_PKG      = bindings/python
 
+# Ends with a check that the tests left nothing running (processes,
+# containers, volumes): scripts/leftovers.sh.
 test: test-env
+	. $(TEST_ENV) && scripts/leftovers.sh snapshot
 	. $(TEST_ENV) && $(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast
 	$(MAKE) test-python
+	. $(TEST_ENV) && scripts/leftovers.sh check
 
 # The Python bindings, installed into the test environment's venv with pip
 # (a debug build, sharing the workspace's target directory), tested with

@@ -474,9 +474,65 @@ impl Node {
     }
 }
 
+/// Kills (SIGKILL) every process whose command line mentions a file in the
+/// directory `dir`, but this one, and waits until they are gone: what a
+/// test started with its files under its own temporary directory (an
+/// agent, a podman service, a QEMU VM that outlives its agent) never
+/// outlives the test.
+pub fn kill_processes_mentioning(dir: &Path) {
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    let me = std::process::id();
+    let mut killed = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                killed.push(pid);
+            }
+        }
+    }
+    // Gone, or a zombie waiting for its parent: either way no longer running.
+    let running = |pid: &nix::unistd::Pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while killed.iter().any(running) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_agent();
+        // Whatever else runs from this node's directory: VMs, which
+        // outlive their agent by design, and the podman service.
+        kill_processes_mentioning(self.dir.path());
         // Clean up with the podman CLI, which works whether or not this
         // node's API service is still up.
         if !self.services.is_empty()
