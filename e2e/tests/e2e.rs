@@ -386,6 +386,99 @@ fn port_taken_fails_cleanly_and_keeps_old_instance() {
     drop(taken);
 }
 
+/// Leftovers of interrupted deploys are resolved one by one at the agent's
+/// start: one that cannot start (its port taken meanwhile) is recorded as
+/// an event and tried again later, and does not keep the others down.
+#[test]
+fn recovery_goes_on_past_a_leftover_that_fails_and_retries_it() {
+    let mut node = Node::start();
+    let (a, b) = (unique("reca"), unique("recb"));
+    let (pa, pb) = (free_port(), free_port());
+    let one = |service: &str, port: u16| {
+        format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"web\"\nimage = \"{}\"\nports = [\"127.0.0.1:{port}:8080\"]\n",
+            node.env.image_v1
+        )
+    };
+    let (def_a, def_b) = (one(&a, pa), one(&b, pb));
+    node.write_service(&a, &def_a);
+    node.write_service(&b, &def_b);
+    node.mcp(&["deploy", &a]).success();
+    node.mcp(&["deploy", &b]).success();
+
+    // Both as a replace interrupted between the old instance's removal
+    // and the new one's rename: only a stopped `<name>.mcp-new` is left.
+    node.stop_agent();
+    for service in [&a, &b] {
+        let name = format!("{service}-web");
+        for args in [
+            vec!["stop", "-t", "0", name.as_str()],
+            vec!["rename", name.as_str(), &format!("{name}.mcp-new")],
+        ] {
+            let out = std::process::Command::new("podman")
+                .args(&args)
+                .output()
+                .expect("podman");
+            assert!(
+                out.status.success(),
+                "podman {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Meanwhile something else took b's port.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", pb)).expect("bind b's port");
+    node.start_agent();
+
+    // a is back although b failed first or after it.
+    assert_eq!(http_get(pa), "hello from v1\n");
+    let kinds = |service: &str| -> Vec<(String, String)> {
+        let v = node.mcp_json(&["events", "--service", service]);
+        v["nodes"][0]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or_default().to_string(),
+                    e["detail"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let failed = wait_for(Duration::from_secs(10), || {
+        kinds(&b).into_iter().find(|(k, _)| k == "recovery-failed")
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no recovery-failed event: {:?}\n{}",
+            kinds(&b),
+            node.agent_log()
+        )
+    });
+    assert!(
+        failed.1.contains("address already in use") && failed.1.contains("trying again later"),
+        "{failed:?}"
+    );
+    assert!(kinds(&a).iter().all(|(k, _)| k != "recovery-failed"));
+    let names: Vec<String> = node.instances_of(&b).into_iter().map(|i| i.name).collect();
+    assert_eq!(names, [format!("{b}-web")], "b's leftover took its name");
+
+    // Once the port is free again, the next try starts b.
+    drop(taken);
+    let recovered = wait_for(Duration::from_secs(30), || {
+        kinds(&b).into_iter().find(|(k, _)| k == "recovered")
+    });
+    assert!(
+        recovered.is_some(),
+        "b was not tried again: {:?}\n{}",
+        kinds(&b),
+        node.agent_log()
+    );
+    assert_eq!(http_get(pb), "hello from v1\n");
+}
+
 #[test]
 fn bad_definitions_are_refused_before_anything_is_sent() {
     let mut node = Node::start();
@@ -423,6 +516,72 @@ fn bad_definitions_are_refused_before_anything_is_sent() {
     assert_eq!(
         list["nodes"][0]["services"].as_array().map(Vec::len),
         Some(0)
+    );
+}
+
+#[test]
+fn stop_of_a_service_never_deployed_creates_nothing() {
+    let mut node = Node::start();
+    let service = unique("never");
+    let port = free_port();
+    node.write_service(
+        &service,
+        &two_component_def(&service, &node.env.image_v1, port),
+    );
+    let out = node.mcp_json(&["stop", &service]);
+    assert_eq!(
+        actions(&out),
+        [pair("web", "unchanged"), pair("worker", "unchanged")],
+        "{out}"
+    );
+    assert!(
+        node.instances_of(&service).is_empty(),
+        "instances were created"
+    );
+    // The node knows the stopped service; its start makes the instances.
+    let status = node.mcp_json(&["status", &service]);
+    for c in components(&status) {
+        assert_eq!(c["observed_state"], "missing", "{status}");
+        assert_eq!(c["drift"], serde_json::json!([]), "{status}");
+    }
+    let plan = node.mcp_json(&["sync", "--dry-run"]);
+    assert!(plan.to_string().contains("\"unchanged\""), "{plan}");
+    node.mcp(&["start", &service]).success();
+    assert_eq!(http_get(port), "hello from v1\n");
+    assert_eq!(node.instances_of(&service).len(), 2);
+}
+
+#[test]
+fn a_definition_named_unlike_its_file_is_refused() {
+    let mut node = Node::start();
+    let service = unique("named");
+    let other = unique("other");
+    let path = node.write_service(
+        &service,
+        &format!(
+            "name = \"{other}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\n",
+            node.env.image_v1
+        ),
+    );
+    node.track(&other);
+    for args in [vec!["deploy", service.as_str()], vec!["sync"]] {
+        let err = node.mcp(&args).failure();
+        assert!(
+            err.contains(&format!(
+                "{}:1:8: name \"{other}\" differs from the file name \"{service}.toml\"",
+                path.display()
+            )) && err.contains(&format!(
+                "rename the file to {other}.toml or set name = \"{service}\""
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(node.instances_of(&other).is_empty());
+    let list = node.mcp_json(&["list"]);
+    assert_eq!(
+        list["nodes"][0]["services"],
+        serde_json::json!([]),
+        "{list}"
     );
 }
 

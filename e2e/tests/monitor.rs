@@ -372,13 +372,21 @@ restart = "always"
     assert_eq!(alert_lines(&out), Vec::<String>::new());
     assert_eq!(ps_drift(&node, &crash), serde_json::json!([]));
 
-    // Wrong image: the container replaced from outside by another image.
+    // Wrong image: the container replaced from outside by another image,
+    // keeping MCP's labels (without them it is not the component's
+    // instance at all: see `a_hand_made_container_in_a_components_place`).
     podman_cli(&["rm", "-f", "-t", "0", &app]);
     podman_cli(&[
         "run",
         "-d",
         "--name",
         &app,
+        "--label",
+        "mcp.managed=true",
+        "--label",
+        &format!("mcp.service={service}"),
+        "--label",
+        "mcp.component=app",
         &node.env.image_v2,
         "sleep",
         "3600",

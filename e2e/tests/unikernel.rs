@@ -221,7 +221,7 @@ cmd = ["sleep", "3600"]
     ])
     .success();
     for (extra, why) in [
-        ("memory = \"16M\"", "below the minimum"),
+        ("memory = \"16M\"", "a vm needs at least 32 mib"),
         (
             &*format!("ports = [\"127.0.0.1:{taken_port}:8080\"]"),
             "already in use",
@@ -260,6 +260,76 @@ cmd = ["sleep", "3600"]
         assert!(running.is_none(), "{extra}: a qemu was left running");
     }
     drop(taken);
+}
+
+/// What the definition alone or the node can tell before starting refuses
+/// the whole service: none of its components changes.
+#[test]
+fn a_refused_component_leaves_every_component_of_its_service_as_it_was() {
+    let mut node = Node::start();
+    let _ = enable_vms(&mut node);
+    let service = unique("whole");
+    let (v1, v2) = (node.env.image_v1.clone(), node.env.image_v2.clone());
+    let web = |image: &str| {
+        format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"3600\"]\n"
+        )
+    };
+
+    // A VM below the memory a VM needs, beside a container: refused by the
+    // CLI at the value, nothing sent, the container not created.
+    let path = node.write_service(
+        &service,
+        &format!(
+            "{}\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"vm/disk.raw\"\nmemory = \"8M\"\n",
+            web(&v1)
+        ),
+    );
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(
+        err.contains(&format!(
+            "{}:12:10: invalid memory \"8M\" for a unikernel component: a VM needs at least 32 MiB",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(node.instances_of(&service).is_empty());
+
+    // The container runs v1. A new version of it together with a VM whose
+    // disk is not on the node: the node refuses the VM before it starts,
+    // so the container is not replaced either.
+    node.write_service(&service, &web(&v1));
+    node.mcp(&["deploy", &service]).success();
+    let before: Vec<(String, i64)> = node
+        .instances_of(&service)
+        .into_iter()
+        .map(|i| (i.id, i.started_at))
+        .collect();
+    assert_eq!(before.len(), 1);
+    node.write_service(
+        &service,
+        &format!(
+            "{}\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"vm/missing.raw\"\n",
+            web(&v2)
+        ),
+    );
+    let err = node.mcp(&["deploy", &service]).failure();
+    assert!(
+        err.contains(&format!("{service}/vm: image \"vm/missing.raw\"")),
+        "{err}"
+    );
+    let after: Vec<(String, i64)> = node
+        .instances_of(&service)
+        .into_iter()
+        .map(|i| (i.id, i.started_at))
+        .collect();
+    assert_eq!(after, before, "the container was touched");
+    let status = node.mcp_json(&["status", &service]);
+    let comps = status["nodes"][0]["components"]
+        .as_array()
+        .expect("components");
+    assert_eq!(comps.len(), 1, "the refused VM was recorded: {status}");
+    assert_eq!(comps[0]["desired_image"], v1.as_str(), "{status}");
 }
 
 #[test]

@@ -275,7 +275,7 @@ impl Ctx {
     }
 
     fn load_def(&self, target: &str) -> anyhow::Result<ServiceDef> {
-        Ok(servicedef::load(&self.config.definition_path(target))?)
+        Ok(self.config.load_definition(target)?)
     }
 
     /// The node a service's files are on: `--node`, else the node its
@@ -283,7 +283,7 @@ impl Ctx {
     fn node_for_service(&self, service: &str) -> anyhow::Result<&NodeEntry> {
         let path = self.config.definition_path(service);
         let def = if self.node.is_none() && path.exists() {
-            Some(servicedef::load(&path)?)
+            Some(self.config.load_definition(service)?)
         } else {
             None
         };
@@ -660,12 +660,12 @@ fn parse_mode(text: &str) -> Result<u32, String> {
 async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::Result<()> {
     let path = ctx.config.definition_path(target);
     // Validate before touching the file: a broken definition is reported, not edited.
-    let before = servicedef::load(&path)?;
+    let before = ctx.config.load_definition(target)?;
     let original = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let node = ctx.node_for(Some(&before))?;
     let mut client = ctx.client(node).await?;
     servicedef::write_active(&path, active)?;
-    let def = servicedef::load(&path)?;
+    let def = ctx.config.load_definition(target)?;
     match client.deploy(&def, None, PullPolicy::Missing, None).await {
         Ok(res) => {
             ctx.out.results(&node.name, &res.service, &res.results)?;

@@ -1411,6 +1411,35 @@ impl CliConfig {
             self.services_dir.join(format!("{target}.toml"))
         }
     }
+
+    /// Loads the definition a CLI argument names ([`definition_path`]). A
+    /// file of the services directory (a name always is) must define the
+    /// service of its file name ([`servicedef::load_named`]).
+    ///
+    /// [`definition_path`]: CliConfig::definition_path
+    /// [`servicedef::load_named`]: crate::servicedef::load_named
+    pub fn load_definition(
+        &self,
+        target: &str,
+    ) -> Result<crate::servicedef::ServiceDef, crate::servicedef::ServiceDefError> {
+        let path = self.definition_path(target);
+        let in_services_dir = path.parent().is_some_and(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            match (dir.canonicalize(), self.services_dir.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => dir == self.services_dir,
+            }
+        });
+        if in_services_dir {
+            crate::servicedef::load_named(&path)
+        } else {
+            crate::servicedef::load(&path)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ public   = true
 name    = "vault"
 image   = "registry.example:5000/metacrypt-vault.img"
 runtime = "unikernel"
-ports   = ["[::1]:9000:9000/udp"]
+ports   = ["127.0.0.2:9000:9000/udp"]
 memory  = "1GiB"
 vcpus   = 2
 "#;
@@ -98,7 +98,7 @@ fn parses_every_field() {
 
     let vault = def.component("vault").expect("vault");
     assert_eq!(vault.runtime, RuntimeKind::Unikernel);
-    assert_eq!(vault.ports[0].host_ip, "::1");
+    assert_eq!(vault.ports[0].host_ip, "127.0.0.2");
     assert_eq!(vault.ports[0].protocol, "udp");
     assert_eq!(vault.memory.as_ref().map(Memory::bytes), Some(1 << 30));
     assert!(vault.routes.is_empty());
@@ -123,7 +123,7 @@ fn proto_round_trip_is_lossless() {
         spec.components[0].volumes,
         ["/srv/metacrypt:/srv/metacrypt:rw"]
     );
-    assert_eq!(spec.components[1].ports, ["[::1]:9000:9000/udp"]);
+    assert_eq!(spec.components[1].ports, ["127.0.0.2:9000:9000/udp"]);
     assert_eq!(spec.components[1].memory, "1GiB");
     assert_eq!(spec.components[1].runtime, "unikernel");
     let back = ServiceDef::from_proto(&spec).expect("valid on the wire");
@@ -210,7 +210,7 @@ fn load_names_a_missing_file() {
 }
 
 #[test]
-fn load_dir_reads_every_definition_and_refuses_duplicates() {
+fn load_dir_reads_every_definition_and_refuses_misnamed_files() {
     let dir = tempfile::tempdir().unwrap();
     let def =
         |name: &str| format!("name = \"{name}\"\n[[components]]\nname = \"c\"\nimage = \"i\"\n");
@@ -220,14 +220,65 @@ fn load_dir_reads_every_definition_and_refuses_duplicates() {
     let defs = mcp_core::servicedef::load_dir(dir.path()).unwrap();
     let names: Vec<&str> = defs.iter().map(|(_, d)| d.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
-    std::fs::write(dir.path().join("c.toml"), def("a")).unwrap();
+    // A second definition of `a`, in a file of another name: refused at its
+    // name, with both names, since `mcp status a` looks for a.toml.
+    let c = dir.path().join("c.toml");
+    std::fs::write(&c, def("a")).unwrap();
     let err = mcp_core::servicedef::load_dir(dir.path())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("c.toml") && err.contains("a.toml"), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "{}:1:8: name \"a\" differs from the file name \"c.toml\": a service is found as <services_dir>/<name>.toml; rename the file to a.toml or set name = \"c\"",
+            c.display()
+        )
+    );
+    // The same from load_named, the loader of one file of the directory.
+    let err = mcp_core::servicedef::load_named(&c).unwrap_err();
+    assert_eq!((err.line(), err.col()), (Some(1), Some(8)));
+    assert!(
+        mcp_core::servicedef::load(&c).is_ok(),
+        "any file may be loaded by path"
+    );
     std::fs::write(dir.path().join("c.toml"), "name = \"c\"\nbogus = 1\n").unwrap();
     let err = mcp_core::servicedef::load_dir(dir.path())
         .unwrap_err()
         .to_string();
     assert!(err.contains("c.toml:2:1:"), "{err}");
+}
+
+#[test]
+fn load_dir_refuses_two_services_that_would_share_an_instance_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // `ux` with `web-db` and `ux-web` with `db` are both `ux-web-db`.
+    std::fs::write(
+        dir.path().join("ux.toml"),
+        "name = \"ux\"\n\n[[components]]\nname = \"api\"\nimage = \"i\"\n\n[[components]]\nname = \"web-db\"\nimage = \"i\"\n",
+    )
+    .unwrap();
+    let other = dir.path().join("ux-web.toml");
+    std::fs::write(
+        &other,
+        "name = \"ux-web\"\n[[components]]\nname = \"db\"\nimage = \"i\"\n",
+    )
+    .unwrap();
+    let err = servicedef::load_dir(dir.path()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:8:8: component \"web-db\" of service \"ux\" and component \"db\" of service \"ux-web\" would both be the instance ux-web-db: rename one of them (in {})",
+            dir.path().join("ux.toml").display(),
+            other.display()
+        )
+    );
+    let defs = [
+        servicedef::load(&dir.path().join("ux.toml")).unwrap(),
+        servicedef::load(&other).unwrap(),
+    ];
+    assert_eq!(
+        servicedef::shared_instance_name(&defs),
+        Some(((0, "web-db"), (1, "db")))
+    );
+    assert_eq!(servicedef::shared_instance_name(&defs[..1]), None);
 }

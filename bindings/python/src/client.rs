@@ -75,11 +75,12 @@ impl Client {
         if let Ok(def) = arg.cast::<ServiceDef>() {
             return Ok(def.get().inner.clone());
         }
-        let path = match (&self.config, arg.extract::<String>()) {
-            (Some(config), Ok(text)) => config.definition_path(&text),
-            _ => arg.extract::<PathBuf>()?,
-        };
-        Ok(load(&path)?.inner)
+        if let (Some(config), Ok(text)) = (&self.config, arg.extract::<String>()) {
+            return config
+                .load_definition(&text)
+                .map_err(crate::error::definition_error);
+        }
+        Ok(load(&arg.extract::<PathBuf>()?)?.inner)
     }
 
     fn connect(

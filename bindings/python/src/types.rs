@@ -410,8 +410,9 @@ record! {
     PlannedComponent {
         /// The component.
         component: String,
-        /// `create`, `update`, `start`, `stop`, `remove`, `unchanged` or
-        /// `conflict`.
+        /// `create`, `update`, `start`, `stop`, `record` (an inactive
+        /// service's definition kept, no instance made), `remove`,
+        /// `unchanged` or `conflict`.
         change: String,
         /// For an update: what differs.
         fields: Vec<FieldChange>,

@@ -353,26 +353,48 @@ async fn prune_events(reconciler: Arc<Reconciler>, retention: Duration) {
     }
 }
 
+/// First wait before leftovers of interrupted deploys that could not be
+/// resolved are tried again.
+pub const RECOVERY_RETRY_MIN: Duration = Duration::from_secs(5);
+/// Longest wait between two tries.
+pub const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Probes the runtime every few seconds, logs when it goes away or comes
-/// back, and on each return resolves leftovers of interrupted deploys.
+/// back, and on each return resolves leftovers of interrupted deploys. Those
+/// that fail are tried again, 5 s later doubling to 5 minutes, until they
+/// succeed (or the runtime goes away, whose return starts over).
 async fn watch_runtime(reconciler: Arc<Reconciler>) {
     // `None` until the first probe, then whether the runtime answered.
     let mut available: Option<bool> = None;
+    // Leftovers to try again, when, and the wait after that.
+    let mut pending: Vec<(String, String)> = Vec::new();
+    let mut retry_at = tokio::time::Instant::now();
+    let mut retry_wait = RECOVERY_RETRY_MIN;
     loop {
         let ok = match reconciler.runtime().ping().await {
             Ok(v) => {
                 if available != Some(true) {
                     tracing::info!(version = %v.version, "runtime available");
                     match reconciler.recover().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(
-                            count = n,
-                            "resolved instances left by interrupted deploys"
-                        ),
+                        Ok(recovery) => {
+                            if !recovery.resolved.is_empty() {
+                                tracing::info!(
+                                    count = recovery.resolved.len(),
+                                    "resolved instances left by interrupted deploys"
+                                );
+                            }
+                            pending = recovery.failed;
+                            retry_wait = RECOVERY_RETRY_MIN;
+                            retry_at = tokio::time::Instant::now() + retry_wait;
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not resolve leftovers of interrupted deploys")
                         }
                     }
+                } else if !pending.is_empty() && tokio::time::Instant::now() >= retry_at {
+                    pending = reconciler.recover_components(&pending, true).await.failed;
+                    retry_wait = (retry_wait * 2).min(RECOVERY_RETRY_MAX);
+                    retry_at = tokio::time::Instant::now() + retry_wait;
                 }
                 true
             }

@@ -371,7 +371,16 @@ impl AgentServiceApi for AgentService {
                 .into_iter()
                 .map(component_status)
                 .collect(),
-            unmanaged: report.unmanaged.iter().map(instance).collect(),
+            unmanaged: report
+                .unmanaged
+                .iter()
+                .map(|u| pb::RuntimeInstance {
+                    // Whom it belongs to, by the status's attribution.
+                    service: u.service.clone(),
+                    component: u.component.clone(),
+                    ..instance(&u.instance)
+                })
+                .collect(),
         }))
     }
 

@@ -65,9 +65,8 @@ pub struct Observation {
 
 impl Observation {
     /// The drift in `report`. `services` are the services the registry knows
-    /// (those of the report's components are added); an unmanaged instance is
-    /// attributed to the longest service name it starts with (followed by
-    /// `-`), its component being the rest of its name.
+    /// (those of the report's components are added); an unmanaged instance
+    /// counts for the service and component the report attributes it to.
     pub fn from_status(
         report: &StatusReport,
         services: impl IntoIterator<Item = String>,
@@ -97,21 +96,10 @@ impl Observation {
                 },
             );
         }
-        for inst in &report.unmanaged {
-            let Some(service) = services
-                .iter()
-                .filter(|s| {
-                    inst.name
-                        .strip_prefix(s.as_str())
-                        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
-                })
-                .max_by_key(|s| s.len())
-            else {
-                continue;
-            };
-            let component = &inst.name[service.len() + 1..];
+        for u in &report.unmanaged {
+            let inst = &u.instance;
             let entry = drift
-                .entry(ComponentKey::new(service, component))
+                .entry(ComponentKey::new(&u.service, &u.component))
                 .or_insert_with(ComponentDrift::default);
             entry.kinds.insert(UNMANAGED_DRIFT.to_string());
             entry.detail = format!(
@@ -335,7 +323,7 @@ pub fn open_drift(events: &[EventRecord]) -> BTreeMap<ComponentKey, BTreeSet<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::ComponentStatus;
+    use crate::reconcile::{ComponentStatus, UnmanagedInstance};
     use mcp_runtime::{InstanceInfo, InstanceState, RuntimeKind};
 
     const SETTLE: Duration = Duration::from_millis(300);
@@ -599,6 +587,14 @@ mod tests {
         }
     }
 
+    fn unmanaged(service: &str, component: &str, instance: InstanceInfo) -> UnmanagedInstance {
+        UnmanagedInstance {
+            service: service.into(),
+            component: component.into(),
+            instance,
+        }
+    }
+
     #[test]
     fn observation_from_a_status_report() {
         let report = StatusReport {
@@ -607,7 +603,11 @@ mod tests {
                 status("a", "web", "missing", &["missing"]),
                 status("a", "db", "exited", &["stopped", "wrong-image"]),
             ],
-            unmanaged: vec![instance("a-extra"), instance("a-b-c"), instance("zzz-q")],
+            // Attributed by the status (see `reconcile::ownership`).
+            unmanaged: vec![
+                unmanaged("a", "extra", instance("a-extra")),
+                unmanaged("a-b", "c", instance("a-b-c")),
+            ],
         };
         let o = Observation::from_status(&report, ["a-b".to_string()]);
         assert_eq!(
@@ -644,7 +644,6 @@ mod tests {
                     "no instance named a-web".to_string()
                 ),
                 (
-                    // The longest service name wins.
                     "a-b/c".to_string(),
                     vec!["unmanaged".to_string()],
                     "instance a-b-c not managed by MCP (running, image other:1)".to_string()

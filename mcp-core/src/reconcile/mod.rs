@@ -32,7 +32,10 @@ use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, Servi
 use crate::servicedef::{ComponentDef, ServiceDef};
 
 mod history;
+pub mod ownership;
 pub mod plan;
+
+use ownership::{Owner, Owners};
 
 /// What [`Reconciler::adopt`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -258,8 +261,24 @@ pub struct ComponentStatus {
 pub struct StatusReport {
     /// Per managed component.
     pub components: Vec<ComponentStatus>,
-    /// Instances named like a known service's components that MCP does not manage.
-    pub unmanaged: Vec<InstanceInfo>,
+    /// Instances of the services reported that MCP does not manage (or that
+    /// stand for no component of theirs), each with the service it belongs
+    /// to (see [`ownership`]).
+    pub unmanaged: Vec<UnmanagedInstance>,
+}
+
+/// An instance a service has that stands for none of its components as
+/// MCP runs them: made by hand (attributed by its name), or labelled for a
+/// component the service no longer has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnmanagedInstance {
+    /// The service it belongs to.
+    pub service: String,
+    /// The component it stands for: its labelled one, or the rest of its
+    /// name after `<service>-`.
+    pub component: String,
+    /// The instance.
+    pub instance: InstanceInfo,
 }
 
 /// What `ps` shows for a node.
@@ -291,7 +310,7 @@ impl PsReport {
         let mut drift: HashMap<String, Vec<String>> = status
             .unmanaged
             .into_iter()
-            .map(|i| (i.name, vec![UNMANAGED_DRIFT.to_string()]))
+            .map(|u| (u.instance.name, vec![UNMANAGED_DRIFT.to_string()]))
             .collect();
         let mut missing = Vec::new();
         for c in status.components {
@@ -313,6 +332,21 @@ impl PsReport {
         PsReport { instances, missing }
     }
 }
+
+/// What [`Reconciler::recover`] did, per (service, component).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Leftovers resolved (and started when their service is active).
+    pub resolved: Vec<(String, String)>,
+    /// Those that could not be: to try again later.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Event kind of a leftover of an interrupted deploy that could not be
+/// resolved or started.
+pub const RECOVERY_FAILED: &str = "recovery-failed";
+/// Event kind of a leftover resolved on a later try.
+pub const RECOVERED: &str = "recovered";
 
 /// Drift kind of an instance named `<service>-<name>` that MCP does not
 /// manage.
@@ -684,17 +718,6 @@ impl Reconciler {
                 def.name
             )));
         }
-        if let Some(c) = def
-            .components
-            .iter()
-            .find(|c| c.runtime == mcp_runtime::RuntimeKind::Unikernel)
-            && self.runtime.vm_support().await.is_none()
-        {
-            return Err(AgentError::Conflict(format!(
-                "{}/{}: this node cannot run unikernels: the agent found no QEMU at start ([unikernel] qemu)",
-                def.name, c.name
-            )));
-        }
         let _guard = self.locks.lock(&def.name).await;
         self.runtime.ping().await?;
         let previous_service = self.registry.get_service(&def.name)?;
@@ -718,6 +741,10 @@ impl Reconciler {
             Vec::new()
         };
 
+        // What can be known before anything changes is checked for every
+        // component first: a refusal leaves the whole service as it was.
+        let specs = self.preflight(def, &targets).await?;
+
         // Record the intent first, so a crash mid-way leaves the registry
         // naming what the operator asked for.
         let service = ServiceRecord::from_def(def);
@@ -732,7 +759,7 @@ impl Reconciler {
 
         let timeout = options.timeout.unwrap_or(self.deploy.timeout);
         let converged = self
-            .converge_in_order(def, &targets, &previous, pull, timeout, progress)
+            .converge_in_order(def, &targets, &specs, &previous, pull, timeout, progress)
             .await;
         let removed = join_all(
             dropped
@@ -799,6 +826,55 @@ impl Reconciler {
         Ok(outcomes)
     }
 
+    /// Checks, before anything changes, what would make the node refuse any
+    /// of `targets` for a reason it can know now: a unikernel on a node
+    /// without QEMU, the files a VM boots from (missing, or where they may
+    /// not be), an instance name another service's component also has, an
+    /// instance of the name that belongs to another service or that MCP
+    /// does not manage. Returns each target's instance spec, its VM files
+    /// resolved.
+    async fn preflight(
+        &self,
+        def: &ServiceDef,
+        targets: &[&ComponentDef],
+    ) -> Result<Vec<mcp_runtime::InstanceSpec>, AgentError> {
+        if let Some(c) = targets
+            .iter()
+            .find(|c| c.runtime == mcp_runtime::RuntimeKind::Unikernel)
+            && self.runtime.vm_support().await.is_none()
+        {
+            return Err(AgentError::Conflict(format!(
+                "{}/{}: this node cannot run unikernels: the agent found no QEMU at start ([unikernel] qemu)",
+                def.name, c.name
+            )));
+        }
+        let specs = targets
+            .iter()
+            .map(|c| {
+                self.vm_files
+                    .resolve_spec(&def.name, &c.name, c.instance_spec(&def.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let owners = self.owners()?;
+        for c in targets {
+            if let Some((service, component)) = owners.name_taken_by(&def.name, &c.name) {
+                return Err(AgentError::Conflict(ownership::shared_name(
+                    &def.name, &c.name, service, component,
+                )));
+            }
+        }
+        let found = join_all(specs.iter().map(|s| self.runtime.inspect(&s.name))).await;
+        for ((c, spec), inst) in targets.iter().zip(&specs).zip(found) {
+            if let Some(inst) = inst?
+                && let Some(why) =
+                    ownership::refusal(&owners.owner(&inst), &def.name, &c.name, &spec.name)
+            {
+                return Err(AgentError::Conflict(why));
+            }
+        }
+        Ok(specs)
+    }
+
     /// Ends a stop, start or restart: the cached listing is stale now, and
     /// the outcomes go to the history.
     fn conclude(
@@ -847,10 +923,12 @@ impl Reconciler {
     /// of a wave at once). A component whose dependency (directly or not)
     /// failed is not touched: it fails with the reason. Returns each
     /// target with its result, in the order they were handled.
+    #[allow(clippy::too_many_arguments)]
     async fn converge_in_order<'d>(
         &self,
         def: &'d ServiceDef,
         targets: &[&'d ComponentDef],
+        specs: &[mcp_runtime::InstanceSpec],
         previous: &BTreeMap<String, ComponentRecord>,
         pull: PullPolicy,
         timeout: Duration,
@@ -889,9 +967,16 @@ impl Reconciler {
                 }
             }
             let results = join_all(runnable.iter().map(|c| {
+                let spec = targets
+                    .iter()
+                    .zip(specs)
+                    .find(|(t, _)| t.name == c.name)
+                    .map(|(_, spec)| spec.clone())
+                    .unwrap_or_else(|| c.instance_spec(&def.name));
                 self.converge(
                     &def.name,
                     c,
+                    spec,
                     previous.get(&c.name),
                     def.active,
                     pull,
@@ -910,14 +995,17 @@ impl Reconciler {
         done
     }
 
-    /// Makes one component's instance match `def`; returns what was done and
-    /// the instance id. A created or replaced instance must become ready
-    /// within `timeout` (see [`deploy_with`](Self::deploy_with)).
+    /// Makes one component's instance match `def` (whose instance `spec`
+    /// has its VM files resolved); returns what was done and the instance
+    /// id. A created or replaced instance must become ready within
+    /// `timeout` (see [`deploy_with`](Self::deploy_with)). An instance of
+    /// its name that is not the component's own is never touched.
     #[allow(clippy::too_many_arguments)]
     async fn converge(
         &self,
         service: &str,
         def: &ComponentDef,
+        spec: mcp_runtime::InstanceSpec,
         recorded: Option<&ComponentRecord>,
         active: bool,
         pull: PullPolicy,
@@ -931,9 +1019,6 @@ impl Reconciler {
                 detail,
             })
         };
-        let spec = self
-            .vm_files
-            .resolve_spec(service, &def.name, def.instance_spec(service))?;
         let name = spec.name.clone();
         // Both looked up at once; a leftover of an interrupted deploy (rare)
         // is resolved first and the instance looked up again.
@@ -941,11 +1026,17 @@ impl Reconciler {
         let (leftover, current) =
             tokio::join!(self.runtime.inspect(&staged), self.runtime.inspect(&name));
         let current = if leftover?.is_some() {
-            self.resolve_leftover(&name).await?;
+            self.resolve_leftover(service, &def.name).await?;
             self.runtime.inspect(&name).await?
         } else {
             current?
         };
+        if let Some(cur) = &current
+            && let Some(why) =
+                ownership::refusal(&self.owners()?.owner(cur), service, &def.name, &name)
+        {
+            return Err(AgentError::Conflict(why));
+        }
         let hash = def.spec_hash();
         // An adopted instance carries no labels: the registry vouches for it
         // by id, with the hash of the definition recorded at adoption.
@@ -967,9 +1058,6 @@ impl Reconciler {
             progress: &step,
         };
         match current {
-            Some(cur) if !cur.is_managed() && !adopted(&cur) => Err(AgentError::Conflict(format!(
-                "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
-            ))),
             Some(cur) if current_hash(&cur).as_deref() == Some(hash.as_str()) => {
                 let running = cur.state == InstanceState::Running;
                 if active && !running {
@@ -988,6 +1076,9 @@ impl Reconciler {
                 let id = self.replace(&cur, &gate, active).await?;
                 Ok((Action::Updated, Some(id)))
             }
+            // An inactive service gets no instances: its definition is
+            // recorded, and its start makes them.
+            None if !active => Ok((Action::Unchanged, None)),
             None => {
                 self.ensure_image(&spec.image, pull, &step).await?;
                 step("creating", String::new());
@@ -1155,11 +1246,13 @@ impl Reconciler {
     ) -> Result<String, AgentError> {
         match self.runtime.create(staged).await {
             Err(RuntimeError::Conflict(reason)) => {
+                // Only this component's own: another service's staged
+                // instance of the same name is never removed.
                 let Some(leftover) = self
                     .runtime
                     .inspect(&staged.name)
                     .await?
-                    .filter(InstanceInfo::is_managed)
+                    .filter(|i| i.is_managed() && i.labels == staged.labels)
                 else {
                     return Err(RuntimeError::Conflict(reason).into());
                 };
@@ -1189,57 +1282,128 @@ impl Reconciler {
         }
     }
 
-    /// Resolves a `<name>.mcp-new` instance left by an interrupted replace:
-    /// removed while `<name>` still exists (the replacement did not finish;
-    /// the next deploy redoes it), given the name otherwise (the old one was
-    /// already removed).
-    async fn resolve_leftover(&self, name: &str) -> Result<(), AgentError> {
+    /// Resolves the `<name>.mcp-new` instance of `component` of `service`
+    /// left by an interrupted replace: removed while `<name>` still exists
+    /// (the replacement did not finish; the next deploy redoes it), given
+    /// the name otherwise (the old one was already removed). A staged
+    /// instance that is not the component's own is left alone.
+    async fn resolve_leftover(&self, service: &str, component: &str) -> Result<(), AgentError> {
+        let name = mcp_runtime::instance_name(service, component);
         let staged = format!("{name}{STAGED_SUFFIX}");
         let Some(leftover) = self.runtime.inspect(&staged).await? else {
             return Ok(());
         };
-        if self.runtime.inspect(name).await?.is_some() {
+        if !self.owners()?.owner(&leftover).is(service, component) {
+            tracing::warn!(instance = %staged, "not resolving a staged instance that belongs to another service");
+            return Ok(());
+        }
+        if self.runtime.inspect(&name).await?.is_some() {
             tracing::info!(instance = %staged, "removing instance left by an interrupted deploy");
             self.runtime.remove(&leftover.id, true).await?;
         } else {
             tracing::info!(instance = %staged, "completing a deploy interrupted before the rename");
-            self.runtime.rename(&leftover.id, name).await?;
+            self.runtime.rename(&leftover.id, &name).await?;
         }
         Ok(())
     }
 
     /// Resolves every leftover of interrupted deploys on the node and starts
-    /// the resulting instances whose service is active. Run at agent start.
-    pub async fn recover(&self) -> Result<usize, AgentError> {
-        let mut fixed = 0;
+    /// the resulting instances whose service is active. Run at agent start
+    /// and whenever the runtime comes back. One that fails (a port taken
+    /// meanwhile, say) does not stop the others: each failure is recorded as
+    /// a `recovery-failed` event and returned, for
+    /// [`Reconciler::recover_components`] to try again later.
+    pub async fn recover(&self) -> Result<Recovery, AgentError> {
+        let mut found = Vec::new();
         for inst in self.runtime.list().await? {
             let Some(base) = inst.name.strip_suffix(STAGED_SUFFIX) else {
                 continue;
             };
-            if !inst.is_managed() {
-                continue;
-            }
-            let Some(service) = inst.label(labels::SERVICE).map(str::to_string) else {
+            let (Some(service), Some(component)) =
+                (inst.label(labels::SERVICE), inst.label(labels::COMPONENT))
+            else {
                 continue;
             };
-            // Only this agent's services: another agent sharing the
-            // runtime's storage may be mid-deploy of its own.
-            if self.registry.get_service(&service)?.is_none() {
+            // Only MCP's, named as MCP names them, and only this agent's
+            // services: another agent sharing the runtime's storage may be
+            // mid-deploy of its own.
+            if !inst.is_managed()
+                || base != mcp_runtime::instance_name(service, component)
+                || self.registry.get_service(service)?.is_none()
+            {
                 continue;
             }
-            let _guard = self.locks.lock(&service).await;
-            self.resolve_leftover(base).await?;
-            // Either instance may have been left stopped mid-replace.
-            if self
-                .registry
-                .get_service(&service)?
-                .is_some_and(|s| s.active)
-            {
-                self.runtime.start(base).await?;
-            }
-            fixed += 1;
+            found.push((service.to_string(), component.to_string()));
         }
-        Ok(fixed)
+        Ok(self.recover_components(&found, false).await)
+    }
+
+    /// Resolves the leftovers of `components` ((service, component) pairs)
+    /// and starts their instances when the service is active, each on its
+    /// own: a failure is recorded as a `recovery-failed` event and returned.
+    /// `retry` says that these failed before: a success is then recorded as
+    /// a `recovered` event.
+    pub async fn recover_components(
+        &self,
+        components: &[(String, String)],
+        retry: bool,
+    ) -> Recovery {
+        let mut out = Recovery::default();
+        for (service, component) in components {
+            let result = async {
+                let _guard = self.locks.lock(service).await;
+                self.resolve_leftover(service, component).await?;
+                // Either instance may have been left stopped mid-replace.
+                let active = self
+                    .registry
+                    .get_service(service)?
+                    .is_some_and(|s| s.active);
+                let name = mcp_runtime::instance_name(service, component);
+                if active
+                    && let Some(inst) = self.runtime.inspect(&name).await?
+                    && self.owners()?.owner(&inst).is(service, component)
+                {
+                    self.runtime.start(&inst.id).await?;
+                }
+                Ok::<(), AgentError>(())
+            }
+            .await;
+            let (kind, detail) = match result {
+                Ok(()) => {
+                    out.resolved.push((service.clone(), component.clone()));
+                    if !retry {
+                        continue;
+                    }
+                    tracing::info!(
+                        service,
+                        component,
+                        "recovered an instance left by an interrupted deploy"
+                    );
+                    (
+                        RECOVERED,
+                        "started the instance left by an interrupted deploy".to_string(),
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(service, component, error = %e, "could not recover an instance left by an interrupted deploy; trying again later");
+                    out.failed.push((service.clone(), component.clone()));
+                    (
+                        RECOVERY_FAILED,
+                        format!(
+                            "could not start the instance left by an interrupted deploy: {e}; trying again later"
+                        ),
+                    )
+                }
+            };
+            if let Err(e) = self
+                .registry
+                .record_event(service, Some(component), kind, &detail)
+            {
+                tracing::warn!(service, error = %e, "cannot record an event");
+            }
+        }
+        self.observed.invalidate();
+        out
     }
 
     fn selected(
@@ -1276,9 +1440,11 @@ impl Reconciler {
             self.registry.set_active(service, false)?;
         }
         let results = join_all(comps.iter().map(|c| async move {
-            let name = mcp_runtime::instance_name(service, &c.name);
-            match self.runtime.stop(&name, self.stop_timeout).await {
-                Ok(()) => Ok((Action::Stopped, c.container_id.clone())),
+            let Some(inst) = self.own_instance(service, &c.name).await? else {
+                return Ok((Action::Unchanged, None));
+            };
+            match self.runtime.stop(&inst.id, self.stop_timeout).await {
+                Ok(()) => Ok((Action::Stopped, Some(inst.id))),
                 Err(RuntimeError::NotFound(_)) => Ok((Action::Unchanged, None)),
                 Err(e) => Err(AgentError::from(e)),
             }
@@ -1328,10 +1494,11 @@ impl Reconciler {
         }
         self.runtime.ping().await?;
         let results = join_all(comps.iter().map(|c| async move {
-            let name = mcp_runtime::instance_name(service, &c.name);
-            match self.runtime.stop(&name, self.stop_timeout).await {
-                Ok(()) | Err(RuntimeError::NotFound(_)) => {}
-                Err(e) => return Err(AgentError::from(e)),
+            if let Some(inst) = self.own_instance(service, &c.name).await? {
+                match self.runtime.stop(&inst.id, self.stop_timeout).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(e) => return Err(AgentError::from(e)),
+                }
             }
             let (action, id) = self.bring_up(service, c).await?;
             let action = match action {
@@ -1393,6 +1560,14 @@ impl Reconciler {
                     def.name
                 )));
             }
+        }
+        if let Some(((i, a), (j, b))) = crate::servicedef::shared_instance_name(desired) {
+            return Err(AgentError::InvalidArgument(
+                crate::servicedef::shared_instance_name_message(
+                    (&desired[j].name, b),
+                    (&desired[i].name, a),
+                ),
+            ));
         }
         let mut recorded = Vec::new();
         for service in self.registry.list_services()? {
@@ -1459,20 +1634,39 @@ impl Reconciler {
         let mut already = Vec::new();
         let mut records = Vec::new();
         let mut any_running = false;
-        let mut candidates: Vec<InstanceInfo> = self
+        // Whose each instance is, counting this service as registered: an
+        // instance another registered service's labels, records or name
+        // claim is never taken (`ux-hand-app` is `ux-hand`'s, not `ux`'s).
+        let owners = Owners::new(
+            &self.registry.all_components()?,
+            self.registry
+                .list_services()?
+                .into_iter()
+                .map(|s| s.name)
+                .chain([service.to_string()]),
+        );
+        let mut candidates: Vec<(String, bool, InstanceInfo)> = self
             .runtime
             .list()
             .await?
             .into_iter()
-            .filter(|i| i.name.starts_with(&prefix) && !i.name.ends_with(STAGED_SUFFIX))
+            .filter(|i| !i.name.ends_with(STAGED_SUFFIX))
+            .filter_map(|i| match owners.owner(&i) {
+                Owner::Managed {
+                    service: s,
+                    component,
+                } if s == service => Some((component, true, i)),
+                Owner::Unmanaged {
+                    service: s,
+                    component,
+                } if s == service && i.name == mcp_runtime::instance_name(service, &component) => {
+                    Some((component, false, i))
+                }
+                _ => None,
+            })
             .collect();
-        candidates.sort_by(|a, b| a.name.cmp(&b.name));
-        for inst in candidates {
-            let component = inst.name[prefix.len()..].to_string();
-            let managed = inst.is_managed()
-                || recorded
-                    .get(&component)
-                    .is_some_and(|r| r.container_id.as_deref() == Some(inst.id.as_str()));
+        candidates.sort_by(|a, b| a.2.name.cmp(&b.2.name));
+        for (component, managed, inst) in candidates {
             if managed {
                 already.push(component);
                 continue;
@@ -1567,10 +1761,14 @@ impl Reconciler {
         service: &str,
         c: &ComponentRecord,
     ) -> Result<(Action, Option<String>), AgentError> {
+        let spec =
+            self.vm_files
+                .resolve_spec(service, &c.name, c.definition.instance_spec(service))?;
         let (action, id) = self
             .converge(
                 service,
                 &c.definition,
+                spec,
                 Some(c),
                 true,
                 PullPolicy::Missing,
@@ -1585,15 +1783,47 @@ impl Reconciler {
         Ok((action, id))
     }
 
+    /// Removes the instance of `component` of `service` and its staged
+    /// replacement, those that are theirs.
     async fn remove_instance(&self, service: &str, component: &str) -> Result<(), AgentError> {
         let name = mcp_runtime::instance_name(service, component);
         for n in [format!("{name}{STAGED_SUFFIX}"), name] {
-            match self.runtime.remove(&n, true).await {
+            let Some(inst) = self.runtime.inspect(&n).await? else {
+                continue;
+            };
+            let owner = self.owners()?.owner(&inst);
+            if !owner.is(service, component) {
+                tracing::warn!(instance = %n, owner = %owner.describe(), "not removing an instance that is not this component's");
+                continue;
+            }
+            match self.runtime.remove(&inst.id, true).await {
                 Ok(()) | Err(RuntimeError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(())
+    }
+
+    /// The instance of `component` of `service`, when there is one and it is
+    /// theirs (see [`ownership`]); an instance of that name that belongs to
+    /// another service, or that MCP does not manage, is logged and left
+    /// out.
+    async fn own_instance(
+        &self,
+        service: &str,
+        component: &str,
+    ) -> Result<Option<InstanceInfo>, AgentError> {
+        let name = mcp_runtime::instance_name(service, component);
+        let Some(inst) = self.runtime.inspect(&name).await? else {
+            return Ok(None);
+        };
+        let owner = self.owners()?.owner(&inst);
+        if owner.is(service, component) {
+            Ok(Some(inst))
+        } else {
+            tracing::warn!(instance = %name, owner = %owner.describe(), "leaving alone an instance that is not this component's");
+            Ok(None)
+        }
     }
 
     /// Desired versus observed state of every component (of one service when
@@ -1609,20 +1839,36 @@ impl Reconciler {
         self.status_of(&services, &instances)
     }
 
-    /// The status of `services` given the runtime's `instances`.
+    /// Who owns what, as the registry records it (see [`ownership`]).
+    fn owners(&self) -> Result<Owners, AgentError> {
+        let services = self.registry.list_services()?.into_iter().map(|s| s.name);
+        Ok(Owners::new(&self.registry.all_components()?, services))
+    }
+
+    /// The status of `services` given the runtime's `instances`. A
+    /// component's instance is the one of its name that belongs to it (by
+    /// its labels, or the id recorded at adoption); an instance of the name
+    /// that belongs to another service is not this one's.
     fn status_of(
         &self,
         services: &[ServiceRecord],
         instances: &[InstanceInfo],
     ) -> Result<StatusReport, AgentError> {
-        let by_name: HashMap<&str, &InstanceInfo> =
-            instances.iter().map(|i| (i.name.as_str(), i)).collect();
+        let owners = self.owners()?;
+        let owned: Vec<(Owner, &InstanceInfo)> =
+            instances.iter().map(|i| (owners.owner(i), i)).collect();
         let mut components = Vec::new();
-        let mut expected = std::collections::HashSet::new();
+        let mut theirs = std::collections::HashSet::new();
         for svc in services {
             for comp in self.registry.components(&svc.name)? {
                 let name = mcp_runtime::instance_name(&svc.name, &comp.name);
-                let observed = by_name.get(name.as_str()).copied();
+                let observed = owned
+                    .iter()
+                    .find(|(o, i)| i.name == name && o.is(&svc.name, &comp.name))
+                    .map(|(_, i)| *i);
+                if let Some(i) = observed {
+                    theirs.insert(i.id.as_str());
+                }
                 // A VM's image is the file it was created from.
                 let runtime_image = if comp.runtime == mcp_runtime::RuntimeKind::Unikernel {
                     self.vm_files.host_path(&svc.name, &comp.image)
@@ -1636,21 +1882,26 @@ impl Reconciler {
                     observed,
                     &runtime_image,
                 ));
-                expected.insert(name);
             }
         }
-        let unmanaged = instances
+        let unmanaged = owned
             .iter()
-            .filter(|i| {
-                !expected.contains(&i.name)
-                    && !i.name.ends_with(STAGED_SUFFIX)
-                    && services.iter().any(|s| {
-                        i.name
-                            .strip_prefix(s.name.as_str())
-                            .is_some_and(|rest| rest.starts_with('-'))
+            .filter(|(_, i)| !theirs.contains(i.id.as_str()) && !i.name.ends_with(STAGED_SUFFIX))
+            .filter_map(|(owner, i)| {
+                let (service, component) = match owner {
+                    Owner::Managed { service, component }
+                    | Owner::Unmanaged { service, component } => (service, component),
+                    Owner::Foreign => return None,
+                };
+                services
+                    .iter()
+                    .any(|s| &s.name == service)
+                    .then(|| UnmanagedInstance {
+                        service: service.clone(),
+                        component: component.clone(),
+                        instance: (*i).clone(),
                     })
             })
-            .cloned()
             .collect();
         Ok(StatusReport {
             components,
@@ -1682,7 +1933,18 @@ impl Reconciler {
         let mut streams = Vec::new();
         for c in &comps {
             let name = mcp_runtime::instance_name(service, &c.name);
-            let s: LogStream = match self.runtime.logs(&name, options).await {
+            // Only the component's own instance, by id.
+            let id = match self.own_instance(service, &c.name).await? {
+                Some(inst) => inst.id,
+                None if comps.len() > 1 => continue,
+                None => {
+                    return Err(AgentError::NotFound(format!(
+                        "{service}/{}: no instance named {name}",
+                        c.name
+                    )));
+                }
+            };
+            let s: LogStream = match self.runtime.logs(&id, options).await {
                 Ok(s) => s,
                 Err(RuntimeError::NotFound(_)) if comps.len() > 1 => continue,
                 Err(e) => return Err(e.into()),
@@ -1809,7 +2071,11 @@ mod tests {
                 component("db", Some(&db), &["stopped"]),
                 component("cache", None, &["missing"]),
             ],
-            unmanaged: vec![extra.clone()],
+            unmanaged: vec![UnmanagedInstance {
+                service: "web".into(),
+                component: "extra".into(),
+                instance: extra.clone(),
+            }],
         };
         let report = PsReport::from_status(
             vec![other.clone(), extra.clone(), db.clone(), api.clone()],

@@ -12,9 +12,14 @@
 //! The prediction follows deploy's rules for one component:
 //!
 //! - no instance named `<service>-<component>` (nor a `<name>.mcp-new` left by
-//!   an interrupted deploy, which deploy would rename into place): **create**;
-//! - an instance MCP does not manage: deploy refuses to replace it, so the
-//!   plan reports a **conflict**;
+//!   an interrupted deploy, which deploy would rename into place): **create**,
+//!   or, for an inactive service, which gets no instances, **record** (the
+//!   definition is kept for its start) unless it is recorded as it is;
+//! - an instance MCP does not manage, or one that belongs to another service
+//!   (by its labels, its recorded id or, unmanaged, its name; see
+//!   [`ownership`](super::ownership)), or an instance name another
+//!   registered service's component also has: deploy refuses the service,
+//!   so the plan reports a **conflict**;
 //! - a managed instance whose `mcp.spec-hash` label differs from the desired
 //!   definition's [`ComponentDef::spec_hash`]: **update** (the instance is
 //!   recreated), with the fields that differ from the recorded definition, or
@@ -50,6 +55,7 @@ use mcp_runtime::{InstanceInfo, InstanceState, instance_name, labels};
 use serde::Serialize;
 
 use super::STAGED_SUFFIX;
+use super::ownership::{self, Owners};
 use crate::registry::{ComponentRecord, ServiceRecord};
 use crate::servicedef::{ComponentDef, Memory, RouteDef, ServiceDef, format_port, format_volume};
 
@@ -157,6 +163,9 @@ pub enum Change {
     Start,
     /// Only the running state differs: the instance is stopped.
     Stop,
+    /// The service is inactive and the component has no instance: its
+    /// definition is recorded (for the service's start), no instance made.
+    Record,
     /// The instance is removed and the component forgotten.
     Remove,
     /// Nothing changes.
@@ -177,6 +186,7 @@ impl Change {
             Change::Update { .. } => "update",
             Change::Start => "start",
             Change::Stop => "stop",
+            Change::Record => "record",
             Change::Remove => "remove",
             Change::Unchanged => "unchanged",
             Change::Conflict { .. } => "conflict",
@@ -240,6 +250,8 @@ pub struct PlanCounts {
     pub start: usize,
     /// [`Change::Stop`].
     pub stop: usize,
+    /// [`Change::Record`].
+    pub record: usize,
     /// [`Change::Remove`].
     pub remove: usize,
     /// [`Change::Unchanged`], including the components of kept services.
@@ -266,6 +278,7 @@ impl Plan {
                 Change::Update { .. } => &mut counts.update,
                 Change::Start => &mut counts.start,
                 Change::Stop => &mut counts.stop,
+                Change::Record => &mut counts.record,
                 Change::Remove => &mut counts.remove,
                 Change::Unchanged => &mut counts.unchanged,
                 Change::Conflict { .. } => &mut counts.conflict,
@@ -295,6 +308,11 @@ pub fn plan(
         .collect();
     let instances: HashMap<&str, &InstanceInfo> =
         observed.iter().map(|i| (i.name.as_str(), i)).collect();
+    let all: Vec<ComponentRecord> = recorded
+        .iter()
+        .flat_map(|(_, comps)| comps.iter().cloned())
+        .collect();
+    let owners = Owners::new(&all, recorded.iter().map(|(s, _)| s.name.clone()));
     let wanted: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
 
     let absent: Vec<ServicePlan> = records
@@ -305,9 +323,14 @@ pub fn plan(
 
     let mut sorted: Vec<&ServiceDef> = desired.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let present = sorted
-        .into_iter()
-        .map(|def| desired_service(def, records.get(def.name.as_str()).copied(), &instances));
+    let present = sorted.into_iter().map(|def| {
+        desired_service(
+            def,
+            records.get(def.name.as_str()).copied(),
+            &instances,
+            &owners,
+        )
+    });
 
     let mut services = Vec::with_capacity(desired.len() + absent.len());
     if prune {
@@ -347,6 +370,7 @@ fn desired_service(
     def: &ServiceDef,
     record: Option<(&ServiceRecord, &[ComponentRecord])>,
     instances: &HashMap<&str, &InstanceInfo>,
+    owners: &Owners,
 ) -> ServicePlan {
     let recorded: BTreeMap<&str, &ComponentRecord> = record
         .map(|(_, comps)| comps.iter().map(|c| (c.name.as_str(), c)).collect())
@@ -362,6 +386,7 @@ fn desired_service(
                 def.active,
                 recorded.get(c.name.as_str()).copied(),
                 instances,
+                owners,
             ),
         })
         .collect();
@@ -415,31 +440,39 @@ fn component_change(
     active: bool,
     record: Option<&ComponentRecord>,
     instances: &HashMap<&str, &InstanceInfo>,
+    owners: &Owners,
 ) -> Change {
     let name = instance_name(service, &def.name);
+    if let Some((other, component)) = owners.name_taken_by(service, &def.name) {
+        return Change::Conflict {
+            reason: ownership::shared_name(service, &def.name, other, component),
+        };
+    }
     // Deploy first resolves a leftover `<name>.mcp-new`: removed when
     // `<name>` exists, else renamed to `<name>` and used.
     let current = instances
         .get(name.as_str())
         .or_else(|| instances.get(format!("{name}{STAGED_SUFFIX}").as_str()));
     let Some(instance) = current else {
+        // An inactive service gets no instances (deploy makes none).
+        if !active {
+            return match record {
+                Some(r) if diff_components(&r.definition, def).is_empty() => Change::Unchanged,
+                _ => Change::Record,
+            };
+        }
         let reason = match record {
             Some(_) => CreateReason::InstanceMissing,
             None => CreateReason::New,
         };
         return Change::Create { reason };
     };
+    if let Some(reason) = ownership::refusal(&owners.owner(instance), service, &def.name, &name) {
+        return Change::Conflict { reason };
+    }
     // An adopted instance carries no labels: the registry vouches for it
     // by id, with the hash of the definition recorded at adoption.
-    let adopted = !instance.is_managed()
-        && record.is_some_and(|r| r.container_id.as_deref() == Some(instance.id.as_str()));
-    if !instance.is_managed() && !adopted {
-        return Change::Conflict {
-            reason: format!(
-                "an instance named {name} exists that MCP does not manage: adopt it or remove it first"
-            ),
-        };
-    }
+    let adopted = !instance.is_managed();
 
     let desired_hash = def.spec_hash();
     let label = if adopted {
@@ -851,15 +884,13 @@ network = "n1"
 restart = "always"
 memory = "256M"
 "#);
-        let to = def(r#"
+        // Every field changes, which no valid definition does (a VM mounts
+        // no volumes): the VM's fields are set by hand.
+        let mut to = def(r#"
 name = "s"
 [[components]]
 name = "c"
 image = "a:2"
-runtime = "unikernel"
-kernel = "vmlinuz"
-initrd = "initrd.img"
-append = "console=ttyS0"
 cmd = ["x", "y z"]
 env = { A = "2" }
 ports = []
@@ -874,6 +905,11 @@ hostname = "s.example"
 port = 80
 public = true
 "#);
+        let c = &mut to.components[0];
+        c.runtime = RuntimeKind::Unikernel;
+        c.kernel = Some("vmlinuz".into());
+        c.initrd = Some("initrd.img".into());
+        c.append = Some("console=ttyS0".into());
         let diff = diff_components(&from.components[0], &to.components[0]);
         let got: Vec<_> = diff
             .iter()
@@ -1086,6 +1122,29 @@ image = "redis:7"
     }
 
     #[test]
+    fn another_services_instance_of_the_same_name_is_a_conflict() {
+        // `ux-web`/`db` runs; `ux` with `web-db` would be the same instance.
+        let theirs = def("name = \"ux-web\"\n[[components]]\nname = \"db\"\nimage = \"db:1\"\n");
+        let ours = def("name = \"ux\"\n[[components]]\nname = \"web-db\"\nimage = \"db:1\"\n");
+        let (records, instances) = deployed(std::slice::from_ref(&theirs));
+        let p = plan(&[theirs.clone(), ours.clone()], &records, &instances, false);
+        assert_eq!(change(&p, "ux-web", "db"), &Change::Unchanged);
+        assert!(
+            matches!(change(&p, "ux", "web-db"), Change::Conflict { reason }
+                if reason.contains("ux-web-db") && reason.contains("\"ux-web\"") && reason.contains("rename")),
+            "{p:?}"
+        );
+        // The same when only the runtime holds the other's instance (its
+        // labels say whose it is).
+        let p = plan(std::slice::from_ref(&ours), &[], &instances, false);
+        assert!(
+            matches!(change(&p, "ux", "web-db"), Change::Conflict { reason }
+                if reason.contains("component \"db\" of service \"ux-web\"")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn unmanaged_instance_is_a_conflict() {
         let desired = simple("hello", "nginx:1.27");
         let mut stranger = instance("hello", &desired.components[0], true);
@@ -1232,6 +1291,7 @@ image = "i:1"
                 update: 1,
                 start: 1,
                 stop: 0,
+                record: 0,
                 remove: 2,
                 unchanged: 1,
                 conflict: 0,

@@ -400,9 +400,101 @@ pub fn load(path: &Path) -> Result<ServiceDef, ServiceDefError> {
     parse(&source, path)
 }
 
+/// Reads, parses and validates the definition file at `path`, a file of the
+/// services directory: its `name` must be its file name without `.toml`,
+/// since a service is looked up as `<services_dir>/<name>.toml` (a file
+/// named otherwise would be deployed, but every later `mcp status NAME`
+/// would miss it). A mismatch is an error at the `name` value.
+pub fn load_named(path: &Path) -> Result<ServiceDef, ServiceDefError> {
+    let source = fs::read_to_string(path)
+        .map_err(|e| ServiceDefError::io(path, "cannot read service definition", e))?;
+    let def = parse(&source, path)?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy());
+    if stem.as_deref() != Some(def.name.as_str()) {
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        return Err(at_name(
+            path,
+            &source,
+            None,
+            format!(
+                "name {:?} differs from the file name {file:?}: a service is found as <services_dir>/<name>.toml; rename the file to {}.toml or set name = {:?}",
+                def.name,
+                def.name,
+                stem.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(def)
+}
+
+/// An error in the valid definition `source` (from `origin`) at the value
+/// of its `name`, or with `component`, of that component's `name`.
+fn at_name(
+    origin: &Path,
+    source: &str,
+    component: Option<&str>,
+    message: String,
+) -> ServiceDefError {
+    let loc = raw::from_toml(source)
+        .ok()
+        .and_then(|raw| match component {
+            None => raw.name.map(|n| n.loc),
+            Some(c) => raw
+                .components
+                .into_iter()
+                .find_map(|rc| rc.name.filter(|n| n.value == c).map(|n| n.loc)),
+        })
+        .unwrap_or(raw::Loc::Span(0..0));
+    ServiceDefError::from_issue(origin, source, raw::Issue::new(&loc, message))
+}
+
+/// A component of one of several definitions: the definition's index and
+/// the component's name.
+pub type ComponentAt<'a> = (usize, &'a str);
+
+/// Two components of different services in `defs` whose instance names are
+/// the same: service and component names may both contain `-`, so `ux`
+/// with component `web-db` and `ux-web` with component `db` would both be
+/// `ux-web-db`. The first such pair.
+pub fn shared_instance_name<'a>(
+    defs: impl IntoIterator<Item = &'a ServiceDef>,
+) -> Option<(ComponentAt<'a>, ComponentAt<'a>)> {
+    let mut seen: HashMap<String, ComponentAt<'a>> = HashMap::new();
+    for (i, def) in defs.into_iter().enumerate() {
+        for c in &def.components {
+            let name = instance_name(&def.name, &c.name);
+            match seen.get(&name) {
+                Some(&(j, other)) if j != i => return Some(((j, other), (i, &c.name))),
+                Some(_) => {}
+                None => {
+                    seen.insert(name, (i, &c.name));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The refusal of two services whose components `a` and `b` share an
+/// instance name (see [`shared_instance_name`]).
+pub fn shared_instance_name_message(a: (&str, &str), b: (&str, &str)) -> String {
+    format!(
+        "component {:?} of service {:?} and component {:?} of service {:?} would both be the instance {}: rename one of them",
+        a.1,
+        a.0,
+        b.1,
+        b.0,
+        instance_name(a.0, a.1)
+    )
+}
+
 /// Loads every `*.toml` definition in `dir`, in file-name order. Any
-/// invalid file, or two files defining the same service, is an error that
-/// names the file(s); nothing is returned then.
+/// invalid file, a file whose service `name` is not its file name (so no
+/// two files define one service), or two services whose components would
+/// share an instance name, is an error that names the file(s); nothing is
+/// returned then.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, ServiceDef)>, ServiceDefError> {
     let entries = fs::read_dir(dir)
         .map_err(|e| ServiceDefError::io(dir, "cannot read the services directory", e))?;
@@ -418,19 +510,20 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, ServiceDef)>, ServiceDefErro
     paths.sort();
     let mut defs: Vec<(PathBuf, ServiceDef)> = Vec::with_capacity(paths.len());
     for path in paths {
-        let def = load(&path)?;
-        if let Some((other, _)) = defs.iter().find(|(_, d)| d.name == def.name) {
-            return Err(ServiceDefError::io(
-                &path,
-                "duplicate service definition",
-                std::io::Error::other(format!(
-                    "service {:?} is also defined in {}",
-                    def.name,
-                    other.display()
-                )),
-            ));
-        }
+        // Named as its file, so no two files define one service.
+        let def = load_named(&path)?;
         defs.push((path, def));
+    }
+    if let Some(((i, a), (j, b))) = shared_instance_name(defs.iter().map(|(_, d)| d)) {
+        let (first, second) = (&defs[i], &defs[j]);
+        let message = format!(
+            "{} (in {})",
+            shared_instance_name_message((&second.1.name, b), (&first.1.name, a)),
+            first.0.display()
+        );
+        let source = fs::read_to_string(&second.0)
+            .map_err(|e| ServiceDefError::io(&second.0, "cannot read service definition", e))?;
+        return Err(at_name(&second.0, &source, Some(b), message));
     }
     Ok(defs)
 }

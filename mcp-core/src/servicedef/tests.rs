@@ -319,6 +319,37 @@ const BAD: &[(&str, usize, usize, &str)] = &[
         10,
         "invalid type for \"kernel\": expected a string, found an integer",
     ),
+    // Limits of a VM, known from the definition alone.
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\nmemory = \"8M\"\n",
+        6,
+        10,
+        "invalid memory \"8M\" for a unikernel component: a VM needs at least 32 MiB",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\nmemory = 1048576\n",
+        6,
+        10,
+        "invalid memory \"1048576\" for a unikernel component: a VM needs at least 32 MiB",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\nvolumes = [\"/srv/a:/data\"]\n",
+        6,
+        12,
+        "invalid volume \"/srv/a:/data\": a unikernel component runs in a VM, which cannot mount volumes",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\nports = [\"[::1]:8080:80\"]\n",
+        6,
+        10,
+        "invalid port \"[::1]:8080:80\" for a unikernel component: QEMU's user network forwards IPv4 host addresses only",
+    ),
+    (
+        "name = \"a\"\n[[components]]\nname = \"b\"\nruntime = \"unikernel\"\nimage = \"vm.img\"\nvcpus = 65\n",
+        6,
+        9,
+        "invalid vcpus 65: must be between 1 and 64",
+    ),
     (
         // An invalid runtime is the problem, not the kernel on its fallback.
         "name = \"a\"\n[[components]]\nname = \"b\"\nkernel = \"k\"\nruntime = \"vm\"\n",

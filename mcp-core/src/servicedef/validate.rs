@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use mcp_runtime::qemu::vm::{MAX_VCPUS, MIN_MEMORY_BYTES as MIN_VM_MEMORY_BYTES};
 use mcp_runtime::{PortMapping, RuntimeKind, instance_name};
 
 use super::raw::{
@@ -189,6 +190,9 @@ impl Validator {
                 }
             },
         };
+        // Limits of a VM, checked here so that the definition alone is
+        // refused (they do not depend on the node).
+        let vm = runtime_known && runtime == RuntimeKind::Unikernel;
         let kernel_boot = raw.kernel.is_some();
         let image = match raw.image {
             // With a kernel, the image is an optional extra disk.
@@ -255,6 +259,15 @@ impl Validator {
                     ports_valid = false;
                 }
                 Ok(port) => {
+                    if vm && port.host_ip.contains(':') {
+                        self.issue(
+                            &text.loc,
+                            format!(
+                                "invalid port {:?} for a unikernel component: QEMU's user network forwards IPv4 host addresses only",
+                                text.value
+                            ),
+                        );
+                    }
                     if let Some(other) = published.iter().find(|p| {
                         p.port.host_port == port.host_port
                             && p.port.protocol == port.protocol
@@ -280,6 +293,16 @@ impl Validator {
 
         let mut volumes: Vec<mcp_runtime::VolumeMount> = Vec::new();
         for text in raw.volumes {
+            if vm {
+                self.issue(
+                    &text.loc,
+                    format!(
+                        "invalid volume {:?}: a unikernel component runs in a VM, which cannot mount volumes; push its files to the service's directory instead",
+                        text.value
+                    ),
+                );
+                continue;
+            }
             match parse_volume(&text.value) {
                 Err(e) => self.issue(&text.loc, e.message()),
                 Ok(volume) => {
@@ -305,27 +328,46 @@ impl Validator {
             }
             r.value
         });
-        let memory = raw.memory.and_then(|m| match m.value {
-            MemoryValue::Text(text) => Memory::parse(&text)
-                .map_err(|e| self.issue(&m.loc, e.message()))
-                .ok(),
-            MemoryValue::Bytes(n) => match u64::try_from(n) {
-                Ok(bytes) if bytes > 0 => Some(Memory::from_bytes(bytes)),
-                _ => {
-                    self.issue(
-                        &m.loc,
-                        format!("invalid memory {n}: must be greater than zero"),
-                    );
-                    None
-                }
-            },
+        let memory = raw.memory.and_then(|m| {
+            let memory = match m.value {
+                MemoryValue::Text(text) => Memory::parse(&text)
+                    .map_err(|e| self.issue(&m.loc, e.message()))
+                    .ok(),
+                MemoryValue::Bytes(n) => match u64::try_from(n) {
+                    Ok(bytes) if bytes > 0 => Some(Memory::from_bytes(bytes)),
+                    _ => {
+                        self.issue(
+                            &m.loc,
+                            format!("invalid memory {n}: must be greater than zero"),
+                        );
+                        None
+                    }
+                },
+            };
+            if vm
+                && let Some(mem) = &memory
+                && mem.bytes() < MIN_VM_MEMORY_BYTES
+            {
+                self.issue(
+                    &m.loc,
+                    format!(
+                        "invalid memory {:?} for a unikernel component: a VM needs at least {} MiB",
+                        mem.to_string(),
+                        MIN_VM_MEMORY_BYTES >> 20
+                    ),
+                );
+            }
+            memory
         });
         let vcpus = raw.vcpus.and_then(|v| match u32::try_from(v.value) {
-            Ok(n @ 1..=64) => Some(n),
+            Ok(n) if (1..=MAX_VCPUS).contains(&n) => Some(n),
             _ => {
                 self.issue(
                     &v.loc,
-                    format!("invalid vcpus {}: must be between 1 and 64", v.value),
+                    format!(
+                        "invalid vcpus {}: must be between 1 and {MAX_VCPUS}",
+                        v.value
+                    ),
                 );
                 None
             }
