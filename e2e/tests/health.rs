@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mcp_core::health::{GateProgress, NotReady, Ready, wait_ready};
+use futures::StreamExt;
+use mcp_core::health::{GateProgress, NotReady, Ready, Wakeups, wait_ready};
+use mcp_core::reconcile::RuntimeChange;
 use mcp_core::servicedef::{HealthCheck, HealthProbe};
 use mcp_e2e::{PodmanService, TestEnv, free_port, podman_client, unique};
 use mcp_runtime::podman::Podman;
@@ -22,6 +24,9 @@ struct World {
     env: TestEnv,
     podman: Podman,
     names: Vec<String>,
+    /// The service's events, as the agent's event follower passes them on.
+    changes: tokio::sync::broadcast::Sender<RuntimeChange>,
+    follower: tokio::task::JoinHandle<()>,
     _service: PodmanService,
     _dir: tempfile::TempDir,
 }
@@ -46,10 +51,23 @@ impl World {
                 .await
                 .expect("pull the test image");
         }
+        let (changes, _) = tokio::sync::broadcast::channel(1024);
+        let mut events = podman.events().await.expect("follow podman's events");
+        let sender = changes.clone();
+        let follower = tokio::spawn(async move {
+            while let Some(Ok(e)) = events.next().await {
+                let _ = sender.send(RuntimeChange::Instance {
+                    id: e.id,
+                    name: e.name,
+                });
+            }
+        });
         World {
             env,
             podman,
             names: Vec::new(),
+            changes,
+            follower,
             _service: service,
             _dir: dir,
         }
@@ -112,6 +130,7 @@ impl World {
                 check,
                 settle,
                 timeout,
+                Wakeups::from_changes(self.changes.subscribe(), true),
                 &record,
             ),
         )
@@ -129,6 +148,7 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        self.follower.abort();
         if !self.names.is_empty() {
             let _ = Command::new("podman")
                 .args(["rm", "--force", "--ignore", "--time", "0"])

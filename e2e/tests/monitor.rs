@@ -535,3 +535,149 @@ fn a_flapping_container_costs_at_most_burst_alerts() {
     );
     assert!(node.agent_log().contains("alert suppressed"));
 }
+
+/// Health is checked after the deploy too: a web component whose page goes
+/// away while it runs becomes drift `unhealthy` (recorded, alerted, shown
+/// in status) after `retries` failed checks, and is cleared when the page
+/// comes back.
+#[test]
+fn a_component_that_turns_unhealthy_after_its_deploy_is_drift_until_it_recovers() {
+    let mut node = Node::start();
+    let (script, out) = recorder(node.dir.path());
+    configure_monitor(
+        &mut node,
+        &format!(
+            "alert_command = [\"{}\", \"{{service}}\", \"{{component}}\", \"{{event}}\"]",
+            script.display()
+        ),
+    );
+    let service = unique("sick");
+    let port = mcp_e2e::free_port();
+    node.write_service(
+        &service,
+        &format!(
+            r#"name = "{service}"
+
+[[components]]
+name = "web"
+image = "{image}"
+ports = ["127.0.0.1:{port}:8080"]
+
+[components.health]
+kind = "http"
+port = 8080
+path = "/index.html"
+interval = "300ms"
+timeout = "300ms"
+retries = 3
+
+[[components]]
+name = "worker"
+image = "{image}"
+
+[components.health]
+kind = "command"
+command = ["/bin/busybox", "test", "-f", "/www/index.html"]
+interval = "500ms"
+retries = 2
+"#,
+            image = node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let of = |node: &Node, component: &str| {
+        let s = node.mcp_json(&["status", &service]);
+        s["nodes"][0]["components"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["component"] == component).cloned())
+            .unwrap_or_else(|| panic!("no {component}: {s}"))
+    };
+    let web = |node: &Node| of(node, "web");
+    let c = web(&node);
+    assert_eq!(c["health"], "healthy", "{c}");
+    assert_eq!(c["drift"], serde_json::json!([]), "{c}");
+    assert_eq!(of(&node, "worker")["health"], "healthy");
+    let table = node.mcp(&["status", &service]).success().stdout;
+    assert!(
+        table.contains("HEALTH") && table.contains("healthy"),
+        "{table}"
+    );
+
+    // The page goes away: 404 from then on.
+    let name = format!("{service}-web");
+    let exec_in = |instance: &str, args: &[&str]| {
+        let out = std::process::Command::new("podman")
+            .args(["exec", instance])
+            .args(args)
+            .output()
+            .expect("podman exec");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let exec = |args: &[&str]| exec_in(&name, args);
+    exec(&["mv", "/www/index.html", "/www/gone.html"]);
+    let line = wait_for(Duration::from_secs(15), || {
+        alert_lines(&out)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("{service}|web|drift:unhealthy|")))
+    });
+    assert!(
+        line.is_some(),
+        "no unhealthy alert: {:?}\n{}",
+        alert_lines(&out),
+        node.agent_log()
+    );
+    let c = web(&node);
+    assert_eq!(c["health"], "unhealthy", "{c}");
+    assert_eq!(c["drift"], serde_json::json!(["unhealthy"]), "{c}");
+    assert!(
+        c["health_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("failed checks in a row; last: HTTP 404")),
+        "{c}"
+    );
+    let ev = events(&node, &service);
+    let drift = ev
+        .iter()
+        .find(|e| e.0 == "web" && e.1 == "drift:unhealthy")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(drift.2.contains("HTTP 404"), "{drift:?}");
+    assert_eq!(ps_drift(&node, &name), serde_json::json!(["unhealthy"]));
+
+    // The command check, run through the runtime, the same way.
+    let worker = format!("{service}-worker");
+    exec_in(&worker, &["rm", "/www/index.html"]);
+    let sick = wait_for(Duration::from_secs(15), || {
+        let c = of(&node, "worker");
+        (c["drift"] == serde_json::json!(["unhealthy"])).then_some(c)
+    });
+    assert!(sick.is_some(), "{}", of(&node, "worker"));
+    exec_in(&worker, &["touch", "/www/index.html"]);
+    let well = wait_for(Duration::from_secs(15), || {
+        let c = of(&node, "worker");
+        (c["health"] == "healthy" && c["drift"] == serde_json::json!([])).then_some(c)
+    });
+    assert!(well.is_some(), "{}", of(&node, "worker"));
+
+    // Back: cleared, and alerted as such.
+    exec(&["mv", "/www/gone.html", "/www/index.html"]);
+    let cleared = wait_for(Duration::from_secs(15), || {
+        alert_lines(&out)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("{service}|web|drift-cleared|")))
+    });
+    assert!(cleared.is_some(), "not cleared: {:?}", alert_lines(&out));
+    let c = web(&node);
+    assert_eq!(c["health"], "healthy", "{c}");
+    assert_eq!(c["drift"], serde_json::json!([]), "{c}");
+    let ev = events(&node, &service);
+    let unhealthy: Vec<&str> = ev
+        .iter()
+        .filter(|e| e.1 == "drift:unhealthy")
+        .map(|e| e.0.as_str())
+        .collect();
+    assert_eq!(unhealthy, ["web", "worker"], "{ev:?}");
+}

@@ -264,7 +264,7 @@ fn streamed_deploys_closed_at_their_outcome_are_audited_with_it() {
                     &def,
                     None,
                     mcp_core::reconcile::PullPolicy::Missing,
-                    None,
+                    mcp_core::reconcile::DeployOptions::default(),
                     &mut |_| {},
                 )
                 .await

@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
 use mcp_core::client::{Client, ConnectOptions};
 use mcp_core::config::{CliConfig, NodeEntry, cli_config_path};
-use mcp_core::reconcile::PullPolicy;
+use mcp_core::reconcile::{DeployOptions, PullPolicy};
 use mcp_core::servicedef::{self, ServiceDef};
 use mcp_core::transfer;
 
@@ -70,6 +70,9 @@ enum Command {
         /// How long to wait for changed components to be ready (e.g. 90s, 5m; at most 24h) [default: the agent's [deploy] timeout].
         #[arg(long, value_name = "DURATION", value_parser = parse_deploy_timeout)]
         timeout: Option<std::time::Duration>,
+        /// Do not wait for changed components to be ready: done once they are started, never rolled back.
+        #[arg(long, conflicts_with = "timeout")]
+        no_wait: bool,
     },
     /// Set `active = false` in the definition, then push it.
     Stop {
@@ -318,14 +321,14 @@ async fn deploy(
     def: &ServiceDef,
     component: Option<&str>,
     pull: PullPolicy,
-    timeout: Option<std::time::Duration>,
+    options: DeployOptions,
 ) -> anyhow::Result<()> {
     let node = ctx.node_for(Some(def))?;
     let mut client = ctx.client(node).await?;
     let service = def.name.clone();
     let out = &ctx.out;
     let res = client
-        .deploy_watch(def, component, pull, timeout, &mut |p| {
+        .deploy_watch(def, component, pull, options, &mut |p| {
             out.deploy_progress(&service, &p)
         })
         .await?;
@@ -355,9 +358,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             component,
             pull,
             timeout,
+            no_wait,
         } => {
             let def = ctx.load_def(&target)?;
-            deploy(&ctx, &def, component.as_deref(), pull.into(), timeout).await
+            let options = DeployOptions { timeout, no_wait };
+            deploy(&ctx, &def, component.as_deref(), pull.into(), options).await
         }
         Command::Stop { target } => set_active_and_push(&ctx, &target, false).await,
         Command::Start { target } => set_active_and_push(&ctx, &target, true).await,
@@ -666,7 +671,10 @@ async fn set_active_and_push(ctx: &Ctx, target: &str, active: bool) -> anyhow::R
     let mut client = ctx.client(node).await?;
     servicedef::write_active(&path, active)?;
     let def = ctx.config.load_definition(target)?;
-    match client.deploy(&def, None, PullPolicy::Missing, None).await {
+    match client
+        .deploy(&def, None, PullPolicy::Missing, DeployOptions::default())
+        .await
+    {
         Ok(res) => {
             ctx.out.results(&node.name, &res.service, &res.results)?;
             output::check_results(&res.service, &res.results)

@@ -288,6 +288,8 @@ impl Output {
                             "observed_image": c.observed_image,
                             "container_id": c.container_id,
                             "started_at": c.started_at,
+                            "health": (!c.health.is_empty()).then_some(&c.health),
+                            "health_detail": (!c.health_detail.is_empty()).then_some(&c.health_detail),
                             "drift": c.drift,
                         })).collect::<Vec<_>>(),
                         "unmanaged": r.unmanaged.iter().map(instance_json).collect::<Vec<_>>(),
@@ -304,6 +306,7 @@ impl Output {
             "OBSERVED",
             "IMAGE",
             "UP",
+            "HEALTH",
             "DRIFT",
         ]);
         let mut unmanaged = Vec::new();
@@ -325,6 +328,11 @@ impl Output {
                         ago(c.started_at)
                     } else {
                         "-".into()
+                    },
+                    if c.health.is_empty() {
+                        "-".into()
+                    } else {
+                        c.health.clone()
                     },
                     drift_cell(&c.drift),
                 ]);

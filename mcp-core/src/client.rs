@@ -8,7 +8,7 @@ use mcp_proto::v1 as pb;
 use mcp_proto::v1::agent_service_client::AgentServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::reconcile::PullPolicy;
+use crate::reconcile::{DeployOptions, PullPolicy};
 use crate::servicedef::ServiceDef;
 
 /// Why a call to an agent failed.
@@ -279,13 +279,16 @@ fn deploy_request(
     def: &ServiceDef,
     component: Option<&str>,
     pull: PullPolicy,
-    timeout: Option<Duration>,
+    options: DeployOptions,
 ) -> pb::DeployRequest {
     pb::DeployRequest {
         service: Some(def.to_proto()),
         component: component.unwrap_or_default().to_string(),
         pull: pull.to_proto() as i32,
-        timeout_ms: timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        timeout_ms: options
+            .timeout
+            .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        no_wait: options.no_wait,
     }
 }
 
@@ -462,9 +465,9 @@ impl Client {
         def: &ServiceDef,
         component: Option<&str>,
         pull: PullPolicy,
-        timeout: Option<Duration>,
+        options: DeployOptions,
     ) -> Result<pb::DeployResponse, ClientError> {
-        let req = self.request(deploy_request(def, component, pull, timeout));
+        let req = self.request(deploy_request(def, component, pull, options));
         let res = self
             .inner
             .deploy(req)
@@ -480,11 +483,11 @@ impl Client {
         def: &ServiceDef,
         component: Option<&str>,
         pull: PullPolicy,
-        timeout: Option<Duration>,
+        options: DeployOptions,
         progress: &mut (dyn FnMut(pb::DeployProgress) + Send),
     ) -> Result<pb::DeployResponse, ClientError> {
         use pb::deploy_update::Update;
-        let req = self.request(deploy_request(def, component, pull, timeout));
+        let req = self.request(deploy_request(def, component, pull, options));
         let mut stream = self
             .inner
             .deploy_stream(req)
@@ -624,7 +627,7 @@ impl Client {
             service: service.to_string(),
             component: component.unwrap_or_default().to_string(),
             follow,
-            tail: tail.and_then(|t| i32::try_from(t).ok()).unwrap_or(0),
+            tail: tail.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
         });
         let res = self.inner.logs(req).await.map_err(|s| self.status_err(s))?;
         let this = self.clone();

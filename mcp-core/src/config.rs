@@ -181,16 +181,25 @@ pub struct DeploySettings {
     /// and healthy when it has a health check) before it gives up and puts
     /// the previous version back.
     pub timeout: Duration,
-    /// How long a component without a health check must keep running after
-    /// its start to count as ready.
+    /// The observation window: how long a component without a health check
+    /// must keep running after its start to count as ready.
     pub settle: Duration,
 }
+
+/// The default observation window ([`DeploySettings::settle`]): 5 s, as
+/// Docker swarm's update monitor (Kamal waits 7 s, Nomad 10 s with its
+/// checks). Without a health check, staying up is the only evidence a new
+/// version works; a process that fails on a bad flag, a missing file or a
+/// taken port, even an interpreter that loads slowly first, dies well
+/// within it. Components that take longer to fail or to be usable should
+/// have a health check, which replaces the window.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(5);
 
 impl Default for DeploySettings {
     fn default() -> Self {
         DeploySettings {
             timeout: Duration::from_secs(300),
-            settle: Duration::ZERO,
+            settle: DEFAULT_SETTLE,
         }
     }
 }
@@ -1256,7 +1265,7 @@ mod tests {
     fn deploy_keys() {
         let mut c = AgentConfig::defaults();
         assert_eq!(c.deploy.timeout, Duration::from_secs(300));
-        assert_eq!(c.deploy.settle, Duration::ZERO);
+        assert_eq!(c.deploy.settle, Duration::from_secs(5));
         c.apply_toml(
             Path::new("a.toml"),
             "[deploy]\ntimeout = 60\nsettle_ms = 1500\n",

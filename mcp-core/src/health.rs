@@ -3,8 +3,10 @@
 //!
 //! [`wait_ready`] is what a deploy waits on after it starts an instance:
 //!
-//! - Without a health check, the instance is ready once it has been running
-//!   for a settle time (possibly zero).
+//! - Without a health check, the instance is ready once it has kept running
+//!   for the observation window (`[deploy] settle_ms`, 5 s by default): a
+//!   process that dies at once (a bad flag, a missing file, a port in use)
+//!   is caught, and the previous version put back.
 //! - With a check ([`HealthCheck`]), it is probed at once and then every
 //!   interval until a probe succeeds. Failures within the check's start
 //!   period (counted from when the gate starts) do not count; after it,
@@ -13,7 +15,10 @@
 //! Either way the gate keeps looking at the instance: one that stops running
 //! is reported at once ([`NotReady::Exited`], with its exit code and last log
 //! lines), and the whole wait is bounded by a deadline
-//! ([`NotReady::Timeout`]).
+//! ([`NotReady::Timeout`]). Between looks it waits on the runtime's event
+//! stream ([`Wakeups`]): an exit wakes it at once, and the window ends on a
+//! timer, not on a polling tick. Only while the event stream is down does it
+//! poll.
 //!
 //! Probes:
 //! - `command`: the runtime runs the container's own health check
@@ -35,17 +40,95 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use mcp_runtime::{InstanceInfo, InstanceState, LogOptions, PortMapping, Runtime, RuntimeError};
 use tokio::net::TcpStream;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+use crate::reconcile::RuntimeChange;
 
 use crate::servicedef::{HealthCheck, HealthProbe};
 
-/// How often the gate looks at an instance while it waits without a check
-/// (and while an instance has not started running yet).
+/// How often the gate looks at an instance while the runtime's event stream
+/// is down, without a check (and while an instance has not started running
+/// yet).
 pub const SETTLE_POLL: Duration = Duration::from_millis(50);
 
-/// How often the gate looks at an instance between two probes, so that one
-/// that stops running is noticed well before the next probe is due.
+/// How often the gate looks at an instance between two probes while the
+/// runtime's event stream is down, so that one that stops running is
+/// noticed well before the next probe is due.
 pub const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// How often the gate looks at an instance although the event stream is
+/// up: a backstop, should an event never come.
+pub const EVENT_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// What wakes the gate between two looks at its instance: the changes the
+/// runtime's event stream reports (see
+/// [`Reconciler::subscribe_changes`](crate::reconcile::Reconciler::subscribe_changes)),
+/// or nothing, and then it polls.
+pub struct Wakeups {
+    changes: Option<broadcast::Receiver<RuntimeChange>>,
+    /// Whether the event stream is connected (else the gate polls).
+    live: bool,
+}
+
+impl Wakeups {
+    /// Wakes on `changes`; `live` says whether the event stream is
+    /// connected now (its later losses and returns come through `changes`).
+    pub fn from_changes(changes: broadcast::Receiver<RuntimeChange>, live: bool) -> Wakeups {
+        Wakeups {
+            changes: Some(changes),
+            live,
+        }
+    }
+
+    /// No events: the gate polls.
+    pub fn polling() -> Wakeups {
+        Wakeups {
+            changes: None,
+            live: false,
+        }
+    }
+
+    /// Waits until `until`, or until the event stream reports something
+    /// about `instance` (its id or name) or its own loss or return. Without
+    /// a live stream, waits at most `poll`; with one, at most
+    /// [`EVENT_BACKSTOP`].
+    async fn pause(&mut self, instance: &str, until: Instant, poll: Duration) {
+        let now = Instant::now();
+        let until = until.min(now + if self.live { EVENT_BACKSTOP } else { poll });
+        let Some(changes) = self.changes.as_mut() else {
+            tokio::time::sleep_until(until).await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                change = changes.recv() => match change {
+                    Ok(RuntimeChange::Instance { id, name }) => {
+                        if id == instance || name == instance {
+                            return;
+                        }
+                    }
+                    Ok(RuntimeChange::Connected) => {
+                        self.live = true;
+                        return;
+                    }
+                    Ok(RuntimeChange::Lost) => {
+                        self.live = false;
+                        return;
+                    }
+                    // Fell behind: anything may have happened.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.changes = None;
+                        self.live = false;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
 
 /// How many of its last log lines an instance that stopped reports.
 pub const EXIT_LOG_LINES: usize = 10;
@@ -57,6 +140,82 @@ const COMMAND_GRACE: Duration = Duration::from_secs(2);
 
 /// How long reading a stopped instance's last log lines may take.
 const LOG_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A component's health as its checks after the deploy find it (see
+/// [`crate::monitor`]'s health checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthState {
+    /// Not judged yet: no check has counted since the instance started.
+    Starting,
+    /// The last check passed.
+    Healthy,
+    /// `retries` checks in a row failed.
+    Unhealthy,
+}
+
+impl HealthState {
+    /// `starting`, `healthy` or `unhealthy`, as status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Starting => "starting",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One component's health, for one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentHealth {
+    /// The instance checked (its id): the health of another is not its.
+    pub instance: String,
+    /// What the checks found.
+    pub state: HealthState,
+    /// Failed checks in a row.
+    pub failures: u32,
+    /// What the last failed check said, while the failures last.
+    pub last_failure: Option<String>,
+}
+
+/// The health of every component with a check, per (service, component):
+/// written by the deploy gate (a passed gate is healthy) and the monitor's
+/// checks, read by status.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    entries: std::sync::Mutex<std::collections::HashMap<(String, String), ComponentHealth>>,
+}
+
+impl HealthBoard {
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), ComponentHealth>>
+    {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The health of `component` of `service` for the instance `id`; `None`
+    /// when none is known for that instance.
+    pub fn get(&self, service: &str, component: &str, id: &str) -> Option<ComponentHealth> {
+        self.entries()
+            .get(&(service.to_string(), component.to_string()))
+            .filter(|h| h.instance == id)
+            .cloned()
+    }
+
+    /// Records the health of `component` of `service`.
+    pub fn set(&self, service: &str, component: &str, health: ComponentHealth) {
+        self.entries()
+            .insert((service.to_string(), component.to_string()), health);
+    }
+
+    /// Forgets the health of `component` of `service`.
+    pub fn forget(&self, service: &str, component: &str) {
+        self.entries()
+            .remove(&(service.to_string(), component.to_string()));
+    }
+}
 
 /// What the gate reports while it waits (for progress display).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +307,8 @@ fn span(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
-/// Waits until `instance` is ready, or says why it is not.
+/// Waits until `instance` (an id, or a name) is ready, or says why it is
+/// not.
 ///
 /// `ports` are the instance's published ports (tcp and http checks probe the
 /// host side of theirs). Without a `check`, the instance is ready once it
@@ -156,13 +316,15 @@ fn span(d: Duration) -> String {
 /// one, it is probed at once and then every `check.interval`; the first
 /// success means ready, failures within `check.start_period` (from now) do
 /// not count, and `check.retries` consecutive failures after it mean
-/// [`NotReady::Unhealthy`]. The instance is inspected every
-/// [`SETTLE_POLL`] (without a check) or [`WATCH_POLL`] (between probes):
-/// when it stops running the answer is [`NotReady::Exited`] at once.
-/// The wait ends at `timeout` ([`NotReady::Timeout`]); only reading the
-/// last log lines of an instance that stopped may add a few seconds.
+/// [`NotReady::Unhealthy`]. The instance is looked at again whenever
+/// `wakeups` reports an event about it (and, should events fail, every
+/// [`SETTLE_POLL`] without a check, [`WATCH_POLL`] between probes): when it
+/// stops running the answer is [`NotReady::Exited`] at once. The wait ends
+/// at `timeout` ([`NotReady::Timeout`]); only reading the last log lines of
+/// an instance that stopped may add a few seconds.
 ///
 /// `progress` hears of each probe and of failures that did not count.
+#[allow(clippy::too_many_arguments)]
 pub async fn wait_ready(
     runtime: &dyn Runtime,
     instance: &str,
@@ -170,13 +332,15 @@ pub async fn wait_ready(
     check: Option<&HealthCheck>,
     settle: Duration,
     timeout: Duration,
+    wakeups: Wakeups,
     progress: &(dyn Fn(GateProgress) + Send + Sync),
 ) -> Result<Ready, NotReady> {
-    let gate = Gate {
+    let mut gate = Gate {
         runtime,
         instance,
         started: Instant::now(),
         timeout,
+        wakeups,
     };
     match check {
         None => gate.settle(settle).await,
@@ -193,6 +357,7 @@ struct Gate<'a> {
     instance: &'a str,
     started: Instant,
     timeout: Duration,
+    wakeups: Wakeups,
 }
 
 impl Gate<'_> {
@@ -208,7 +373,7 @@ impl Gate<'_> {
     }
 
     /// Ready once running for `settle`.
-    async fn settle(&self, settle: Duration) -> Result<Ready, NotReady> {
+    async fn settle(&mut self, settle: Duration) -> Result<Ready, NotReady> {
         let mut watch = Watch::default();
         let mut running_since: Option<Instant> = None;
         loop {
@@ -228,17 +393,16 @@ impl Gate<'_> {
             if now >= self.deadline() {
                 return Err(self.timed_out(None));
             }
-            let mut nap = SETTLE_POLL.min(self.deadline() - now);
-            if let Some(since) = running_since {
-                nap = nap.min((since + settle).saturating_duration_since(now));
-            }
-            tokio::time::sleep(nap).await;
+            let until = running_since.map_or(self.deadline(), |since| {
+                (since + settle).min(self.deadline())
+            });
+            self.wakeups.pause(self.instance, until, SETTLE_POLL).await;
         }
     }
 
     /// Probes until a probe succeeds, the check gives up, or time runs out.
     async fn probe_until_ready(
-        &self,
+        &mut self,
         check: &HealthCheck,
         target: &Target,
         progress: &(dyn Fn(GateProgress) + Send + Sync),
@@ -261,7 +425,7 @@ impl Gate<'_> {
                     last: last.clone(),
                 });
                 let probe_start = Instant::now();
-                let probe = self.probe(target, check.timeout);
+                let probe = target.probe(self.runtime, self.instance, check.timeout);
                 let Ok(outcome) = tokio::time::timeout_at(self.deadline(), probe).await else {
                     return Err(self.timed_out(last));
                 };
@@ -300,12 +464,12 @@ impl Gate<'_> {
             if now >= self.deadline() {
                 return Err(self.timed_out(last));
             }
-            let nap = if running {
-                WATCH_POLL.min(next_probe.saturating_duration_since(now))
+            let (until, poll) = if running {
+                (next_probe.min(self.deadline()), WATCH_POLL)
             } else {
-                SETTLE_POLL
+                (self.deadline(), SETTLE_POLL)
             };
-            tokio::time::sleep(nap.min(self.deadline() - now)).await;
+            self.wakeups.pause(self.instance, until, poll).await;
         }
     }
 
@@ -331,12 +495,60 @@ impl Gate<'_> {
             }),
         }
     }
+}
 
-    /// Runs one probe.
-    async fn probe(&self, target: &Target, timeout: Duration) -> Result<(), ProbeError> {
-        match target {
+/// Why a probe did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeError {
+    /// The check failed: counts as a failed probe.
+    Failed(String),
+    /// The probe cannot be run at all (misconfiguration, runtime down).
+    Fatal(String),
+}
+
+/// What one probe does, resolved once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The runtime runs the container's own check.
+    Command,
+    /// Connect to this address.
+    Tcp(SocketAddr),
+    /// GET `path` from this address.
+    Http {
+        addr: SocketAddr,
+        path: String,
+        status: Option<u16>,
+    },
+}
+
+impl Target {
+    /// What probing `check` of an instance publishing `ports` does.
+    pub(crate) fn resolve(check: &HealthCheck, ports: &[PortMapping]) -> Result<Target, String> {
+        Ok(match &check.probe {
+            HealthProbe::Command { .. } => Target::Command,
+            HealthProbe::Tcp { port } => Target::Tcp(probe_address(ports, *port)?),
+            HealthProbe::Http { port, path, status } => Target::Http {
+                addr: probe_address(ports, *port)?,
+                path: if path.is_empty() {
+                    HealthCheck::DEFAULT_PATH.to_string()
+                } else {
+                    path.clone()
+                },
+                status: *status,
+            },
+        })
+    }
+
+    /// Runs one probe of `instance`, which may take `timeout`.
+    pub(crate) async fn probe(
+        &self,
+        runtime: &dyn Runtime,
+        instance: &str,
+        timeout: Duration,
+    ) -> Result<(), ProbeError> {
+        match self {
             Target::Command => {
-                let run = self.runtime.run_health_check(self.instance);
+                let run = runtime.run_health_check(instance);
                 match tokio::time::timeout(timeout + COMMAND_GRACE, run).await {
                     Ok(Ok(report)) if report.healthy => Ok(()),
                     Ok(Ok(report)) if report.output.is_empty() => {
@@ -346,8 +558,7 @@ impl Gate<'_> {
                     // Not running: the next look says how it ended.
                     Ok(Err(RuntimeError::Conflict(message))) => Err(ProbeError::Failed(message)),
                     Ok(Err(e)) => Err(ProbeError::Fatal(format!(
-                        "cannot run the health check of {}: {e}",
-                        self.instance
+                        "cannot run the health check of {instance}: {e}"
                     ))),
                     Err(_) => Err(ProbeError::Failed(format!(
                         "the check did not finish within {}",
@@ -378,48 +589,6 @@ impl Gate<'_> {
                 }
             }
         }
-    }
-}
-
-/// Why a probe did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ProbeError {
-    /// The check failed: counts as a failed probe.
-    Failed(String),
-    /// The probe cannot be run at all (misconfiguration, runtime down).
-    Fatal(String),
-}
-
-/// What one probe does, resolved once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    /// The runtime runs the container's own check.
-    Command,
-    /// Connect to this address.
-    Tcp(SocketAddr),
-    /// GET `path` from this address.
-    Http {
-        addr: SocketAddr,
-        path: String,
-        status: Option<u16>,
-    },
-}
-
-impl Target {
-    fn resolve(check: &HealthCheck, ports: &[PortMapping]) -> Result<Target, String> {
-        Ok(match &check.probe {
-            HealthProbe::Command { .. } => Target::Command,
-            HealthProbe::Tcp { port } => Target::Tcp(probe_address(ports, *port)?),
-            HealthProbe::Http { port, path, status } => Target::Http {
-                addr: probe_address(ports, *port)?,
-                path: if path.is_empty() {
-                    HealthCheck::DEFAULT_PATH.to_string()
-                } else {
-                    path.clone()
-                },
-                status: *status,
-            },
-        })
     }
 }
 
@@ -983,10 +1152,22 @@ mod tests {
         }
     }
 
-    /// A runtime whose instance is always as `state` says (`None`: gone,
-    /// `Err`: inspect fails); everything else is refused.
+    /// A runtime whose instance is as `state` says (`None`: gone, `Err`:
+    /// inspect fails); everything else is refused.
     struct Fake {
-        state: Option<Result<InstanceState, ()>>,
+        state: std::sync::Mutex<Option<Result<InstanceState, ()>>>,
+    }
+
+    impl Fake {
+        fn new(state: Option<Result<InstanceState, ()>>) -> Fake {
+            Fake {
+                state: std::sync::Mutex::new(state),
+            }
+        }
+
+        fn set(&self, state: InstanceState) {
+            *self.state.lock().expect("lock") = Some(Ok(state));
+        }
     }
 
     #[async_trait::async_trait]
@@ -1022,7 +1203,7 @@ mod tests {
             Err(RuntimeError::Invalid("fake".into()))
         }
         async fn inspect(&self, _: &str) -> mcp_runtime::RuntimeResult<Option<InstanceInfo>> {
-            match &self.state {
+            match &*self.state.lock().expect("lock") {
                 None => Ok(None),
                 Some(Err(())) => Err(RuntimeError::Unavailable {
                     endpoint: "/fake.sock".into(),
@@ -1058,16 +1239,72 @@ mod tests {
             check,
             Duration::ZERO,
             timeout,
+            Wakeups::polling(),
             &|_| {},
         )
         .await
     }
 
+    /// A change reported for the gate's instance `svc-web`.
+    fn changed() -> RuntimeChange {
+        RuntimeChange::Instance {
+            id: "id-svc-web".into(),
+            name: "svc-web".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_events_an_exit_wakes_the_gate_and_the_window_ends_on_time() {
+        let (tx, rx) = broadcast::channel(16);
+        let fake = std::sync::Arc::new(Fake::new(Some(Ok(InstanceState::Running))));
+        // The instance dies 300 ms in; the runtime reports it then.
+        let dying = fake.clone();
+        let events = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            dying.set(InstanceState::Exited);
+            let _ = events.send(changed());
+        });
+        let began = Instant::now();
+        let window = Duration::from_millis(5500);
+        let gated = wait_ready(
+            fake.as_ref(),
+            "svc-web",
+            &[],
+            None,
+            window,
+            Duration::from_secs(60),
+            Wakeups::from_changes(rx, true),
+            &|_| {},
+        )
+        .await;
+        assert!(matches!(gated, Err(NotReady::Exited { .. })), "{gated:?}");
+        // Woken by the event, not by the next look a second later.
+        assert_eq!(began.elapsed(), Duration::from_millis(300));
+
+        // One that keeps running is ready when the window ends, to the
+        // millisecond, not on the next whole second of the backstop.
+        let fake = Fake::new(Some(Ok(InstanceState::Running)));
+        let began = Instant::now();
+        let ready = wait_ready(
+            &fake,
+            "svc-web",
+            &[],
+            None,
+            window,
+            Duration::from_secs(60),
+            Wakeups::from_changes(tx.subscribe(), true),
+            &|_| {},
+        )
+        .await
+        .expect("ready");
+        assert_eq!(began.elapsed(), window);
+        assert_eq!(ready.after, window);
+    }
+
     #[tokio::test]
     async fn the_gate_on_a_fake_runtime() {
-        let running = || Fake {
-            state: Some(Ok(InstanceState::Running)),
-        };
+        let running = || Fake::new(Some(Ok(InstanceState::Running)));
         let long = Duration::from_secs(30);
         let ready = gate(running(), None, long).await.expect("running is ready");
         assert_eq!(ready.probes, 0);
@@ -1083,26 +1320,16 @@ mod tests {
             ),
             other => panic!("expected Runtime, got {other:?}"),
         }
-        match gate(Fake { state: None }, None, long).await {
+        match gate(Fake::new(None), None, long).await {
             Err(NotReady::Runtime(m)) => assert_eq!(m, "svc-web no longer exists"),
             other => panic!("expected Runtime, got {other:?}"),
         }
-        match gate(
-            Fake {
-                state: Some(Err(())),
-            },
-            None,
-            long,
-        )
-        .await
-        {
+        match gate(Fake::new(Some(Err(()))), None, long).await {
             Err(NotReady::Runtime(m)) => assert!(m.starts_with("cannot inspect svc-web: "), "{m}"),
             other => panic!("expected Runtime, got {other:?}"),
         }
         // Never started: the deadline ends the wait.
-        let created = Fake {
-            state: Some(Ok(InstanceState::Created)),
-        };
+        let created = Fake::new(Some(Ok(InstanceState::Created)));
         let short = Duration::from_millis(200);
         assert_eq!(
             gate(created, None, short).await,
@@ -1116,7 +1343,7 @@ mod tests {
     #[test]
     fn the_gate_is_send() {
         fn assert_send<T: Send>(_: &T) {}
-        let fake = Fake { state: None };
+        let fake = Fake::new(None);
         let check = HealthCheck::new(HealthProbe::Tcp { port: 80 });
         let gate = wait_ready(
             &fake,
@@ -1125,6 +1352,7 @@ mod tests {
             Some(&check),
             Duration::ZERO,
             Duration::ZERO,
+            Wakeups::polling(),
             &|_| {},
         );
         assert_send(&gate);

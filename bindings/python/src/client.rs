@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use futures::StreamExt;
 use mcp_core::client::{self as core, ConnectOptions};
 use mcp_core::config::{CliConfig, cli_config_path};
-use mcp_core::reconcile::PullPolicy;
+use mcp_core::reconcile::{DeployOptions, PullPolicy};
 use mcp_core::servicedef;
 use mcp_core::transfer;
 use pyo3::prelude::*;
@@ -261,9 +261,12 @@ impl Client {
 
     /// Deploys a definition (a `ServiceDef`, a file path or, for a client
     /// made from the CLI configuration, a service name in `services_dir`);
-    /// with `component`, only that component. Raises `DeployError` when a
-    /// component fails, unless `check=False`.
-    #[pyo3(signature = (definition, *, component = None, pull = "missing", timeout = None, check = true))]
+    /// with `component`, only that component. Changed components must be
+    /// ready within `timeout` (the agent's `[deploy] timeout` by default);
+    /// with `wait=False` they count as deployed once started. Raises
+    /// `DeployError` when a component fails, unless `check=False`.
+    #[pyo3(signature = (definition, *, component = None, pull = "missing", timeout = None, wait = true, check = true))]
+    #[allow(clippy::too_many_arguments)]
     fn deploy(
         &self,
         py: Python<'_>,
@@ -271,14 +274,21 @@ impl Client {
         component: Option<String>,
         pull: &str,
         timeout: Option<&Bound<'_, PyAny>>,
+        wait: bool,
         check: bool,
     ) -> PyResult<ActionResult> {
         let def = self.definition(definition)?;
         let pull = pull_policy(pull)?;
-        let timeout = timeout.map(wait_limit).transpose()?;
+        if !wait && timeout.is_some() {
+            return Err(Error::Invalid("timeout= has no meaning with wait=False".into()).into());
+        }
+        let options = DeployOptions {
+            timeout: timeout.map(wait_limit).transpose()?,
+            no_wait: !wait,
+        };
         let mut c = self.client()?;
         self.action(py, check, async move {
-            let r = c.deploy(&def, component.as_deref(), pull, timeout).await?;
+            let r = c.deploy(&def, component.as_deref(), pull, options).await?;
             Ok((r.service, r.results))
         })
     }

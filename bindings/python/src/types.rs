@@ -158,10 +158,16 @@ record! {
         instance_id: Option<String>,
         /// Its instance's name (`<service>-<component>`).
         instance_name: String,
-        /// Drift kinds: `missing`, `stopped`, `wrong-image`, `unexpected`.
+        /// Drift kinds: `missing`, `stopped`, `wrong-image`, `unexpected`,
+        /// `unhealthy`.
         drift: Vec<String>,
         /// When its instance last started, when known (UTC).
         started_at: Option<DateTime<Utc>>,
+        /// For a running component with a health check: `starting`,
+        /// `healthy` or `unhealthy`.
+        health: Option<String>,
+        /// While its checks fail: how many in a row, and the last failure.
+        health_detail: Option<String>,
     }
 }
 
@@ -179,6 +185,8 @@ impl From<pb::ComponentStatus> for ComponentStatus {
             instance_name: c.container_name,
             drift: c.drift,
             started_at: unix_time(c.started_at),
+            health: non_empty(c.health),
+            health_detail: non_empty(c.health_detail),
         }
     }
 }

@@ -158,9 +158,14 @@ class Node:
 
     def stop_agent(self) -> None:
         if self.agent is not None:
-            self.agent.send_signal(signal.SIGTERM)
-            self.agent.wait(timeout=30)
-            self.agent = None
+            agent, self.agent = self.agent, None
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+                raise
 
     def agent_log(self) -> str:
         path = self.dir / "agent.log"
@@ -170,14 +175,17 @@ class Node:
         return mcp.Client.from_config(self.config, **kwargs)
 
     def cleanup(self) -> None:
-        self.stop_agent()
-        listed = self.podman_cmd("ps", "-a", "--format", "{{.Names}}")
-        for name in listed.stdout.split():
-            if any(name.startswith(f"{s}-") for s in self.services):
-                self.podman_cmd("rm", "-f", "-t", "0", name)
-        if self.podman is not None:
-            self.podman.kill()
-            self.podman.wait()
+        # Everything this node started goes, even when a step fails.
+        try:
+            self.stop_agent()
+        finally:
+            listed = self.podman_cmd("ps", "-a", "--format", "{{.Names}}")
+            for name in listed.stdout.split():
+                if any(name.startswith(f"{s}-") for s in self.services):
+                    self.podman_cmd("rm", "-f", "-t", "0", name)
+            if self.podman is not None:
+                self.podman.kill()
+                self.podman.wait()
 
 
 @pytest.fixture(scope="session")

@@ -175,9 +175,12 @@ def test_load_services_reads_a_directory(tmp_path: Path) -> None:
     defs = mcp.load_services(tmp_path)
     assert [d.name for d in defs] == ["a", "b"]
     assert defs[0].path == str(tmp_path / "a.toml")
+    # A second `a`, in c.toml: refused at its name, since a service is
+    # looked up as <services_dir>/<name>.toml.
     (tmp_path / "c.toml").write_text('name = "a"\n[[components]]\nname = "c"\nimage = "i"\n')
-    with pytest.raises(mcp.InvalidDefinitionError, match="also defined in"):
+    with pytest.raises(mcp.InvalidDefinitionError, match='differs from the file name "c.toml"') as e:
         mcp.load_services(tmp_path)
+    assert (e.value.file, e.value.line, e.value.column) == (str(tmp_path / "c.toml"), 1, 8)
 
 
 def test_set_image_and_set_active_edit_files_in_place(tmp_path: Path) -> None:

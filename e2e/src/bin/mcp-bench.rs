@@ -95,13 +95,16 @@ fn podman_rm(names: &[String]) {
         .status();
 }
 
+/// `mcp deploy --no-wait` of a service of `components` components
+/// without a health check (done once they are started), against as many
+/// `podman run -d` (done once each is started). Medians of seconds.
 fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64) {
     let image = node.env.image_v1.clone();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let service = unique("bench");
         node.write_service(&service, &def(&service, &image, components));
-        ours.push(time(&mut mcp(node, &["deploy", &service])));
+        ours.push(time(&mut mcp(node, &["deploy", &service, "--no-wait"])));
         let _ = mcp(node, &["remove", &service])
             .stdout(Stdio::null())
             .status();
@@ -124,6 +127,34 @@ fn deploy_vs_run(node: &mut Node, components: usize, rounds: usize) -> (f64, f64
         }
         theirs.push(start.elapsed().as_secs_f64());
         podman_rm(&names);
+    }
+    (median(ours), median(theirs))
+}
+
+/// `mcp deploy` of a one-component service without a health check, with
+/// the agent's default observation window (5 s: ready once it kept
+/// running that long), against what one would do by hand to the same end:
+/// `podman run -d`, wait 5 s, and check that it still runs. Medians of
+/// seconds, rounds interleaved.
+fn deploy_window_vs_sleep(node: &mut Node, rounds: usize) -> (f64, f64) {
+    let image = node.env.image_v1.clone();
+    let window = mcp_core::config::DEFAULT_SETTLE.as_secs_f64();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let service = unique("window");
+        node.write_service(&service, &def(&service, &image, 1));
+        ours.push(time(&mut mcp(node, &["deploy", &service])));
+        let _ = mcp(node, &["remove", &service])
+            .stdout(Stdio::null())
+            .status();
+
+        let name = unique("sleep");
+        let script = format!(
+            "podman run -d --name {name} {image} sleep 3600 >/dev/null && sleep {window} && \
+             test \"$(podman inspect -f '{{{{.State.Running}}}}' {name})\" = true"
+        );
+        theirs.push(time(Command::new("sh").args(["-c", &script])));
+        podman_rm(&[name]);
     }
     (median(ours), median(theirs))
 }
@@ -880,6 +911,20 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--deploy-only") {
+        let (a, b) = deploy_vs_run(&mut node, 1, rounds);
+        println!(
+            "deploy --no-wait {:.3} s vs podman run -d {:.3} s: {:.2}x",
+            a,
+            b,
+            a / b
+        );
+        let (a, b) = deploy_window_vs_sleep(&mut node, rounds);
+        println!(
+            "deploy until ready (5 s window) {:.3} s vs podman run + sleep 5 + inspect {:.3} s: {:.2}x",
+            a,
+            b,
+            a / b
+        );
         let (a, b) = deploy_healthy_vs_loop(&mut node, rounds);
         println!(
             "deploy until healthy {:.3} s vs podman run + curl loop {:.3} s: {:.2}x",
@@ -961,7 +1006,7 @@ fn main() {
     let mut rows = Vec::new();
     let (a, b) = deploy_vs_run(&mut node, 1, rounds);
     rows.push(Row {
-        name: "deploy, 1 component",
+        name: "deploy --no-wait, 1 component",
         mcp: a,
         other: b,
         other_name: "podman run -d",
@@ -971,12 +1016,22 @@ fn main() {
     });
     let (a, b) = deploy_vs_run(&mut node, 5, rounds);
     rows.push(Row {
-        name: "deploy, 5 components",
+        name: "deploy --no-wait, 5 components",
         mcp: a,
         other: b,
         other_name: "5 x podman run -d",
         unit: "s",
         target: "<= 0.6x",
+        paired_ratio: None,
+    });
+    let (a, b) = deploy_window_vs_sleep(&mut node, rounds);
+    rows.push(Row {
+        name: "deploy until ready, no check (5 s observation window)",
+        mcp: a,
+        other: b,
+        other_name: "podman run -d + sleep 5 + podman inspect",
+        unit: "s",
+        target: "<= 1.05x",
         paired_ratio: None,
     });
 

@@ -206,6 +206,8 @@ fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
         drift: c.drift,
         started_at: c.started_at,
         container_name: c.container_name,
+        health: c.health,
+        health_detail: c.health_detail,
     }
 }
 
@@ -230,6 +232,7 @@ fn deploy_request(
     }
     let options = DeployOptions {
         timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+        no_wait: req.no_wait,
     };
     Ok((
         def,
@@ -435,7 +438,8 @@ impl AgentServiceApi for AgentService {
         let req = request.into_inner();
         let options = LogOptions {
             follow: req.follow,
-            tail: u32::try_from(req.tail).ok().filter(|t| *t > 0),
+            // Unset or negative: all; 0: none.
+            tail: req.tail.and_then(|t| u32::try_from(t).ok()),
         };
         let stream = self
             .reconciler

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::reconcile::{StatusReport, UNMANAGED_DRIFT};
+use crate::reconcile::{StatusReport, UNHEALTHY_DRIFT, UNMANAGED_DRIFT};
 use crate::registry::EventRecord;
 
 /// Prefix of the event kind recorded when a drift kind appears
@@ -88,6 +88,12 @@ impl Observation {
             } else {
                 format!("{}, image {}", c.observed_state, c.observed_image)
             };
+            let detail =
+                if c.drift.iter().any(|k| k == UNHEALTHY_DRIFT) && !c.health_detail.is_empty() {
+                    format!("{detail}; {}", c.health_detail)
+                } else {
+                    detail
+                };
             drift.insert(
                 ComponentKey::new(&c.service, &c.component),
                 ComponentDrift {
@@ -566,6 +572,8 @@ mod tests {
             container_name: format!("{service}-{component}"),
             drift: drift.iter().map(|d| d.to_string()).collect(),
             started_at: 0,
+            health: String::new(),
+            health_detail: String::new(),
         }
     }
 
@@ -602,6 +610,11 @@ mod tests {
                 status("a", "ok", "running", &[]),
                 status("a", "web", "missing", &["missing"]),
                 status("a", "db", "exited", &["stopped", "wrong-image"]),
+                ComponentStatus {
+                    health: "unhealthy".into(),
+                    health_detail: "3 failed checks in a row; last: HTTP 404".into(),
+                    ..status("a", "api", "running", &["unhealthy"])
+                },
             ],
             // Attributed by the status (see `reconcile::ownership`).
             unmanaged: vec![
@@ -628,6 +641,11 @@ mod tests {
         assert_eq!(
             got,
             [
+                (
+                    "a/api".to_string(),
+                    vec!["unhealthy".to_string()],
+                    "running, image img:1; 3 failed checks in a row; last: HTTP 404".to_string()
+                ),
                 (
                     "a/db".to_string(),
                     vec!["stopped".to_string(), "wrong-image".to_string()],

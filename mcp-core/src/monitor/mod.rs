@@ -90,6 +90,7 @@
 
 pub mod activity;
 pub mod alert;
+pub mod checks;
 pub mod drift;
 pub mod limit;
 
@@ -100,7 +101,8 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::MonitorSettings;
-use crate::reconcile::{Reconciler, RuntimeChange};
+use crate::health::HealthState;
+use crate::reconcile::{Reconciler, RuntimeChange, UNHEALTHY_DRIFT};
 use crate::registry::{EventFilter, Registry};
 
 pub use activity::Activity;
@@ -219,6 +221,12 @@ impl Monitor {
             reconciler.registry().clone(),
             notify.clone(),
         )));
+        // The components' health checks after their deploy; a change of
+        // health wakes a drift check like a runtime event.
+        let _checks = AbortOnDrop(tokio::spawn(checks::run(
+            reconciler.clone(),
+            notify.clone(),
+        )));
 
         let mut activity_rx = activity.subscribe();
         let mut sweep =
@@ -302,7 +310,7 @@ async fn relay_changes(
             Ok(RuntimeChange::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
                 notify.notify_one()
             }
-            Ok(RuntimeChange::Instance(name)) => {
+            Ok(RuntimeChange::Instance { name, .. }) => {
                 if name.is_empty() || concerns_a_service(&registry, &name) {
                     tracing::trace!(instance = %name, "runtime event");
                     notify.notify_one();
@@ -342,7 +350,29 @@ impl Checker {
                 return None;
             }
         };
-        let observation = Observation::from_status(&report, services);
+        let mut observation = Observation::from_status(&report, services);
+        // A component whose health is not judged yet (its instance new, or
+        // the agent restarted) keeps the `unhealthy` drift it had: not
+        // knowing is not having recovered.
+        for c in report
+            .components
+            .iter()
+            .filter(|c| c.health == HealthState::Starting.as_str())
+        {
+            let key = ComponentKey::new(&c.service, &c.component);
+            if self
+                .tracker
+                .confirmed()
+                .get(&key)
+                .is_some_and(|d| d.kinds.contains(UNHEALTHY_DRIFT))
+            {
+                let entry = observation.drift.entry(key).or_default();
+                entry.kinds.insert(UNHEALTHY_DRIFT.to_string());
+                if entry.detail.is_empty() {
+                    entry.detail = "health not checked yet since the instance started".into();
+                }
+            }
+        }
         let update = self.tracker.update(&observation, std::time::Instant::now());
         for t in update.transitions {
             self.report(t);

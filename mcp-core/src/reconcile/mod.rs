@@ -211,8 +211,8 @@ impl ComponentOutcome {
 pub struct DeployProgress {
     /// The component.
     pub component: String,
-    /// `pulling`, `creating`, `starting`, `waiting`, `ready`,
-    /// `rolling-back` or `skipped`.
+    /// `pulling`, `creating`, `starting`, `waiting`, `ready`, `started`
+    /// (not waited for), `rolling-back` or `skipped`.
     pub phase: &'static str,
     /// For `waiting`, the last probe's result; otherwise a short note.
     pub detail: String,
@@ -227,6 +227,10 @@ pub struct DeployOptions {
     /// How long to wait for changed components to be ready; `None` for the
     /// agent's `[deploy] timeout`.
     pub timeout: Option<Duration>,
+    /// Do not wait at all: a component counts as deployed once its new
+    /// instance is started (fire and forget; the monitor watches it from
+    /// then on, and nothing is rolled back).
+    pub no_wait: bool,
 }
 
 /// Desired versus observed state of one component.
@@ -250,10 +254,16 @@ pub struct ComponentStatus {
     pub container_id: String,
     /// The instance's name.
     pub container_name: String,
-    /// Drift kinds found: `missing`, `stopped`, `wrong-image`, `unexpected`.
+    /// Drift kinds found: `missing`, `stopped`, `wrong-image`, `unexpected`,
+    /// `unhealthy`.
     pub drift: Vec<String>,
     /// Unix seconds of the last start, 0 when unknown.
     pub started_at: i64,
+    /// For a running component with a health check: `starting`, `healthy`
+    /// or `unhealthy` (see [`crate::health::HealthState`]); empty otherwise.
+    pub health: String,
+    /// While checks fail: how many in a row, and what the last one said.
+    pub health_detail: String,
 }
 
 /// A status report for a node.
@@ -333,6 +343,22 @@ impl PsReport {
     }
 }
 
+/// A running component with a health check ([`Reconciler::health_targets`]).
+#[derive(Debug, Clone)]
+pub struct HealthTarget {
+    /// The service.
+    pub service: String,
+    /// The component.
+    pub component: String,
+    /// Its check.
+    pub check: crate::servicedef::HealthCheck,
+    /// The ports its definition publishes (tcp and http checks probe the
+    /// host side of theirs).
+    pub ports: Vec<mcp_runtime::PortMapping>,
+    /// Its running instance.
+    pub instance: InstanceInfo,
+}
+
 /// What [`Reconciler::recover`] did, per (service, component).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -347,6 +373,10 @@ pub struct Recovery {
 pub const RECOVERY_FAILED: &str = "recovery-failed";
 /// Event kind of a leftover resolved on a later try.
 pub const RECOVERED: &str = "recovered";
+
+/// Drift kind of a running component whose health checks failed `retries`
+/// times in a row.
+pub const UNHEALTHY_DRIFT: &str = "unhealthy";
 
 /// Drift kind of an instance named `<service>-<name>` that MCP does not
 /// manage.
@@ -420,6 +450,7 @@ pub struct Reconciler {
     changes: broadcast::Sender<RuntimeChange>,
     vm_files: VmFiles,
     deploy: crate::config::DeploySettings,
+    health: Arc<crate::health::HealthBoard>,
 }
 
 /// What converging one component did, and the instance id; or why not.
@@ -429,7 +460,8 @@ type Converged = Result<(Action, Option<String>), AgentError>;
 struct Gate<'a> {
     def: &'a ComponentDef,
     spec: &'a mcp_runtime::InstanceSpec,
-    timeout: Duration,
+    /// How long it may take to be ready; `None`: not waited for.
+    wait: Option<Duration>,
     progress: &'a (dyn Fn(&'static str, String) + Send + Sync),
 }
 
@@ -547,8 +579,13 @@ impl VmFiles {
 pub enum RuntimeChange {
     /// The stream (re)connected: anything may have changed meanwhile.
     Connected,
-    /// Something happened to the instance of this name.
-    Instance(String),
+    /// Something happened to this instance.
+    Instance {
+        /// Its id.
+        id: String,
+        /// Its name.
+        name: String,
+    },
     /// The stream was lost; it is being reconnected.
     Lost,
 }
@@ -570,7 +607,14 @@ impl Reconciler {
             changes: broadcast::channel(CHANGES_BUFFER).0,
             vm_files: VmFiles::default(),
             deploy: crate::config::DeploySettings::default(),
+            health: Arc::default(),
         }
+    }
+
+    /// The health of the components with a check, as the deploy gate and
+    /// the monitor's checks found it.
+    pub fn health_board(&self) -> &Arc<crate::health::HealthBoard> {
+        &self.health
     }
 
     /// How deploys wait for what they change (`[deploy]`).
@@ -630,7 +674,10 @@ impl Reconciler {
                         match item {
                             Ok(event) => {
                                 self.observed.invalidate();
-                                let _ = self.changes.send(RuntimeChange::Instance(event.name));
+                                let _ = self.changes.send(RuntimeChange::Instance {
+                                    id: event.id,
+                                    name: event.name,
+                                });
                             }
                             Err(e) => {
                                 tracing::debug!(error = %e, "runtime event stream failed");
@@ -757,9 +804,9 @@ impl Reconciler {
             .collect();
         self.registry.record_deploy(&service, &intent, &[])?;
 
-        let timeout = options.timeout.unwrap_or(self.deploy.timeout);
+        let wait = (!options.no_wait).then(|| options.timeout.unwrap_or(self.deploy.timeout));
         let converged = self
-            .converge_in_order(def, &targets, &specs, &previous, pull, timeout, progress)
+            .converge_in_order(def, &targets, &specs, &previous, pull, wait, progress)
             .await;
         let removed = join_all(
             dropped
@@ -931,7 +978,7 @@ impl Reconciler {
         specs: &[mcp_runtime::InstanceSpec],
         previous: &BTreeMap<String, ComponentRecord>,
         pull: PullPolicy,
-        timeout: Duration,
+        wait: Option<Duration>,
         progress: &ProgressFn,
     ) -> Vec<(&'d ComponentDef, Converged)> {
         let mut done: Vec<(&ComponentDef, Converged)> = Vec::new();
@@ -980,7 +1027,7 @@ impl Reconciler {
                     previous.get(&c.name),
                     def.active,
                     pull,
-                    timeout,
+                    wait,
                     progress,
                 )
             }))
@@ -1009,7 +1056,7 @@ impl Reconciler {
         recorded: Option<&ComponentRecord>,
         active: bool,
         pull: PullPolicy,
-        timeout: Duration,
+        wait: Option<Duration>,
         progress: &ProgressFn,
     ) -> Result<(Action, Option<String>), AgentError> {
         let step = |phase: &'static str, detail: String| {
@@ -1054,7 +1101,7 @@ impl Reconciler {
         let gate = Gate {
             def,
             spec: &spec,
-            timeout,
+            wait,
             progress: &step,
         };
         match current {
@@ -1099,9 +1146,20 @@ impl Reconciler {
         }
     }
 
-    /// Waits until the instance `id` is ready for `gate`'s component.
+    /// Waits until the instance `id` is ready for `gate`'s component
+    /// (at once when the deploy does not wait).
     async fn wait_ready(&self, id: &str, gate: &Gate<'_>) -> Result<(), AgentError> {
         let step = gate.progress;
+        let Some(timeout) = gate.wait else {
+            step("started", "not waiting for it to be ready".into());
+            return Ok(());
+        };
+        // Subscribed before the gate's first look: whatever happens from
+        // now on wakes it, and what happened before, that look sees.
+        let wakeups = crate::health::Wakeups::from_changes(
+            self.subscribe_changes(),
+            self.observed.state().live,
+        );
         let report = |p: crate::health::GateProgress| match p {
             crate::health::GateProgress::Probing { attempt, last } => step(
                 "waiting",
@@ -1121,13 +1179,30 @@ impl Reconciler {
             &gate.spec.ports,
             gate.def.health.as_ref(),
             self.deploy.settle,
-            gate.timeout,
+            timeout,
+            wakeups,
             &report,
         )
         .await
         {
             Ok(ready) => {
                 step("ready", format!("after {:.1}s", ready.after.as_secs_f64()));
+                // The check just passed: healthy until the monitor's checks
+                // say otherwise.
+                if gate.def.health.is_some()
+                    && let Some(service) = gate.spec.labels.get(labels::SERVICE)
+                {
+                    self.health.set(
+                        service,
+                        &gate.def.name,
+                        crate::health::ComponentHealth {
+                            instance: id.to_string(),
+                            state: crate::health::HealthState::Healthy,
+                            failures: 0,
+                            last_failure: None,
+                        },
+                    );
+                }
                 Ok(())
             }
             Err(reason) => Err(AgentError::NotReady {
@@ -1772,7 +1847,7 @@ impl Reconciler {
                 Some(c),
                 true,
                 PullPolicy::Missing,
-                self.deploy.timeout,
+                Some(self.deploy.timeout),
                 &|_| {},
             )
             .await?;
@@ -1875,12 +1950,26 @@ impl Reconciler {
                 } else {
                     comp.image.clone()
                 };
+                let health = match (&comp.definition.health, observed) {
+                    (Some(_), Some(inst)) if inst.state == InstanceState::Running => Some(
+                        self.health
+                            .get(&svc.name, &comp.name, &inst.id)
+                            .unwrap_or_else(|| crate::health::ComponentHealth {
+                                instance: inst.id.clone(),
+                                state: crate::health::HealthState::Starting,
+                                failures: 0,
+                                last_failure: None,
+                            }),
+                    ),
+                    _ => None,
+                };
                 components.push(component_status(
                     svc,
                     &comp,
                     &name,
                     observed,
                     &runtime_image,
+                    health.as_ref(),
                 ));
             }
         }
@@ -1907,6 +1996,38 @@ impl Reconciler {
             components,
             unmanaged,
         })
+    }
+
+    /// Every component of an active service that has a health check and
+    /// whose own instance runs: what the monitor's checks probe.
+    pub async fn health_targets(&self) -> Result<Vec<HealthTarget>, AgentError> {
+        let services = self.registry.list_services()?;
+        let instances = self.observed().await?;
+        let owners = self.owners()?;
+        let mut targets = Vec::new();
+        for svc in services.iter().filter(|s| s.active) {
+            for comp in self.registry.components(&svc.name)? {
+                let Some(check) = comp.definition.health.clone() else {
+                    continue;
+                };
+                let name = mcp_runtime::instance_name(&svc.name, &comp.name);
+                let Some(instance) = instances.iter().find(|i| {
+                    i.name == name
+                        && i.state == InstanceState::Running
+                        && owners.owner(i).is(&svc.name, &comp.name)
+                }) else {
+                    continue;
+                };
+                targets.push(HealthTarget {
+                    service: svc.name.clone(),
+                    component: comp.name.clone(),
+                    check,
+                    ports: comp.definition.ports.clone(),
+                    instance: instance.clone(),
+                });
+            }
+        }
+        Ok(targets)
     }
 
     /// Everything the runtime has, managed or not, each with the drift of
@@ -1970,13 +2091,15 @@ fn outcomes(
         .collect()
 }
 
-/// Compares one registry component with the instance observed for it.
+/// Compares one registry component with the instance observed for it and,
+/// when it runs with a health check, what its checks found.
 fn component_status(
     svc: &ServiceRecord,
     comp: &ComponentRecord,
     name: &str,
     observed: Option<&InstanceInfo>,
     runtime_image: &str,
+    health: Option<&crate::health::ComponentHealth>,
 ) -> ComponentStatus {
     let mut drift = Vec::new();
     let (state, image, id, started) = match observed {
@@ -1996,6 +2119,11 @@ fn component_status(
             }
             if inst.image != runtime_image {
                 drift.push("wrong-image".to_string());
+            }
+            if svc.active
+                && health.is_some_and(|h| h.state == crate::health::HealthState::Unhealthy)
+            {
+                drift.push(UNHEALTHY_DRIFT.to_string());
             }
             (
                 inst.state.to_string(),
@@ -2017,6 +2145,18 @@ fn component_status(
         container_name: name.to_string(),
         drift,
         started_at: started,
+        health: health.map_or_else(String::new, |h| h.state.as_str().to_string()),
+        health_detail: health
+            .filter(|h| h.failures > 0)
+            .map(|h| {
+                format!(
+                    "{} failed check{} in a row; last: {}",
+                    h.failures,
+                    if h.failures == 1 { "" } else { "s" },
+                    h.last_failure.as_deref().unwrap_or("-")
+                )
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -2056,6 +2196,8 @@ mod tests {
             container_name: format!("web-{name}"),
             drift: drift.iter().map(|d| d.to_string()).collect(),
             started_at: 0,
+            health: String::new(),
+            health_detail: String::new(),
         }
     }
 

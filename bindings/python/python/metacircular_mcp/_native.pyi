@@ -197,6 +197,10 @@ class ComponentStatus:
     def drift(self) -> list[str]: ...
     @property
     def started_at(self) -> datetime | None: ...
+    @property
+    def health(self) -> str | None: ...
+    @property
+    def health_detail(self) -> str | None: ...
 
 @final
 class Instance:
@@ -479,6 +483,7 @@ class Client:
         component: str | None = None,
         pull: _Pull = "missing",
         timeout: float | timedelta | None = None,
+        wait: bool = True,
         check: bool = True,
     ) -> ActionResult: ...
     def stop(
