@@ -166,14 +166,22 @@ fn adopt_never_takes_an_instance_another_service_holds() {
     // `<base>`'s, but `<base>-hand-app` never is.
     let extra = format!("{base}-extra");
     run(&extra);
-    let ours = status(&node, &base);
-    let unmanaged: Vec<&str> = ours["unmanaged"]
-        .as_array()
-        .expect("unmanaged")
-        .iter()
-        .map(|i| i["name"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(unmanaged, [extra.as_str()], "{ours}");
+    let names = |s: &Value| -> Vec<String> {
+        s["unmanaged"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // Once podman's event about it reached the agent.
+    let ours = wait_for(Duration::from_secs(10), || {
+        let s = status(&node, &base);
+        (!names(&s).is_empty()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("{}", status(&node, &base)));
+    assert_eq!(names(&ours), [extra.clone()], "{ours}");
     assert_eq!(ours["unmanaged"][0]["service"], base.as_str(), "{ours}");
     let theirs = status(&node, &hand);
     assert_eq!(
@@ -214,13 +222,18 @@ fn a_hand_made_container_in_a_components_place_is_not_its_instance() {
     assert!(out.status.success());
     let hand = instance(&node, &name).expect("hand-made");
 
-    // The component's instance is missing; the hand-made one is unmanaged.
+    // The component's instance is missing; the hand-made one is unmanaged
+    // (once podman's events told the agent of both the removal and the new
+    // container).
     let s = wait_for(Duration::from_secs(10), || {
         let s = status(&node, &service);
-        (s["components"][0]["drift"] == serde_json::json!(["missing"])).then_some(s)
+        (s["components"][0]["drift"] == serde_json::json!(["missing"])
+            && s["unmanaged"][0]["name"] == name.as_str())
+        .then_some(s)
     })
     .unwrap_or_else(|| panic!("{}", status(&node, &service)));
-    assert_eq!(s["unmanaged"][0]["name"], name.as_str(), "{s}");
+    assert_eq!(s["unmanaged"].as_array().map(Vec::len), Some(1), "{s}");
+    assert_eq!(s["unmanaged"][0]["component"], "web", "{s}");
     // A deploy refuses to replace it, changing nothing.
     let err = node.mcp(&["deploy", &service]).failure();
     assert!(
