@@ -227,9 +227,9 @@ fn the_deploy_timeout_bounds_the_wait() {
     let err = node.mcp(&["deploy", &service, "--timeout", "2s"]).failure();
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2), "{took:?}");
-    assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(err.contains("rolled back"), "{err}");
-    assert!(err.contains("2s") || err.contains("2.0s"), "{err}");
+    // The timeout ended it (the check's hour-long start period would not).
+    assert!(err.contains("not ready within 2s"), "{err}");
     assert_eq!(http_get(port), "hello from v1\n");
 }
 

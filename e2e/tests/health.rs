@@ -3,8 +3,9 @@
 //!
 //! Each test runs its own podman API service and creates its containers
 //! directly through the podman backend, publishing ports on 127.0.0.1;
-//! they are removed at the end, also when the test fails. Timing bounds are
-//! generous: the hosts are shared and noisy.
+//! they are removed at the end, also when the test fails. No test bounds
+//! how long the gate takes (the hosts are shared and noisy): what it did
+//! (which probes ran, what it reported) says whether it noticed in time.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -253,10 +254,6 @@ async fn http_check_on_a_web_server_is_ready() {
         })
     );
     assert!(ready.after <= gated.elapsed, "{ready:?} {gated:?}");
-    assert!(
-        gated.elapsed < Duration::from_secs(8),
-        "a server that answers at once took long: {gated:?}"
-    );
     // The gate answered because the server answers.
     wait_for_page(&spec).await;
 }
@@ -271,7 +268,7 @@ async fn tcp_check_is_ready() {
         .await;
     let ready = gated.ready();
     assert!(ready.probes >= 1, "{ready:?}");
-    assert!(gated.elapsed < Duration::from_secs(30), "{gated:?}");
+    assert_eq!(gated.attempts(), (1..=ready.probes).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,10 +346,6 @@ async fn command_check_passes_once_a_file_appears() {
         ready.after >= Duration::from_millis(1500),
         "ready before the file could exist: {gated:?}"
     );
-    assert!(
-        gated.elapsed < Duration::from_secs(40),
-        "the start period was not honoured: {gated:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,11 +375,8 @@ async fn a_process_that_exits_at_once_is_reported_quickly() {
         shown.starts_with("exited with code 3; last output: ") && shown.contains("boom"),
         "{shown}"
     );
-    assert!(
-        gated.elapsed < Duration::from_secs(8),
-        "took {:?}, well past a prompt report",
-        gated.elapsed
-    );
+    // Noticed from the runtime's events, not at the next probe 10 s on.
+    assert!(gated.attempts().len() <= 1, "{gated:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,11 +405,9 @@ async fn an_exit_between_two_probes_is_noticed_before_the_next() {
         }
         other => panic!("expected Exited, got {other:?}"),
     }
-    // The second probe would have been 10 s after the first.
-    assert!(
-        gated.elapsed < Duration::from_secs(8),
-        "the exit was not noticed between probes: {gated:?}"
-    );
+    // The second probe would have been 10 s after the first: the exit was
+    // noticed between the two.
+    assert!(gated.attempts().len() <= 1, "{gated:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,7 +461,6 @@ async fn a_never_healthy_check_times_out() {
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert!(gated.elapsed >= timeout, "{gated:?}");
-    assert!(gated.elapsed < Duration::from_secs(20), "{gated:?}");
     assert!(
         gated
             .not_ready()
@@ -510,7 +497,6 @@ async fn without_a_check_an_exit_within_the_settle_time_is_reported() {
         other => panic!("expected Exited, got {other:?}"),
     }
     assert!(gated.progress.is_empty(), "{gated:?}");
-    assert!(gated.elapsed < Duration::from_secs(20), "{gated:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +507,6 @@ async fn without_a_check_a_running_instance_is_ready_after_settling() {
     let gated = w.gate(&spec, None, Duration::ZERO, DEPLOY_TIMEOUT).await;
     let ready = gated.ready();
     assert_eq!(ready.probes, 0);
-    assert!(gated.elapsed < Duration::from_secs(5), "{gated:?}");
     assert!(gated.progress.is_empty(), "{gated:?}");
 
     let gated = w
@@ -529,7 +514,6 @@ async fn without_a_check_a_running_instance_is_ready_after_settling() {
         .await;
     let ready = gated.ready();
     assert!(ready.after >= Duration::from_secs(1), "{gated:?}");
-    assert!(gated.elapsed < Duration::from_secs(20), "{gated:?}");
 
     // A command check on a container that has none configured cannot run.
     let command = HealthCheck::new(HealthProbe::Command {

@@ -247,14 +247,13 @@ async fn guest_boots_serves_and_stops_gracefully() {
     assert_eq!(env.pid("web-vm"), Some(pid));
 
     // Graceful stop: the guest sees the power button and QEMU exits on its
-    // own, well before the timeout.
+    // own, before the stop timeout (only then would `quit` follow).
+    let stop_timeout = Duration::from_secs(60);
     let started = Instant::now();
-    rt.stop("web-vm", Duration::from_secs(30))
-        .await
-        .expect("stop");
+    rt.stop("web-vm", stop_timeout).await.expect("stop");
     let took = started.elapsed();
     assert!(
-        took < Duration::from_secs(20),
+        took < stop_timeout,
         "stop took {took:?}: QEMU did not exit on the power button"
     );
     assert!(
@@ -438,8 +437,11 @@ async fn disk_image_boots_and_a_deaf_guest_is_quit() {
     rt.stop("disk-vm", Duration::from_secs(1))
         .await
         .expect("stop");
-    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(!alive(pid));
+    // Ended by `quit` (0), not killed (137).
+    let info = rt.inspect("disk-vm").await.expect("inspect").expect("vm");
+    assert_eq!(info.exit_code, Some(0), "{info:?}");
     rt.remove("disk-vm", false).await.expect("remove");
 }
 
@@ -544,8 +546,9 @@ async fn kvm_probe_gives_an_answer_quickly() {
     let env = Env::new();
     let started = Instant::now();
     let result = mcp_runtime::qemu::probe_kvm(&env.qemu).await;
+    // Its own limit is 10 s; a hang would never end.
     assert!(
-        started.elapsed() < Duration::from_secs(15),
+        started.elapsed() < Duration::from_secs(60),
         "{result:?} after {:?}",
         started.elapsed()
     );
