@@ -181,7 +181,7 @@ fn adopt_never_takes_an_instance_another_service_holds() {
         (!names(&s).is_empty()).then_some(s)
     })
     .unwrap_or_else(|| panic!("{}", status(&node, &base)));
-    assert_eq!(names(&ours), [extra.clone()], "{ours}");
+    assert_eq!(names(&ours), std::slice::from_ref(&extra), "{ours}");
     assert_eq!(ours["unmanaged"][0]["service"], base.as_str(), "{ours}");
     let theirs = status(&node, &hand);
     assert_eq!(
