@@ -153,6 +153,22 @@ impl Drop for PodmanService {
     }
 }
 
+/// Runs the `podman` command line (the test nodes share the host's
+/// storage), asserts that it succeeded, and returns its trimmed standard
+/// output: for changes made behind an agent's back.
+pub fn podman_cli(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .expect("run podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A podman API client on `socket`, for test set-up and inspection.
 pub fn podman_client(socket: &Path, env: &TestEnv) -> Podman {
     Podman::new(PodmanConfig {
@@ -427,6 +443,17 @@ impl Node {
                 key: None,
             }),
         }
+    }
+
+    /// MCP's client connected to this agent with `token`.
+    pub async fn client(&self, token: &str) -> mcp_core::client::Client {
+        mcp_core::client::Client::connect(
+            &self.name,
+            &self.addr,
+            &self.connect_options(Some(token)),
+        )
+        .await
+        .expect("connect")
     }
 
     /// A gRPC channel to this agent over TLS (for standard gRPC clients).

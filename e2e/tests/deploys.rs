@@ -490,13 +490,7 @@ fn a_deploy_whose_caller_goes_away_runs_to_its_end() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut client = mcp_core::client::Client::connect(
-            &node.name,
-            &node.addr,
-            &node.connect_options(Some(&node.admin_token)),
-        )
-        .await
-        .expect("connect");
+        let mut client = node.client(&node.admin_token).await;
         let call = client.deploy(
             &def,
             None,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mcp_e2e::{Node, free_port, http_get, unique, wait_for};
+use mcp_e2e::{Node, free_port, http_get, podman_cli, unique, wait_for};
 use serde_json::Value;
 
 fn two_component_def(service: &str, image: &str, port: u16) -> String {
@@ -411,20 +411,8 @@ fn recovery_goes_on_past_a_leftover_that_fails_and_retries_it() {
     node.stop_agent();
     for service in [&a, &b] {
         let name = format!("{service}-web");
-        for args in [
-            vec!["stop", "-t", "0", name.as_str()],
-            vec!["rename", name.as_str(), &format!("{name}.mcp-new")],
-        ] {
-            let out = std::process::Command::new("podman")
-                .args(&args)
-                .output()
-                .expect("podman");
-            assert!(
-                out.status.success(),
-                "podman {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        podman_cli(&["stop", "-t", "0", &name]);
+        podman_cli(&["rename", &name, &format!("{name}.mcp-new")]);
     }
     // Meanwhile something else took b's port.
     let taken = std::net::TcpListener::bind(("127.0.0.1", pb)).expect("bind b's port");
@@ -1483,15 +1471,7 @@ fn sigkill_during_sync_of_ten_components_then_converges() {
     // its back is drift at once (from podman's events; the backstop sweep is
     // a minute away).
     let victim = format!("{}-a", services[0]);
-    let out = std::process::Command::new("podman")
-        .args(["kill", &victim])
-        .output()
-        .expect("podman kill");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    podman_cli(&["kill", &victim]);
     let drift = wait_for(Duration::from_secs(10), || {
         let v = node.mcp_json(&["events", "--service", &services[0]]);
         v["nodes"][0]["events"].as_array().and_then(|a| {

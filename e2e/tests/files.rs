@@ -4,7 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use mcp_core::client::{Client, ClientError};
+use mcp_core::client::ClientError;
 use mcp_core::proto as pb;
 use mcp_e2e::{Node, unique};
 use sha2::{Digest, Sha256};
@@ -58,12 +58,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-async fn client(node: &Node, token: &str) -> Client {
-    Client::connect(&node.name, &node.addr, &node.connect_options(Some(token)))
-        .await
-        .expect("connect")
 }
 
 fn code(err: &ClientError) -> Option<tonic::Code> {
@@ -240,7 +234,7 @@ fn a_failed_push_leaves_the_old_file_and_no_temporary_files() {
 
     let rt = rt();
     rt.block_on(async {
-        let mut c = client(&node, &node.admin_token).await;
+        let mut c = node.client(&node.admin_token).await;
         let header = |size: u64| pb::PushFileRequest {
             part: Some(pb::push_file_request::Part::Header(pb::PushFileHeader {
                 service: service.clone(),
@@ -353,7 +347,7 @@ fn confinement_and_roles() {
 
     let rt = rt();
     rt.block_on(async {
-        let mut admin = client(&node, &node.admin_token).await;
+        let mut admin = node.client(&node.admin_token).await;
         let push = |path: &str| {
             let body = b"x".to_vec();
             let sha = Sha256::digest(&body).to_vec();
@@ -439,7 +433,7 @@ fn confinement_and_roles() {
             .expect("rm hard");
 
         // Readonly: may list and pull, never push or remove.
-        let mut viewer = client(&node, &node.readonly_token).await;
+        let mut viewer = node.client(&node.readonly_token).await;
         assert!(
             !viewer
                 .list_files(&service, ".", false)

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mcp_e2e::{Node, free_port, http_get, unique, wait_for};
+use mcp_e2e::{Node, free_port, http_get, podman_cli, unique, wait_for};
 use serde_json::Value;
 
 /// A one-component web service serving on `port`.
@@ -131,15 +131,7 @@ fn adopt_never_takes_an_instance_another_service_holds() {
     node.track(&hand);
     let image = node.env.image_v1.clone();
     let run = |name: &str| {
-        let out = std::process::Command::new("podman")
-            .args(["run", "-d", "--name", name, &image, "sleep", "3600"])
-            .output()
-            .expect("podman run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        podman_cli(&["run", "-d", "--name", name, &image, "sleep", "3600"]);
     };
     // `<base>-hand-app`, made by hand, then adopted by `<base>-hand`.
     let app = format!("{hand}-app");
@@ -210,16 +202,8 @@ fn a_hand_made_container_in_a_components_place_is_not_its_instance() {
     node.write_service(&service, &web(&service, "web", &image, port));
     node.mcp(&["deploy", &service]).success();
     let name = format!("{service}-web");
-    let out = std::process::Command::new("podman")
-        .args(["rm", "-f", "-t", "0", &name])
-        .output()
-        .expect("podman rm");
-    assert!(out.status.success());
-    let out = std::process::Command::new("podman")
-        .args(["run", "-d", "--name", &name, &image, "sleep", "3600"])
-        .output()
-        .expect("podman run");
-    assert!(out.status.success());
+    podman_cli(&["rm", "-f", "-t", "0", &name]);
+    podman_cli(&["run", "-d", "--name", &name, &image, "sleep", "3600"]);
     let hand = instance(&node, &name).expect("hand-made");
 
     // The component's instance is missing; the hand-made one is unmanaged

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mcp_e2e::{Node, unique, wait_for};
+use mcp_e2e::{Node, podman_cli, unique, wait_for};
 use mcp_runtime::Runtime;
 use serde_json::Value;
 
@@ -281,21 +281,6 @@ fn a_failing_alert_program_is_recorded_and_rate_limited() {
     assert_eq!(count(&ev, "drift-cleared"), 1, "{ev:?}");
     assert_eq!(count(&ev, "alert-failed"), 1, "{ev:?}");
     assert!(node.agent_log().contains("alert suppressed"));
-}
-
-/// Runs the `podman` command line (the node's storage is the host's) and
-/// returns its trimmed standard output.
-fn podman_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("podman")
-        .args(args)
-        .output()
-        .expect("run podman");
-    assert!(
-        out.status.success(),
-        "podman {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Waits for an alert line that starts with `prefix`, among those after
@@ -606,16 +591,7 @@ retries = 2
     // The page goes away: 404 from then on.
     let name = format!("{service}-web");
     let exec_in = |instance: &str, args: &[&str]| {
-        let out = std::process::Command::new("podman")
-            .args(["exec", instance])
-            .args(args)
-            .output()
-            .expect("podman exec");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        podman_cli(&[&["exec", instance], args].concat());
     };
     let exec = |args: &[&str]| exec_in(&name, args);
     exec(&["mv", "/www/index.html", "/www/gone.html"]);

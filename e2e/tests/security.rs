@@ -250,13 +250,7 @@ fn streamed_deploys_closed_at_their_outcome_are_audited_with_it() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut client = mcp_core::client::Client::connect(
-            &node.name,
-            &node.addr,
-            &node.connect_options(Some(&node.admin_token)),
-        )
-        .await
-        .expect("connect");
+        let mut client = node.client(&node.admin_token).await;
         for round in 0..ROUNDS {
             // `deploy_watch` returns on the outcome and drops the stream.
             let done = client

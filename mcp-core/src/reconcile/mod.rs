@@ -458,6 +458,7 @@ type Converged = Result<(Action, Option<String>), AgentError>;
 
 /// What a new instance of a component must pass during a deploy.
 struct Gate<'a> {
+    service: &'a str,
     def: &'a ComponentDef,
     spec: &'a mcp_runtime::InstanceSpec,
     /// How long it may take to be ready; `None`: not waited for.
@@ -805,8 +806,10 @@ impl Reconciler {
         self.registry.record_deploy(&service, &intent, &[])?;
 
         let wait = (!options.no_wait).then(|| options.timeout.unwrap_or(self.deploy.timeout));
+        let planned: Vec<(&ComponentDef, mcp_runtime::InstanceSpec)> =
+            targets.iter().copied().zip(specs).collect();
         let converged = self
-            .converge_in_order(def, &targets, &specs, &previous, pull, wait, progress)
+            .converge_in_order(def, &planned, &previous, pull, wait, progress)
             .await;
         let removed = join_all(
             dropped
@@ -966,16 +969,15 @@ impl Reconciler {
         }
     }
 
-    /// Converges `targets` wave by wave in dependency order (the components
-    /// of a wave at once). A component whose dependency (directly or not)
-    /// failed is not touched: it fails with the reason. Returns each
-    /// target with its result, in the order they were handled.
-    #[allow(clippy::too_many_arguments)]
+    /// Converges the `planned` components (each with its instance spec)
+    /// wave by wave in dependency order (the components of a wave at once).
+    /// A component whose dependency (directly or not) failed is not
+    /// touched: it fails with the reason. Returns each component with its
+    /// result, in the order they were handled.
     async fn converge_in_order<'d>(
         &self,
         def: &'d ServiceDef,
-        targets: &[&'d ComponentDef],
-        specs: &[mcp_runtime::InstanceSpec],
+        planned: &[(&'d ComponentDef, mcp_runtime::InstanceSpec)],
         previous: &BTreeMap<String, ComponentRecord>,
         pull: PullPolicy,
         wait: Option<Duration>,
@@ -984,12 +986,13 @@ impl Reconciler {
         let mut done: Vec<(&ComponentDef, Converged)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
         for wave in def.start_order() {
-            let wave: Vec<&ComponentDef> = wave
+            let wave: Vec<&(&ComponentDef, mcp_runtime::InstanceSpec)> = wave
                 .into_iter()
-                .filter(|c| targets.iter().any(|t| t.name == c.name))
+                .filter_map(|c| planned.iter().find(|(t, _)| t.name == c.name))
                 .collect();
             let mut runnable = Vec::new();
-            for c in wave {
+            for planned @ (c, _) in wave {
+                let c = *c;
                 // A component that needs no change is left to converge
                 // (unchanged, or started) whatever its dependencies did.
                 let unchanged = previous
@@ -1010,20 +1013,14 @@ impl Reconciler {
                             ))),
                         ));
                     }
-                    _ => runnable.push(c),
+                    _ => runnable.push(planned),
                 }
             }
-            let results = join_all(runnable.iter().map(|c| {
-                let spec = targets
-                    .iter()
-                    .zip(specs)
-                    .find(|(t, _)| t.name == c.name)
-                    .map(|(_, spec)| spec.clone())
-                    .unwrap_or_else(|| c.instance_spec(&def.name));
+            let results = join_all(runnable.iter().map(|(c, spec)| {
                 self.converge(
                     &def.name,
                     c,
-                    spec,
+                    spec.clone(),
                     previous.get(&c.name),
                     def.active,
                     pull,
@@ -1032,7 +1029,8 @@ impl Reconciler {
                 )
             }))
             .await;
-            for (c, result) in runnable.into_iter().zip(results) {
+            for ((c, _), result) in runnable.into_iter().zip(results) {
+                let c = *c;
                 if result.is_err() {
                     failed.push(c.name.clone());
                 }
@@ -1044,9 +1042,10 @@ impl Reconciler {
 
     /// Makes one component's instance match `def` (whose instance `spec`
     /// has its VM files resolved); returns what was done and the instance
-    /// id. A created or replaced instance must become ready within
-    /// `timeout` (see [`deploy_with`](Self::deploy_with)). An instance of
-    /// its name that is not the component's own is never touched.
+    /// id. A created or replaced instance must become ready within `wait`
+    /// (not waited for when `None`; see [`deploy_with`](Self::deploy_with)).
+    /// An instance of its name that is not the component's own is never
+    /// touched.
     #[allow(clippy::too_many_arguments)]
     async fn converge(
         &self,
@@ -1099,6 +1098,7 @@ impl Reconciler {
             }
         };
         let gate = Gate {
+            service,
             def,
             spec: &spec,
             wait,
@@ -1189,11 +1189,9 @@ impl Reconciler {
                 step("ready", format!("after {:.1}s", ready.after.as_secs_f64()));
                 // The check just passed: healthy until the monitor's checks
                 // say otherwise.
-                if gate.def.health.is_some()
-                    && let Some(service) = gate.spec.labels.get(labels::SERVICE)
-                {
+                if gate.def.health.is_some() {
                     self.health.set(
-                        service,
+                        gate.service,
                         &gate.def.name,
                         crate::health::ComponentHealth {
                             instance: id.to_string(),
