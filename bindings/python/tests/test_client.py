@@ -157,6 +157,11 @@ def test_a_version_that_never_becomes_healthy_is_rolled_back(
 
     with pytest.raises(mcp.InvalidArgumentError, match="timeout"):
         client.deploy(good, timeout=-1)
+    # Longer than the agent allows (24 h): refused by the agent, nothing done.
+    with pytest.raises(mcp.InvalidArgumentError, match="longer than the longest allowed"):
+        client.deploy(bad, timeout=dt.timedelta(days=2))
+    [c] = client.status(name).components
+    assert c.observed_image == node.image_v1
     client.remove(name)
 
 
