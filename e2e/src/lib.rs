@@ -340,12 +340,21 @@ impl Node {
         self.start_agent();
     }
 
-    /// Stops the agent with SIGTERM and waits for it.
+    /// Stops the agent with SIGTERM and waits for it; panics (having
+    /// killed it) when it has not stopped within a minute.
     pub fn stop_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = c.wait();
+            let stopped = wait_for(Duration::from_secs(60), || c.try_wait().ok().flatten());
+            if stopped.is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "mcp-agent did not stop within a minute of SIGTERM; log:\n{}",
+                    self.agent_log()
+                );
+            }
         }
     }
 

@@ -155,7 +155,9 @@ fn a_crash_on_start_without_a_check_is_rolled_back_every_time() {
         .mcp(&["deploy", &service, "--no-wait", "--timeout", "10s"])
         .failure();
     assert!(err.contains("cannot be used with"), "{err}");
-    let err = node.mcp(&["deploy", &service, "--timeout", "25h"]).failure();
+    let err = node
+        .mcp(&["deploy", &service, "--timeout", "25h"])
+        .failure();
     assert!(
         err.contains("longer than the longest deploy timeout, 86400 seconds"),
         "{err}"

@@ -731,6 +731,49 @@ fn podman_killed_while_following_logs_ends_the_stream() {
     node.podman = Some(mcp_e2e::PodmanService::start(&node.socket.clone()));
 }
 
+/// A client that keeps a stream open (a followed log never ends by itself)
+/// does not keep the agent from stopping: SIGTERM stops it after a grace.
+#[test]
+fn a_followed_log_does_not_keep_the_agent_from_stopping() {
+    use std::io::BufRead;
+    let mut node = Node::start();
+    let service = unique("grace");
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"q\"\nimage = \"{}\"\ncmd = [\"/bin/sh\", \"-c\", \"echo up; exec sleep 3600\"]\n",
+            node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let mut follow = node
+        .mcp_command(&["logs", &service, "q", "-f"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mcp logs -f");
+    // The follow is open once its first line arrived.
+    let mut first = String::new();
+    std::io::BufReader::new(follow.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read the follow");
+    assert_eq!(first, "up\n");
+    assert!(
+        follow.try_wait().expect("try_wait").is_none(),
+        "the follow ended"
+    );
+    // Panics when the agent does not stop within a minute.
+    node.stop_agent();
+    assert!(
+        node.agent_log()
+            .contains("stopping with RPCs still in flight"),
+        "{}",
+        node.agent_log()
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
 #[test]
 fn wildcard_listen_is_refused() {
     let out = std::process::Command::new(mcp_e2e::bin_dir().join("mcp-agent"))

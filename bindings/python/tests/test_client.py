@@ -438,7 +438,10 @@ def test_ctrl_c_interrupts_a_follow(node: Node, client: mcp.Client) -> None:
     name = node.service_name("sigint")
     client.deploy(mcp.parse_service(quiet(node, name)))
     script = (
-        "import sys, metacircular_mcp as mcp\n"
+        "import signal, sys, metacircular_mcp as mcp\n"
+        # As in a terminal, whatever the test runner inherited (a runner
+        # started in the background has SIGINT ignored).
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"c = mcp.Client.from_config({str(node.config)!r})\n"
         f"s = c.logs({name!r}, follow=True)\n"
         "try:\n"
@@ -465,7 +468,12 @@ def test_ctrl_c_interrupts_a_follow(node: Node, client: mcp.Client) -> None:
     time.sleep(0.3)
     proc.send_signal(2)
     # Without the signal handled, the follow would block for ever.
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"Ctrl-C did not end the follow: {out!r} {err!r}") from None
     assert proc.returncode == 3, (out, err)
     assert out.split() == ["interrupted", "still", "usable"], (out, err)
     client.remove(name)

@@ -50,6 +50,12 @@ pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
 ];
 
+/// How long read-only RPCs in flight may take to finish once the agent is
+/// asked to stop and its changes in flight are done: a followed log (or
+/// any stream a client keeps open) never ends by itself, and must not keep
+/// the agent from stopping.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Largest total size of a request's metadata (headers) the agent accepts.
 /// Bigger requests are refused by the HTTP/2 layer before any handler runs.
 pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
@@ -234,7 +240,10 @@ impl Agent {
         &self.reconciler
     }
 
-    /// Serves gRPC until `shutdown` resolves, then finishes in-flight RPCs.
+    /// Serves gRPC until `shutdown` resolves, then stops accepting, lets
+    /// every change in flight (deploy, stop, sync, ...) run to its end,
+    /// gives the read-only RPCs still open [`SHUTDOWN_GRACE`] more, and
+    /// returns.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -271,6 +280,19 @@ impl Agent {
         )
         .with_activity(activity.clone());
 
+        // When `shutdown` fires, the server stops accepting and waits for
+        // its connections; the grace bounds that wait.
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
+        let changes = activity.clone();
+        let grace = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            changes.idle().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
         let router = tonic::transport::Server::builder()
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
             .initial_stream_window_size(STREAM_WINDOW)
@@ -290,16 +312,28 @@ impl Agent {
                     config.tls.handshake_timeout,
                     tls::DEFAULT_MAX_PENDING_HANDSHAKES,
                 );
-                router
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await?;
+                tokio::select! {
+                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+                    () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping with RPCs still in flight (a followed log, say)"),
+                }
             }
             None => {
                 tracing::warn!(addr = ?addr, node = %config.node_name, "mcp-agent listening WITHOUT TLS (tls.insecure = true): tokens cross the network in plain text");
-                router
-                    .serve_with_incoming_shutdown(tls::plain_incoming(listener), shutdown)
-                    .await?;
+                let incoming = tls::plain_incoming(listener);
+                tokio::select! {
+                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+                    () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping with RPCs still in flight (a followed log, say)"),
+                }
             }
+        }
+        // A change whose caller went away runs in a task of its own: it
+        // ends before the agent does.
+        if activity.in_progress() > 0 {
+            tracing::info!(
+                operations = activity.in_progress(),
+                "waiting for changes in flight to finish"
+            );
+            activity.idle().await;
         }
         tracing::info!("mcp-agent stopped");
         Ok(())

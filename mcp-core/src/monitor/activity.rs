@@ -68,6 +68,13 @@ impl Activity {
         self.count.subscribe()
     }
 
+    /// Waits until no operation is in progress.
+    pub async fn idle(&self) {
+        let mut count = self.count.subscribe();
+        // The sender lives in `self`: the wait ends only at zero.
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
     /// A tower layer that counts the agent's state-changing RPCs (those
     /// [`policy`] reserves to admins) while their handlers run, and runs
     /// those handlers to their end in tasks of their own.
