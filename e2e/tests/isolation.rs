@@ -87,6 +87,19 @@ fn a_deploy_never_replaces_another_services_instance_of_the_same_name() {
     assert_eq!(instance(&node, &shared), Some(before.clone()));
     std::fs::remove_file(&path).expect("remove the definition");
 
+    // Nor may `<base>` publish the host port the other service publishes:
+    // one of the two could never start.
+    node.write_service(&base, &web(&base, "api", &v2, p1));
+    let err = node.mcp(&["deploy", &base]).failure();
+    assert!(
+        err.contains(&format!(
+            "{base}/api: host port 127.0.0.1:{p1}/tcp is already published by component \"db\" of service \"{other}\""
+        )),
+        "{err}"
+    );
+    assert!(!listed(&node).contains(&base));
+    assert!(node.instances_of(&base).iter().all(|i| i.name == shared));
+
     // `<base>` with another component runs beside it; neither service's
     // status nor ps lists the other's instance as its own or unmanaged.
     node.write_service(&base, &web(&base, "api", &v2, p2));

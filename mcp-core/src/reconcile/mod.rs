@@ -879,7 +879,8 @@ impl Reconciler {
     /// Checks, before anything changes, what would make the node refuse any
     /// of `targets` for a reason it can know now: a unikernel on a node
     /// without QEMU, the files a VM boots from (missing, or where they may
-    /// not be), an instance name another service's component also has, an
+    /// not be), an instance name another service's component also has, a
+    /// host port an active service's component already publishes, an
     /// instance of the name that belongs to another service or that MCP
     /// does not manage. Returns each target's instance spec, its VM files
     /// resolved.
@@ -913,6 +914,7 @@ impl Reconciler {
                 )));
             }
         }
+        self.check_host_ports(def, targets)?;
         let found = join_all(specs.iter().map(|s| self.runtime.inspect(&s.name))).await;
         for ((c, spec), inst) in targets.iter().zip(&specs).zip(found) {
             if let Some(inst) = inst?
@@ -923,6 +925,59 @@ impl Reconciler {
             }
         }
         Ok(specs)
+    }
+
+    /// Refuses a component of `targets` that publishes a host port a
+    /// component of another active service already publishes (the same
+    /// port and protocol on an overlapping host address): one of the two
+    /// could never start.
+    fn check_host_ports(
+        &self,
+        def: &ServiceDef,
+        targets: &[&ComponentDef],
+    ) -> Result<(), AgentError> {
+        let others: Vec<(ServiceRecord, Vec<ComponentRecord>)> = self
+            .registry
+            .list_services()?
+            .into_iter()
+            .filter(|s| s.active && s.name != def.name)
+            .map(|s| {
+                let comps = self.registry.components(&s.name)?;
+                Ok((s, comps))
+            })
+            .collect::<Result<_, AgentError>>()?;
+        for c in targets {
+            for port in &c.ports {
+                let taken = others.iter().find_map(|(s, comps)| {
+                    comps.iter().find_map(|o| {
+                        o.definition
+                            .ports
+                            .iter()
+                            .any(|p| {
+                                p.host_port == port.host_port
+                                    && p.protocol == port.protocol
+                                    && crate::servicedef::host_ips_overlap(
+                                        &p.host_ip,
+                                        &port.host_ip,
+                                    )
+                            })
+                            .then_some((s.name.as_str(), o.name.as_str()))
+                    })
+                });
+                if let Some((service, component)) = taken {
+                    let host = match port.host_ip.as_str() {
+                        "" => port.host_port.to_string(),
+                        ip if ip.contains(':') => format!("[{ip}]:{}", port.host_port),
+                        ip => format!("{ip}:{}", port.host_port),
+                    };
+                    return Err(AgentError::Conflict(format!(
+                        "{}/{}: host port {host}/{} is already published by component {component:?} of service {service:?}",
+                        def.name, c.name, port.protocol
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Ends a stop, start or restart: the cached listing is stale now, and

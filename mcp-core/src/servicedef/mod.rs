@@ -82,6 +82,8 @@ pub use values::{
 };
 pub use write::to_toml;
 
+pub(crate) use values::host_ips_overlap;
+
 use values::format_span;
 pub(crate) use values::name_problem;
 
