@@ -1126,7 +1126,19 @@ impl Reconciler {
         let staged = format!("{name}{STAGED_SUFFIX}");
         let (leftover, current) =
             tokio::join!(self.runtime.inspect(&staged), self.runtime.inspect(&name));
-        let current = if leftover?.is_some() {
+        let leftover = match leftover {
+            // Half created by an agent killed mid-deploy: podman names a
+            // container its storage no longer knows (see `create_staged`).
+            Err(RuntimeError::Api { status: 500, .. }) => {
+                tracing::info!(instance = %staged, "removing a half-created instance left by an interrupted deploy");
+                match self.runtime.remove(&staged, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            other => other?,
+        };
+        let current = if leftover.is_some() {
             self.resolve_leftover(service, &def.name).await?;
             self.runtime.inspect(&name).await?
         } else {
@@ -1314,7 +1326,7 @@ impl Reconciler {
         }
         let attempt = async {
             step("creating", String::new());
-            let id = self.create_staged(&staged).await?;
+            let id = self.create_staged(gate, &staged).await?;
             if active {
                 step("starting", String::new());
                 let started = match self.runtime.start(&id).await {
@@ -1363,33 +1375,46 @@ impl Reconciler {
         Ok(new_id)
     }
 
-    /// Creates the staged replacement `<name>.mcp-new`. The deploy resolved
-    /// any leftover of that name before it began, but a create sent by an
-    /// agent killed mid-deploy can still be finishing in the runtime and
-    /// take the name meanwhile: such a managed leftover is removed and the
-    /// create tried once more.
+    /// Creates the staged replacement `<name>.mcp-new` of `gate`'s
+    /// component. The deploy resolved any leftover of that name before it
+    /// began, but a create sent by an agent killed mid-deploy can still be
+    /// finishing in the runtime and take the name meanwhile: such a leftover
+    /// of the component's own (of whatever version) is removed and the
+    /// create tried once more. So is one the runtime cannot even inspect
+    /// (podman, finishing such a create after its storage was freed, can
+    /// name a container its storage no longer knows).
     async fn create_staged(
         &self,
+        gate: &Gate<'_>,
         staged: &mcp_runtime::InstanceSpec,
     ) -> Result<String, AgentError> {
-        match self.runtime.create(staged).await {
-            Err(RuntimeError::Conflict(reason)) => {
-                // Only this component's own: another service's staged
-                // instance of the same name is never removed.
-                let Some(leftover) = self
-                    .runtime
-                    .inspect(&staged.name)
-                    .await?
-                    .filter(|i| i.is_managed() && i.labels == staged.labels)
-                else {
+        let reason = match self.runtime.create(staged).await {
+            Err(RuntimeError::Conflict(reason)) => reason,
+            other => return Ok(other?),
+        };
+        let holder = match self.runtime.inspect(&staged.name).await {
+            // Only this component's own: another service's staged instance
+            // of the same name is never removed.
+            Ok(Some(leftover)) => {
+                if !self
+                    .owners()?
+                    .owner(&leftover)
+                    .is(gate.service, &gate.def.name)
+                {
                     return Err(RuntimeError::Conflict(reason).into());
-                };
-                tracing::info!(instance = %staged.name, "removing instance left by an interrupted deploy");
-                self.runtime.remove(&leftover.id, true).await?;
-                Ok(self.runtime.create(staged).await?)
+                }
+                leftover.id
             }
-            other => Ok(other?),
+            Ok(None) => return Err(RuntimeError::Conflict(reason).into()),
+            Err(RuntimeError::Api { status: 500, .. }) => staged.name.clone(),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(instance = %staged.name, "removing instance left by an interrupted deploy");
+        match self.runtime.remove(&holder, true).await {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
         }
+        Ok(self.runtime.create(staged).await?)
     }
 
     /// Starts the instance a failed replacement stopped, if it was running.
