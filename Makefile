@@ -35,7 +35,7 @@ PY_PKG      = bindings/python
 # containers, volumes): scripts/leftovers.sh.
 test: test-env
 	. $(TEST_ENV) && scripts/leftovers.sh snapshot
-	. $(TEST_ENV) && $(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast
+	. $(TEST_ENV) && $(CARGO) build --workspace --bins --exclude mcp-bench && $(CARGO) test --workspace --exclude mcp-bench --no-fail-fast
 	$(MAKE) test-python
 	. $(TEST_ENV) && scripts/leftovers.sh check
 
@@ -53,9 +53,12 @@ test-python: test-env
 python: test-env
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/pip install -q --no-build-isolation --force-reinstall --no-deps ./$(PY_PKG)
 
+# Also checks the crate layers: the front ends and mcp-core link no SQLite,
+# runtime backend or agent library (scripts/check-layers.sh).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/check-layers.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -69,7 +72,7 @@ demo-down:
 bench: test-env python
 	scripts/bench-env.sh
 	. $(TEST_ENV) && $(CARGO) build --release --workspace --bins && \
-		$(CARGO) run --release -p mcp-e2e --bin mcp-bench -- --write BENCHMARKS.md
+		$(CARGO) run --release -p mcp-bench -- --write BENCHMARKS.md
 
 clean:
 	$(CARGO) clean

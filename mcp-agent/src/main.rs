@@ -1,5 +1,5 @@
 //! `mcp-agent`: the per-node daemon. Parses flags, layers the configuration,
-//! sets up logging and runs [`mcp_core::agent::Agent`], or manages the local
+//! sets up logging and runs [`mcp_agent::Agent`], or manages the local
 //! token file (`mcp-agent token ...`); nothing else.
 
 use std::path::PathBuf;
@@ -7,10 +7,11 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mcp_core::agent::{Agent, dev};
+use mcp_agent::config::{AgentConfig, LogFormat};
+use mcp_agent::{Agent, dev};
 use mcp_core::auth::Role;
 use mcp_core::auth::local::TokenStore;
-use mcp_core::config::{AgentConfig, LogFormat, cli_config_path};
+use mcp_core::config::cli_config_path;
 
 /// The MCP node agent: runs service components and answers the CLI over gRPC.
 #[derive(Debug, Parser)]
@@ -177,7 +178,7 @@ fn token_command(config: &AgentConfig, command: TokenCommand) -> anyhow::Result<
 
 async fn serve(args: &Args, mut config: AgentConfig) -> anyhow::Result<()> {
     init_logging(config.log_format);
-    if let Some(limit) = mcp_core::agent::raise_open_files_limit() {
+    if let Some(limit) = mcp_agent::server::raise_open_files_limit() {
         tracing::debug!(limit, "open files limit");
     }
     let setup = if args.dev {

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use futures::StreamExt;
+use mcp_core::client::transfer;
 use mcp_core::client::{Client, ConnectOptions};
 use mcp_core::config::{CliConfig, NodeEntry, cli_config_path};
-use mcp_core::reconcile::{DeployOptions, PullPolicy};
 use mcp_core::servicedef::{self, ServiceDef};
-use mcp_core::transfer;
+use mcp_core::wire::{DeployOptions, PullPolicy};
 
 use output::Output;
 

@@ -124,7 +124,7 @@ impl Output {
         verb: &str,
         node: &str,
         service: &str,
-        moved: &[mcp_core::transfer::Moved],
+        moved: &[mcp_core::client::transfer::Moved],
         skipped: &[String],
     ) -> anyhow::Result<()> {
         if self.json {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Reads until `buf` is full or the input ends; returns the bytes read
 /// (fewer than `buf.len()` only at the end).
-pub(crate) fn read_full(input: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(input: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..]) {
@@ -81,10 +81,10 @@ const WRITEBACK_EVERY: u64 = 32 << 20;
 /// still being written, so the final `fsync` finds little left to do
 /// instead of the whole file: on a large transfer the disk works while the
 /// data still arrives. Tell it of every write with [`Writeback::wrote`];
-/// from [`WRITEBACK_EVERY`] bytes on, a thread of its own syncs a copy of
+/// from `WRITEBACK_EVERY` bytes on, a thread of its own syncs a copy of
 /// the fd. Errors are left to the caller's own final sync.
 #[derive(Default)]
-pub(crate) struct Writeback {
+pub struct Writeback {
     unsynced: u64,
     nudge: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -93,7 +93,7 @@ pub(crate) struct Writeback {
 impl Writeback {
     /// Notes `n` more bytes written to `file`; starts a background sync
     /// once enough have gathered and none is pending.
-    pub(crate) fn wrote(&mut self, file: &File, n: u64) {
+    pub fn wrote(&mut self, file: &File, n: u64) {
         self.unsynced += n;
         if self.unsynced < WRITEBACK_EVERY {
             return;
@@ -130,7 +130,7 @@ impl Writeback {
     }
 
     /// Stops the thread, waiting for a sync in progress.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         self.nudge = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -1,36 +1,29 @@
-//! MCP's orchestration logic as libraries.
+//! What every MCP front end and every server shares, and what other Rust
+//! tools embed. It links no SQLite and no runtime backend: `mcp`, the
+//! Python bindings and the agent all build on it.
 //!
-//! - [`servicedef`]: service definition files: parse, validate, edit `active`.
-//! - [`registry`]: the agent's SQLite registry of services, components and events.
-//! - [`files`]: file operations confined to `<srv_root>/<service>/`.
-//! - [`config`]: agent and CLI configuration, layered defaults, `--dev` set-up.
-//! - [`health`]: the gate a deploy waits on: whether a started instance
-//!   became ready (running, and passing its health check), or why not.
-//! - [`reconcile`]: turning a definition into running instances, and comparing
-//!   desired with observed state.
-//! - [`monitor`]: drift detection from runtime events and sweeps, drift
-//!   events, rate-limited exec-style alerts.
-//! - [`agent`]: the agent's gRPC service and server wiring.
-//! - [`client`]: the client used by `mcp`, the Python bindings and tests.
-//! - [`transfer`]: pushing and pulling files between this machine and a
-//!   service's directory on a node, checked end to end.
-//! - [`error`]: the agent's error type and its one mapping to gRPC status codes.
-//!
-//! The binaries `mcp` and `mcp-agent` are thin shells over these modules.
+//! - [`servicedef`]: service definition files: parse, validate, edit.
+//! - [`instance`]: the value types definitions and runtimes share (runtime
+//!   kind, ports, volumes, health check, kernel boot) and MCP's labels.
+//! - [`wire`]: what both ends of the gRPC API agree on beyond the messages
+//!   (deploy options, actions, HTTP/2 sizes, file chunks, timestamps).
+//! - [`config`]: the configuration files MCP reads and what they share.
+//! - [`tls`]: certificates, server and client TLS, the development PKI.
+//! - [`auth`]: token validators, roles, the guard and audit layer every
+//!   server puts in front of its handlers.
+//! - [`client`]: the gRPC client used by `mcp`, the Python bindings and
+//!   tests, and its side of file transfers ([`client::transfer`]: pushing
+//!   and pulling files between this machine and a service's directory on a
+//!   node, checked end to end).
+//! - [`fsutil`]: small file-system helpers (private files, durable writes).
 
-pub mod agent;
 pub mod auth;
 pub mod client;
 pub mod config;
-pub mod error;
-pub mod files;
-pub(crate) mod fsutil;
-pub mod health;
-pub mod monitor;
-pub mod reconcile;
-pub mod registry;
+pub mod fsutil;
+pub mod instance;
 pub mod servicedef;
 pub mod tls;
-pub mod transfer;
+pub mod wire;
 
 pub use mcp_proto::v1 as proto;

@@ -16,28 +16,18 @@ pub mod qemu;
 pub mod spec;
 
 pub use error::{RuntimeError, RuntimeResult};
+pub use mcp_core::instance::{
+    HealthSpec, InstanceSpec, KernelBoot, PortMapping, RuntimeKind, VolumeMount, instance_name,
+    labels,
+};
 pub use spec::{
-    EventStream, HealthReport, HealthSpec, InstanceDetails, InstanceInfo, InstanceSpec,
-    InstanceState, KernelBoot, LogChunk, LogOptions, LogStream, LogStreamKind, PortMapping,
-    RuntimeEvent, RuntimeKind, RuntimeVersion, VolumeMount,
+    EventStream, HealthReport, InstanceDetails, InstanceInfo, InstanceState, LogChunk, LogOptions,
+    LogStream, LogStreamKind, RuntimeEvent, RuntimeVersion,
 };
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-
-/// Label keys MCP puts on every instance it creates.
-pub mod labels {
-    /// Present (value `"true"`) on every instance MCP manages.
-    pub const MANAGED: &str = "mcp.managed";
-    /// The service the instance belongs to.
-    pub const SERVICE: &str = "mcp.service";
-    /// The component of the service the instance runs.
-    pub const COMPONENT: &str = "mcp.component";
-    /// A digest of the component definition the instance was created from;
-    /// an unchanged digest means the instance need not be recreated.
-    pub const SPEC_HASH: &str = "mcp.spec-hash";
-}
 
 /// A node's VM support, as [`Runtime::vm_support`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +36,6 @@ pub struct VmSupport {
     pub qemu: String,
     /// The accelerator VMs get: `kvm` or `tcg`, or `auto` while undecided.
     pub accel: String,
-}
-
-/// The instance name of a component: `<service>-<component>`.
-pub fn instance_name(service: &str, component: &str) -> String {
-    format!("{service}-{component}")
 }
 
 /// A backend that runs service components: containers or VMs.

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use futures::StreamExt;
+use mcp_core::client::transfer;
 use mcp_core::client::{self as core, ConnectOptions};
 use mcp_core::config::{CliConfig, cli_config_path};
-use mcp_core::reconcile::{DeployOptions, PullPolicy};
 use mcp_core::servicedef;
-use mcp_core::transfer;
+use mcp_core::wire::{DeployOptions, PullPolicy};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 

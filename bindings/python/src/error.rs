@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyType;
 
 use crate::types::{ActionResult, SyncResult};
-use mcp_core::transfer::TransferError as Transfer;
+use mcp_core::client::transfer::TransferError as Transfer;
 
 create_exception!(
     metacircular_mcp,
@@ -97,7 +97,7 @@ pub(crate) enum Error {
     /// A definition could not be read or is invalid.
     Definition(ServiceDefError),
     /// A file transfer failed.
-    Transfer(mcp_core::transfer::TransferError),
+    Transfer(mcp_core::client::transfer::TransferError),
     /// The CLI configuration (or a file it names) is unusable.
     Config(mcp_core::config::ConfigError),
     /// Components failed; the answer is attached.
@@ -120,11 +120,11 @@ impl From<ServiceDefError> for Error {
     }
 }
 
-impl From<mcp_core::transfer::TransferError> for Error {
-    fn from(e: mcp_core::transfer::TransferError) -> Self {
+impl From<mcp_core::client::transfer::TransferError> for Error {
+    fn from(e: mcp_core::client::transfer::TransferError) -> Self {
         match e {
-            mcp_core::transfer::TransferError::Client(c) => Error::Client(c),
-            mcp_core::transfer::TransferError::Invalid(text) => Error::Invalid(text),
+            mcp_core::client::transfer::TransferError::Client(c) => Error::Client(c),
+            mcp_core::client::transfer::TransferError::Invalid(text) => Error::Invalid(text),
             other => Error::Transfer(other),
         }
     }

@@ -607,8 +607,8 @@ record! {
     }
 }
 
-impl From<mcp_core::transfer::Moved> for Transfer {
-    fn from(m: mcp_core::transfer::Moved) -> Self {
+impl From<mcp_core::client::transfer::Moved> for Transfer {
+    fn from(m: mcp_core::client::transfer::Moved) -> Self {
         Transfer {
             local: m.local.display().to_string(),
             remote: m.remote,

@@ -29,40 +29,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Caller, Role, TokenValidator, token_digest};
+use crate::config::{ConfigError, parse_toml};
 
 /// Prefix of every token this module issues.
 pub const TOKEN_PREFIX: &str = "mcp_";
 
 /// How often [`LocalTokens`] looks at the file for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
-
-/// Why the token file could not be read, parsed or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    /// The file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not a valid token file.
-    #[error("{path}:{line}:{col}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        col: usize,
-        /// What is wrong.
-        message: String,
-    },
-    /// A request to change the file is not acceptable.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// One stored token: everything but the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,15 +91,23 @@ impl TokenStore {
         &self.path
     }
 
-    fn io(&self, source: std::io::Error) -> TokenFileError {
-        TokenFileError::Io {
+    fn io(&self, source: std::io::Error) -> ConfigError {
+        ConfigError::Io {
             path: self.path.clone(),
             source,
         }
     }
 
+    /// A refused change to the file.
+    fn invalid(&self, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
     /// The stored tokens; none when the file does not exist.
-    pub fn list(&self) -> Result<Vec<TokenEntry>, TokenFileError> {
+    pub fn list(&self) -> Result<Vec<TokenEntry>, ConfigError> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) => self.parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
@@ -134,18 +115,10 @@ impl TokenStore {
         }
     }
 
-    fn parse(&self, text: &str) -> Result<Vec<TokenEntry>, TokenFileError> {
-        let contents: TokenFileContents = toml::from_str(text).map_err(|e| {
-            let (line, col, message) = crate::config::toml_error_at(text, &e);
-            TokenFileError::Parse {
-                path: self.path.clone(),
-                line,
-                col,
-                message,
-            }
-        })?;
+    fn parse(&self, text: &str) -> Result<Vec<TokenEntry>, ConfigError> {
+        let contents: TokenFileContents = parse_toml(&self.path, text)?;
         for entry in &contents.tokens {
-            let bad = |message: String| TokenFileError::Parse {
+            let bad = |message: String| ConfigError::Parse {
                 path: self.path.clone(),
                 line: 1,
                 col: 1,
@@ -175,12 +148,12 @@ impl TokenStore {
         name: &str,
         role: Role,
         expires: Option<SystemTime>,
-    ) -> Result<String, TokenFileError> {
-        validate_name(name)?;
+    ) -> Result<String, ConfigError> {
+        validate_name(name).map_err(|m| self.invalid(m))?;
         let token = generate_token();
         self.update(|tokens| {
             if tokens.iter().any(|t| t.name == name) {
-                return Err(TokenFileError::Invalid(format!(
+                return Err(self.invalid(format!(
                     "a token named {name:?} exists already; remove it first"
                 )));
             }
@@ -198,10 +171,9 @@ impl TokenStore {
 
     /// Stores the hash of an existing `token` under `name` (used by `--dev`,
     /// which keeps its token in the CLI's token file).
-    pub fn add_existing(&self, name: &str, role: Role, token: &str) -> Result<(), TokenFileError> {
-        validate_name(name)?;
-        super::check_token_syntax(token.as_bytes())
-            .map_err(|e| TokenFileError::Invalid(e.to_string()))?;
+    pub fn add_existing(&self, name: &str, role: Role, token: &str) -> Result<(), ConfigError> {
+        validate_name(name).map_err(|m| self.invalid(m))?;
+        super::check_token_syntax(token.as_bytes()).map_err(|e| self.invalid(e.to_string()))?;
         self.update(|tokens| {
             tokens.retain(|t| t.name != name);
             tokens.push(TokenEntry {
@@ -216,7 +188,7 @@ impl TokenStore {
     }
 
     /// Removes the token called `name`; returns whether there was one.
-    pub fn remove(&self, name: &str) -> Result<bool, TokenFileError> {
+    pub fn remove(&self, name: &str) -> Result<bool, ConfigError> {
         let mut found = false;
         self.update(|tokens| {
             let before = tokens.len();
@@ -228,7 +200,7 @@ impl TokenStore {
     }
 
     /// Whether `token` is stored and unexpired.
-    pub fn contains(&self, token: &str) -> Result<bool, TokenFileError> {
+    pub fn contains(&self, token: &str) -> Result<bool, ConfigError> {
         let digest = token_digest(token);
         let now = SystemTime::now();
         Ok(self
@@ -241,8 +213,8 @@ impl TokenStore {
     /// the file atomically (mode 0600) so readers never see half of it.
     fn update(
         &self,
-        change: impl FnOnce(&mut Vec<TokenEntry>) -> Result<(), TokenFileError>,
-    ) -> Result<(), TokenFileError> {
+        change: impl FnOnce(&mut Vec<TokenEntry>) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
         crate::fsutil::create_parent_dir(&self.path).map_err(|e| self.io(e))?;
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
@@ -257,13 +229,13 @@ impl TokenStore {
         change(&mut tokens)?;
         let mut text = String::from(HEADER);
         let body = toml::to_string_pretty(&TokenFileContents { tokens })
-            .map_err(|e| TokenFileError::Invalid(e.to_string()))?;
+            .map_err(|e| self.invalid(e.to_string()))?;
         text.push_str(&body);
         crate::fsutil::write_private(&self.path, text.as_bytes()).map_err(|e| self.io(e))
     }
 }
 
-fn validate_name(name: &str) -> Result<(), TokenFileError> {
+fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -272,9 +244,9 @@ fn validate_name(name: &str) -> Result<(), TokenFileError> {
     if ok {
         Ok(())
     } else {
-        Err(TokenFileError::Invalid(format!(
+        Err(format!(
             "invalid token name {name:?}: use 1 to 64 letters, digits, '-', '_', '.' or '@'"
-        )))
+        ))
     }
 }
 
@@ -319,7 +291,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 
 impl LocalTokens {
     /// Loads the token file at `path`; a missing file means no tokens yet.
-    pub fn open(path: impl Into<PathBuf>) -> Result<LocalTokens, TokenFileError> {
+    pub fn open(path: impl Into<PathBuf>) -> Result<LocalTokens, ConfigError> {
         let store = TokenStore::new(path);
         let stamp = stamp(store.path());
         let by_digest = index(store.list()?);

@@ -4,7 +4,7 @@
 //! # Wire format
 //!
 //! MCIAS cannot be run here, so this is the exchange MCP implements (and the
-//! test double in `mcp-core/tests/common/mcias_double.rs` speaks):
+//! test double in `mcp-core/tests/it/mcias_double.rs` speaks):
 //!
 //! ```text
 //! POST {url}/v1/token/validate          (url without trailing slash; a path prefix in url is kept)

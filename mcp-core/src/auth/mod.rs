@@ -7,9 +7,11 @@
 //!   identity service over HTTPS, with a short-lived cache).
 //! - [`policy`]: the one table mapping each RPC to the [`Role`] it needs.
 //!
-//! The interceptor that applies all of this to every RPC, and writes the
-//! audit record, is [`crate::agent::guard`].
+//! - [`guard`]: the layer every server puts in front of its handlers: it
+//!   applies all of this to every RPC and writes the [`audit`] record.
 
+pub mod audit;
+pub mod guard;
 pub mod local;
 pub mod mcias;
 pub mod policy;

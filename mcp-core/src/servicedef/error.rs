@@ -4,6 +4,7 @@ use std::io;
 use std::path::Path;
 
 use super::raw::{Issue, Loc};
+use crate::config::line_col;
 
 /// The file name given to errors in definitions that came in a request.
 pub const REQUEST_ORIGIN: &str = "<request>";
@@ -123,37 +124,9 @@ impl ServiceDefError {
     }
 }
 
-/// 1-based line and column (counted in characters) of byte `offset` in
-/// `source`. Offsets inside a character or past the end are clamped.
-pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(source.len());
-    while !source.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &source[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() + 1;
-    let col = before[line_start..].chars().count() + 1;
-    (line, col)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_col_counts_characters_from_one() {
-        let s = "ab\ncdé f\n";
-        assert_eq!(line_col(s, 0), (1, 1));
-        assert_eq!(line_col(s, 1), (1, 2));
-        assert_eq!(line_col(s, 3), (2, 1));
-        // 'é' is two bytes; the space after it is the 4th character.
-        assert_eq!(line_col(s, 7), (2, 4));
-        assert_eq!(line_col(s, 6), (2, 3));
-        assert_eq!(line_col(s, s.len()), (3, 1));
-        assert_eq!(line_col(s, 999), (3, 1));
-        assert_eq!(line_col("", 0), (1, 1));
-    }
 
     #[test]
     fn display_forms() {

@@ -66,11 +66,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mcp_proto::v1 as pb;
-use mcp_runtime::{
+use crate::instance::{
     HealthSpec, InstanceSpec, KernelBoot, PortMapping, RuntimeKind, VolumeMount, instance_name,
     labels,
 };
+use mcp_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -82,10 +82,10 @@ pub use values::{
 };
 pub use write::to_toml;
 
-pub(crate) use values::host_ips_overlap;
+pub use values::host_ips_overlap;
 
 use values::format_span;
-pub(crate) use values::name_problem;
+pub use values::name_problem;
 
 /// A validated service definition.
 ///
@@ -321,7 +321,7 @@ impl HealthCheck {
 
     /// The check as the runtime runs it inside the instance: only a
     /// [`HealthProbe::Command`] is; tcp and http checks are probed from the
-    /// node by [`crate::health`], so they give `None`.
+    /// node by the agent's health gate, so they give `None`.
     pub fn runtime_spec(&self) -> Option<HealthSpec> {
         match &self.probe {
             HealthProbe::Command { argv } => Some(HealthSpec {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::instance::RuntimeKind;
 use mcp_proto::v1 as pb;
-use mcp_runtime::RuntimeKind;
 
 use super::*;
 
@@ -784,14 +784,14 @@ fn parses_a_kernel_boot_unikernel() {
     assert_eq!(spec.image, "data.img");
     assert_eq!(
         spec.kernel,
-        Some(mcp_runtime::KernelBoot {
+        Some(crate::instance::KernelBoot {
             kernel: "kernel/vmlinuz".into(),
             initrd: Some("/srv/vm/initrd.img".into()),
             append: Some("console=ttyS0 root=/dev/vda rw".into()),
         })
     );
     assert_eq!(
-        spec.labels.get(mcp_runtime::labels::SPEC_HASH),
+        spec.labels.get(crate::instance::labels::SPEC_HASH),
         Some(&c.spec_hash())
     );
 
@@ -808,7 +808,7 @@ fn parses_a_kernel_boot_unikernel() {
     assert_eq!(spec.image, "");
     assert_eq!(
         spec.kernel,
-        Some(mcp_runtime::KernelBoot {
+        Some(crate::instance::KernelBoot {
             kernel: "vmlinuz".into(),
             initrd: None,
             append: None,
@@ -959,11 +959,14 @@ fn instance_spec_carries_labels() {
     assert_eq!(spec.vcpus, Some(1));
     assert_eq!(spec.restart.as_deref(), Some("unless-stopped"));
     let label = |k: &str| spec.labels.get(k).map(String::as_str);
-    assert_eq!(label(mcp_runtime::labels::MANAGED), Some("true"));
-    assert_eq!(label(mcp_runtime::labels::SERVICE), Some("metacrypt"));
-    assert_eq!(label(mcp_runtime::labels::COMPONENT), Some("api"));
+    assert_eq!(label(crate::instance::labels::MANAGED), Some("true"));
+    assert_eq!(label(crate::instance::labels::SERVICE), Some("metacrypt"));
+    assert_eq!(label(crate::instance::labels::COMPONENT), Some("api"));
     let hash = def.components[0].spec_hash();
-    assert_eq!(label(mcp_runtime::labels::SPEC_HASH), Some(hash.as_str()));
+    assert_eq!(
+        label(crate::instance::labels::SPEC_HASH),
+        Some(hash.as_str())
+    );
     assert_eq!(spec.labels.len(), 4);
 }
 
@@ -979,7 +982,7 @@ fn instance_spec_carries_only_command_health_checks() {
     // A command check is run inside the container by the runtime.
     assert_eq!(
         spec("db").health,
-        Some(mcp_runtime::HealthSpec {
+        Some(crate::instance::HealthSpec {
             command: vec!["pg_isready".into(), "-U".into(), "app".into()],
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(5),

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use mcp_runtime::qemu::vm::{MAX_VCPUS, MIN_MEMORY_BYTES as MIN_VM_MEMORY_BYTES};
-use mcp_runtime::{PortMapping, RuntimeKind, instance_name};
+use crate::instance::{MAX_VCPUS, MIN_VM_MEMORY_BYTES};
+use crate::instance::{PortMapping, RuntimeKind, instance_name};
 
 use super::raw::{
     Issue, L, Loc, MemoryValue, RawComponent, RawHealth, RawRoute, RawService, earliest,
@@ -291,7 +291,7 @@ impl Validator {
             }
         }
 
-        let mut volumes: Vec<mcp_runtime::VolumeMount> = Vec::new();
+        let mut volumes: Vec<crate::instance::VolumeMount> = Vec::new();
         for text in raw.volumes {
             if vm {
                 self.issue(

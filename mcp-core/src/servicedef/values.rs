@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use mcp_runtime::{PortMapping, VolumeMount};
+use crate::instance::{PortMapping, VolumeMount};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why one value of a definition was rejected. The message is lower-case and
@@ -38,7 +38,7 @@ pub const VOLUME_OPTIONS: &[&str] = &[
 
 /// Checks a service or component name against `[a-z0-9][a-z0-9-]*`, at most
 /// [`MAX_NAME_LEN`] characters; returns why it is bad.
-pub(crate) fn name_problem(name: &str) -> Option<String> {
+pub fn name_problem(name: &str) -> Option<String> {
     let Some(first) = name.chars().next() else {
         return Some("must not be empty".into());
     };
@@ -180,7 +180,7 @@ pub fn format_port(port: &PortMapping) -> String {
 
 /// Whether two host addresses can collide on the same port: they are equal,
 /// or one of them is a wildcard (empty, `0.0.0.0`, `::`).
-pub(crate) fn host_ips_overlap(a: &str, b: &str) -> bool {
+pub fn host_ips_overlap(a: &str, b: &str) -> bool {
     let wildcard = |ip: &str| matches!(ip, "" | "0.0.0.0" | "::");
     a == b || wildcard(a) || wildcard(b)
 }

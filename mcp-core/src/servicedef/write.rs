@@ -6,7 +6,7 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, val
 
 use super::values::format_span;
 use super::{HealthCheck, HealthProbe, ServiceDef, Tier, format_port, format_volume};
-use mcp_runtime::RuntimeKind;
+use crate::instance::RuntimeKind;
 
 fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Array {
     let mut a = Array::new();

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::spec::{InstanceDetails, InstanceInfo, InstanceState, PortMapping, VolumeMount};
+use crate::spec::{InstanceDetails, InstanceInfo, InstanceState};
+use crate::{PortMapping, VolumeMount};
 use crate::{RuntimeError, RuntimeKind, RuntimeResult};
 
 /// Deserializes a value that Go may send as `null`, mapping `null` to the default.

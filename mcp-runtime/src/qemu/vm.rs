@@ -25,14 +25,10 @@ pub const PID_FILE: &str = "pid";
 /// The serial console log in a VM's state directory.
 pub const SERIAL_LOG: &str = "serial.log";
 
-/// The smallest memory MCP gives a VM. QEMU itself accepts far less (even
-/// `-m 1K`, silently rounded up) and the guest then hangs without a word,
-/// so smaller sizes are refused before launching.
-pub const MIN_MEMORY_BYTES: u64 = 32 << 20;
+pub use mcp_core::instance::MIN_VM_MEMORY_BYTES as MIN_MEMORY_BYTES;
 /// Memory when the spec sets none.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
-/// The most virtual CPUs MCP gives a VM.
-pub const MAX_VCPUS: u32 = 64;
+pub use mcp_core::instance::MAX_VCPUS;
 
 /// What MCP keeps of a VM between runs (and agent restarts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,13 @@
+//! End-to-end tests: real `mcp` and `mcp-agent` processes (and the agent's
+//! library) over real gRPC, real podman and QEMU, images pulled from the
+//! local registry. One binary, a module per subject.
+
+mod cli;
+mod deploys;
+mod files;
+mod health;
+mod history;
+mod isolation;
+mod monitor;
+mod security;
+mod unikernel;

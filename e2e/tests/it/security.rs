@@ -1,0 +1,299 @@
+//! End-to-end checks of the security envelope through the real binaries:
+//! token sources and roles as the operator meets them, TLS errors, the
+//! audit trail, and no token ever written to a log.
+
+use mcp_e2e::{Node, unique};
+
+fn one_line(err: &str) -> &str {
+    err.trim()
+}
+
+#[test]
+fn roles_token_sources_and_clear_errors() {
+    let mut node = Node::start();
+    let service = unique("sec");
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\n",
+            node.env.image_v1
+        ),
+    );
+
+    // The config's token file holds the admin token.
+    node.mcp(&["deploy", &service]).success();
+
+    // A readonly token from MCP_TOKEN may query but not change anything.
+    let ro = [("MCP_TOKEN", node.readonly_token.as_str())];
+    node.mcp_with_env(&["status", &service], &ro).success();
+    node.mcp_with_env(&["list"], &ro).success();
+    let err = node.mcp_with_env(&["stop", &service], &ro).failure();
+    assert!(
+        err.contains("permission denied") && err.contains("viewer (readonly) may not call Deploy"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = node.mcp_with_env(&["remove", &service], &ro).failure();
+    assert!(err.contains("may not call Remove"), "{err}");
+    // The refused stop left the definition file as it was.
+    let def = std::fs::read_to_string(node.services_dir().join(format!("{service}.toml")))
+        .expect("read definition");
+    assert!(!def.contains("active = false"), "{def}");
+
+    // --token-file wins over MCP_TOKEN.
+    let ro_file = node.dir.path().join("ro-token");
+    std::fs::write(&ro_file, format!("{}\n", node.readonly_token)).expect("write");
+    let flag = ro_file.display().to_string();
+    let err = node
+        .mcp_with_env(
+            &["--token-file", &flag, "restart", &service],
+            &[("MCP_TOKEN", node.admin_token.as_str())],
+        )
+        .failure();
+    assert!(err.contains("may not call Restart"), "{err}");
+
+    // An unknown token says so, and where it came from.
+    let err = node
+        .mcp_with_env(&["list"], &[("MCP_TOKEN", "mcp_not-a-real-token")])
+        .failure();
+    assert!(
+        err.contains("not authenticated: invalid token") && err.contains("MCP_TOKEN"),
+        "{err}"
+    );
+    // A token with a control character never leaves the CLI.
+    let err = node
+        .mcp_with_env(&["list"], &[("MCP_TOKEN", "mcp_a\u{1b}b")])
+        .failure();
+    assert!(
+        err.contains("MCP_TOKEN") && err.contains("unusable token"),
+        "{err}"
+    );
+
+    // A CA that did not sign the agent's certificate: which CA, which host.
+    let other =
+        mcp_core::tls::ensure_dev_pki(&node.dir.path().join("other-ca"), &[]).expect("other pki");
+    let cfg = std::fs::read_to_string(node.cli_config()).expect("read");
+    let wrong = node.dir.path().join("wrong-ca.toml");
+    std::fs::write(
+        &wrong,
+        cfg.replace(
+            &node.ca_cert.display().to_string(),
+            &other.ca_cert.display().to_string(),
+        )
+        .replace(
+            "token_file = \"token\"",
+            &format!(
+                "token_file = \"{}\"",
+                node.dir.path().join("token").display()
+            ),
+        ),
+    )
+    .expect("write");
+    let err = node
+        .mcp(&["--config", &wrong.display().to_string(), "list"])
+        .failure();
+    let line = one_line(&err);
+    assert!(line.contains("TLS"), "{line}");
+    assert!(line.contains(&node.addr), "{line}");
+    assert!(
+        line.contains(&other.ca_cert.display().to_string()),
+        "{line}"
+    );
+    assert!(line.contains("not signed by"), "{line}");
+
+    // Every RPC that reached the agent left one audit record (the token with
+    // a control character and the TLS failure never did), and no token is in
+    // any log.
+    // File lines are appended in batches; give the writer its interval.
+    let records = mcp_e2e::wait_for(std::time::Duration::from_secs(5), || {
+        let r = node.audit_records();
+        (r.len() >= 7).then_some(r)
+    })
+    .unwrap_or_else(|| node.audit_records());
+    assert_eq!(records.len(), 7, "{records:?}");
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|r| r["outcome"] == "PermissionDenied")
+        .collect();
+    assert_eq!(denied.len(), 3, "{denied:?}");
+    assert!(denied.iter().all(|r| r["caller"] == "viewer"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["outcome"] == "Unauthenticated" && r["reason"] == "invalid token")
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["caller"] == "operator" && r["outcome"] == "Ok")
+    );
+    let log = node.agent_log();
+    assert!(
+        log.contains("mcp::audit"),
+        "audit records go to the log too"
+    );
+    let audit = std::fs::read_to_string(node.dir.path().join("audit.jsonl")).expect("audit");
+    for token in [&node.admin_token, &node.readonly_token] {
+        assert!(
+            !log.contains(token.as_str()),
+            "a token is in the agent's log"
+        );
+        assert!(
+            !audit.contains(token.as_str()),
+            "a token is in the audit file"
+        );
+    }
+}
+
+#[test]
+fn plaintext_only_when_asked_and_then_with_a_warning() {
+    let mut node = Node::start();
+    node.reconfigure(|text| text.push_str("insecure = true\n"));
+    // A CLI that expects TLS fails clearly...
+    let err = node.mcp(&["list"]).failure();
+    assert!(err.contains("TLS"), "{err}");
+    // ...one told to talk plaintext works, and still needs its token.
+    let cli = std::fs::read_to_string(node.cli_config()).expect("read");
+    std::fs::write(
+        node.cli_config(),
+        cli.replace("[tls]\n", "[tls]\ninsecure = true\n"),
+    )
+    .expect("write");
+    node.mcp(&["list"]).success();
+    let err = node
+        .mcp_with_env(&["list"], &[("MCP_TOKEN", "mcp_wrong")])
+        .failure();
+    assert!(err.contains("not authenticated"), "{err}");
+    let log = node.agent_log();
+    assert!(log.contains("WITHOUT TLS"), "{log}");
+}
+
+#[test]
+fn token_management_commands() {
+    let node = Node::start();
+    let run = |args: &[&str]| {
+        std::process::Command::new(mcp_e2e::bin_dir().join("mcp-agent"))
+            .arg("--config")
+            .arg(node.dir.path().join("agent.toml"))
+            .args(args)
+            .output()
+            .expect("run mcp-agent")
+    };
+    let list = run(&["token", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("operator") && text.contains("viewer"),
+        "{text}"
+    );
+    assert!(!text.contains(&node.admin_token), "list shows a token");
+
+    // A new token works at once on the running agent; removing it revokes it.
+    let out = run(&[
+        "token",
+        "add",
+        "ci",
+        "--role",
+        "readonly",
+        "--expires",
+        "1h",
+    ]);
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(token.starts_with("mcp_"));
+    let ok = mcp_e2e::wait_for(std::time::Duration::from_secs(5), || {
+        (node
+            .mcp_with_env(&["list"], &[("MCP_TOKEN", token.as_str())])
+            .code
+            == 0)
+            .then_some(())
+    });
+    assert!(ok.is_some(), "a new token was not accepted");
+    let dup = run(&["token", "add", "ci", "--role", "admin"]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("exists already"));
+    assert!(run(&["token", "remove", "ci"]).status.success());
+    let revoked = mcp_e2e::wait_for(std::time::Duration::from_secs(5), || {
+        (node
+            .mcp_with_env(&["list"], &[("MCP_TOKEN", token.as_str())])
+            .code
+            != 0)
+            .then_some(())
+    });
+    assert!(revoked.is_some(), "a removed token still works");
+    let bad = run(&["token", "add", "x", "--role", "root"]);
+    assert!(!bad.status.success());
+}
+
+/// A streamed deploy whose caller closes the stream as soon as it has read
+/// the outcome (as `mcp deploy` does) finished on the agent: its audit
+/// record says `Ok`, never `Cancelled`. Run many times, since the caller's
+/// close races the agent's status trailers.
+#[test]
+fn streamed_deploys_closed_at_their_outcome_are_audited_with_it() {
+    const ROUNDS: usize = 200;
+    let mut node = Node::start();
+    let service = unique("audit");
+    let path = node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\n",
+            node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let def = mcp_core::servicedef::load(&path).expect("definition");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut client = node.client(&node.admin_token).await;
+        for round in 0..ROUNDS {
+            // `deploy_watch` returns on the outcome and drops the stream.
+            let done = client
+                .deploy_watch(
+                    &def,
+                    None,
+                    mcp_core::wire::PullPolicy::Missing,
+                    mcp_core::wire::DeployOptions::default(),
+                    &mut |_| {},
+                )
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                done.results.iter().all(|r| r.error.is_empty()),
+                "round {round}: {done:?}"
+            );
+        }
+    });
+    drop(rt);
+    let streamed = |records: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["method"] == "/mcp.v1.AgentService/DeployStream")
+            .cloned()
+            .collect()
+    };
+    // The audit file is appended every 50 ms.
+    let records = mcp_e2e::wait_for(std::time::Duration::from_secs(10), || {
+        let records = streamed(&node.audit_records());
+        // One more from the `mcp deploy` above.
+        (records.len() > ROUNDS).then_some(records)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "not every streamed deploy was audited: {:?}",
+            streamed(&node.audit_records())
+        )
+    });
+    let wrong: Vec<&serde_json::Value> = records.iter().filter(|r| r["outcome"] != "Ok").collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} finished streamed deploys audited as something else than Ok: {wrong:?}",
+        wrong.len(),
+        records.len()
+    );
+}

@@ -1,0 +1,877 @@
+//! The agent's security envelope over real sockets: TLS, the auth
+//! interceptor on every RPC, roles, the audit log, and hostile input.
+//!
+//! Agents run in-process with a podman socket that does not exist: every
+//! check here happens before a handler would need the runtime.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::mcias_double::Double;
+use bytes::{Buf, BufMut, Bytes};
+use mcp_agent::config::AgentConfig;
+use mcp_agent::server::{Agent, SERVED_DESCRIPTORS, raise_open_files_limit};
+use mcp_core::auth::Role;
+use mcp_core::auth::local::TokenStore;
+use mcp_core::auth::mcias::MciasConfig;
+use mcp_core::auth::policy;
+use mcp_core::client::{Client, ClientError, ConnectOptions};
+use mcp_core::tls::{self, ClientTlsFiles, TlsConnector};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint};
+
+struct Tokens {
+    admin: String,
+    readonly: String,
+    expired: String,
+}
+
+struct TestAgent {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    tokens: Tokens,
+    audit_file: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestAgent {
+    async fn start() -> TestAgent {
+        TestAgent::start_with(|_, _| {}).await
+    }
+
+    /// Starts an agent on a free loopback port with TLS from a fresh
+    /// development CA and three tokens; `adjust` may change the config.
+    async fn start_with(adjust: impl FnOnce(&mut AgentConfig, &std::path::Path)) -> TestAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
+        let mut config = AgentConfig::dev_defaults(dir.path());
+        config.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.podman.socket = dir.path().join("no-podman.sock");
+        config.tls.cert = Some(pki.server_cert.clone());
+        config.tls.key = Some(pki.server_key.clone());
+        let audit_file = dir.path().join("audit.jsonl");
+        config.auth.audit_file = Some(audit_file.clone());
+        let store = TokenStore::new(&config.auth.token_file);
+        let tokens = Tokens {
+            admin: store.add("ops", Role::Admin, None).unwrap(),
+            readonly: store.add("grafana", Role::ReadOnly, None).unwrap(),
+            expired: store
+                .add(
+                    "old",
+                    Role::Admin,
+                    Some(SystemTime::now() - Duration::from_secs(5)),
+                )
+                .unwrap(),
+        };
+        adjust(&mut config, dir.path());
+        let agent = Agent::open(config).await.unwrap();
+        let addr = agent.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            agent
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestAgent {
+            addr,
+            ca: pki.ca_cert,
+            dir,
+            tokens,
+            audit_file,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    fn tls_files(&self) -> ClientTlsFiles {
+        ClientTlsFiles {
+            ca_cert: self.ca.clone(),
+            cert: None,
+            key: None,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        let config = tls::client_config(&self.tls_files()).unwrap();
+        Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_with_connector(TlsConnector::new(config))
+            .await
+            .unwrap()
+    }
+
+    async fn client(&self, token: Option<&str>) -> Result<Client, ClientError> {
+        let options = ConnectOptions {
+            token: token.map(str::to_string),
+            token_source: "the test".into(),
+            tls: Some(self.tls_files()),
+        };
+        Client::connect("test", &self.addr.to_string(), &options).await
+    }
+
+    fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+/// Sends and receives raw protobuf bytes, so any method can be called by path.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// What a call came to: a gRPC code, or no answer within the time limit
+/// (a stream that stays open, which only an accepted call does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Code(Code),
+    StillRunning,
+}
+
+/// Calls `path` with an empty message and `authorization` set to `auth`
+/// (raw bytes, so malformed values can be sent).
+async fn call(channel: &Channel, path: &str, auth: Option<&[u8]>) -> Outcome {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let mut req = tonic::Request::new(Bytes::new());
+    if let Some(a) = auth {
+        let value = tonic::metadata::MetadataValue::try_from(a).unwrap();
+        req.metadata_mut().insert("authorization", value);
+    }
+    let path = http::uri::PathAndQuery::try_from(path).unwrap();
+    let fut = async {
+        grpc.ready().await.unwrap();
+        grpc.unary(req, path, RawCodec).await
+    };
+    match tokio::time::timeout(Duration::from_secs(2), fut).await {
+        Ok(Ok(_)) => Outcome::Code(Code::Ok),
+        Ok(Err(status)) => Outcome::Code(status.code()),
+        Err(_) => Outcome::StillRunning,
+    }
+}
+
+/// Every method of every served service, from the descriptors themselves.
+fn served_methods() -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for set in SERVED_DESCRIPTORS {
+        let set = prost_types::FileDescriptorSet::decode(*set).unwrap();
+        for file in set.file {
+            let package = file.package.clone().unwrap_or_default();
+            for service in &file.service {
+                for method in &service.method {
+                    paths.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+    }
+    paths
+}
+
+fn bearer(token: &str) -> Vec<u8> {
+    format!("Bearer {token}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_is_authenticated_and_authorised() {
+    let methods = served_methods();
+    // The agent's own API is all there, with health and reflection.
+    assert!(methods.contains("/mcp.v1.AgentService/Deploy"));
+    assert!(methods.contains("/grpc.health.v1.Health/Check"));
+    assert!(methods.len() >= 13, "{methods:?}");
+    // The role table covers every served method, and names nothing else.
+    for m in &methods {
+        assert!(
+            policy::is_listed(m),
+            "{m} has no row in auth::policy::METHOD_ROLES"
+        );
+    }
+    for (p, _) in policy::METHOD_ROLES {
+        assert!(
+            methods.contains(*p),
+            "METHOD_ROLES names {p}, which is not served"
+        );
+    }
+
+    let agent = TestAgent::start().await;
+    let channel = agent.channel().await;
+    let t = &agent.tokens;
+    let mut calls = 0;
+    for m in &methods {
+        let needed = policy::required_role(m);
+        let refused: [(&str, Option<Vec<u8>>); 6] = [
+            ("no token", None),
+            (
+                "unknown token",
+                Some(bearer("mcp_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+            ),
+            (
+                "malformed scheme",
+                Some(format!("Basic {}", t.admin).into_bytes()),
+            ),
+            ("empty bearer", Some(b"Bearer ".to_vec())),
+            (
+                "control characters",
+                Some(format!("Bearer {}\t", t.admin).into_bytes()),
+            ),
+            ("expired token", Some(bearer(&t.expired))),
+        ];
+        for (what, auth) in refused {
+            let got = call(&channel, m, auth.as_deref()).await;
+            calls += 1;
+            assert_eq!(got, Outcome::Code(Code::Unauthenticated), "{m} with {what}");
+        }
+        let ro = call(&channel, m, Some(&bearer(&t.readonly))).await;
+        calls += 1;
+        if needed == Role::Admin {
+            assert_eq!(
+                ro,
+                Outcome::Code(Code::PermissionDenied),
+                "{m} with a readonly token"
+            );
+        } else {
+            assert!(
+                !matches!(
+                    ro,
+                    Outcome::Code(Code::PermissionDenied | Code::Unauthenticated)
+                ),
+                "{m} with a readonly token: {ro:?}"
+            );
+        }
+        let admin = call(&channel, m, Some(&bearer(&t.admin))).await;
+        calls += 1;
+        assert!(
+            !matches!(
+                admin,
+                Outcome::Code(Code::PermissionDenied | Code::Unauthenticated)
+            ),
+            "{m} with an admin token: {admin:?}"
+        );
+    }
+
+    // One audit record per call, accepted or not, once each has ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = agent.audit_lines();
+        if lines.len() >= calls || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines.len(), calls);
+    let deploys: Vec<_> = lines
+        .iter()
+        .filter(|l| l["method"] == "/mcp.v1.AgentService/Deploy")
+        .collect();
+    assert_eq!(deploys.len(), 8);
+    assert_eq!(deploys[0]["outcome"], "Unauthenticated");
+    assert_eq!(deploys[0]["caller"], "-");
+    assert_eq!(deploys[5]["reason"], "token expired");
+    assert_eq!(deploys[6]["outcome"], "PermissionDenied");
+    assert_eq!(deploys[6]["caller"], "grafana");
+    assert_eq!(deploys[7]["caller"], "ops");
+    assert_eq!(deploys[7]["auth"], "local");
+    for l in &lines {
+        assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
+        assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
+        assert!(l["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let text = std::fs::read_to_string(&agent.audit_file).unwrap();
+    for token in [&t.admin, &t.readonly, &t.expired] {
+        assert!(
+            !text.contains(token.as_str()),
+            "a token is in the audit file"
+        );
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcias_callers_are_authenticated_through_the_agent() {
+    const NODE_INFO: &str = "/mcp.v1.AgentService/NodeInfo";
+    const LIST: &str = "/mcp.v1.AgentService/List";
+    const DEPLOY: &str = "/mcp.v1.AgentService/Deploy";
+    // Long enough that a token validated just before the outage is still
+    // cached when it is tried again, short enough to wait out.
+    const TTL: Duration = Duration::from_secs(2);
+
+    let double = Double::start().await;
+    let (admin, ro, norole, expired, cached, late) = (
+        "mcias-tok-admin-0123456789",
+        "mcias-tok-readonly-0123456789",
+        "mcias-tok-norole-0123456789",
+        "mcias-tok-expired-0123456789",
+        "mcias-tok-cached-0123456789",
+        "mcias-tok-late-0123456789",
+    );
+    double.add_user(admin, "alice", &["admin", "other"], None);
+    double.add_user(ro, "bob", &["readonly"], None);
+    double.add_user(norole, "carol", &["other"], None);
+    double.add_user(
+        expired,
+        "dave",
+        &["admin"],
+        Some(SystemTime::now() - Duration::from_secs(60)),
+    );
+    double.add_user(cached, "erin", &["admin"], None);
+    double.add_user(late, "frank", &["admin"], None);
+    let mcias = MciasConfig {
+        url: double.url(),
+        ca_cert: Some(double.ca.pem_path.clone()),
+        cache_ttl: TTL,
+        cache_size: 64,
+        timeout: Duration::from_secs(1),
+        admin_roles: vec!["admin".into()],
+        readonly_roles: vec!["readonly".into()],
+    };
+    let agent = TestAgent::start_with(move |config, _| {
+        config.auth.mcias = Some(mcias);
+    })
+    .await;
+    let channel = agent.channel().await;
+    let code = |c: Code| Outcome::Code(c);
+    let refused = |o: Outcome| {
+        matches!(
+            o,
+            Outcome::Code(Code::PermissionDenied | Code::Unauthenticated)
+        )
+    };
+
+    // Roles come from MCIAS.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(admin))).await,
+        code(Code::Ok)
+    );
+    let list = call(&channel, LIST, Some(&bearer(admin))).await;
+    assert!(!refused(list), "List with an MCIAS admin: {list:?}");
+    assert_eq!(
+        call(&channel, DEPLOY, Some(&bearer(ro))).await,
+        code(Code::PermissionDenied)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(ro))).await,
+        code(Code::Ok)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(norole))).await,
+        code(Code::PermissionDenied),
+        "an MCIAS user without a mapped role may call nothing"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer("mcias-tok-unknown"))).await,
+        code(Code::Unauthenticated)
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(expired))).await,
+        code(Code::Unauthenticated)
+    );
+    // Local tokens still work alongside MCIAS.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(&agent.tokens.admin))).await,
+        code(Code::Ok)
+    );
+    // And through the client library.
+    let mut client = agent.client(Some(ro)).await.unwrap();
+    assert!(!client.node_info().await.unwrap().runtime_available);
+
+    // An outage: a token validated just before keeps working for the cache
+    // TTL, a token never seen fails closed, local tokens are unaffected.
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Ok)
+    );
+    double.shut_down().await;
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Ok),
+        "a cached MCIAS token must survive an outage within its TTL"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(late))).await,
+        code(Code::Unavailable),
+        "an uncached token must fail closed while MCIAS is down"
+    );
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(&agent.tokens.admin))).await,
+        code(Code::Ok)
+    );
+    tokio::time::sleep(TTL + Duration::from_millis(500)).await;
+    assert_eq!(
+        call(&channel, NODE_INFO, Some(&bearer(cached))).await,
+        code(Code::Unavailable),
+        "past its TTL a cached token must be validated again, and fail closed"
+    );
+
+    // The audit log names MCIAS callers and never holds a token. Records
+    // are written as calls end: wait until the expected ones are there.
+    let expected = [
+        (NODE_INFO, "alice", "mcias", "Ok"),
+        (DEPLOY, "bob", "mcias", "PermissionDenied"),
+        (NODE_INFO, "bob", "mcias", "Ok"),
+        (NODE_INFO, "carol", "mcias", "PermissionDenied"),
+        (NODE_INFO, "erin", "mcias", "Ok"),
+        (NODE_INFO, "ops", "local", "Ok"),
+        (NODE_INFO, "-", "-", "Unauthenticated"),
+        (NODE_INFO, "-", "-", "Unavailable"),
+    ];
+    let missing = |lines: &[serde_json::Value]| {
+        expected
+            .iter()
+            .filter(|(method, caller, auth, outcome)| {
+                !lines.iter().any(|l| {
+                    l["method"] == *method
+                        && l["caller"] == *caller
+                        && l["auth"] == *auth
+                        && l["outcome"] == *outcome
+                })
+            })
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = agent.audit_lines();
+        if missing(&lines).is_empty() || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(missing(&lines), [], "{lines:#?}");
+    let text = std::fs::read_to_string(&agent.audit_file).unwrap();
+    for token in [
+        admin,
+        ro,
+        norole,
+        expired,
+        cached,
+        late,
+        "mcias-tok-unknown",
+    ] {
+        assert!(!text.contains(token), "{token} is in the audit file");
+    }
+    assert!(!text.contains(agent.tokens.admin.as_str()));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reports_auth_failures_clearly() {
+    let agent = TestAgent::start().await;
+    let mut anon = agent.client(None).await.unwrap();
+    let err = anon.node_info().await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthenticated { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no bearer token") && msg.contains("MCP_TOKEN"),
+        "{msg}"
+    );
+
+    let mut ro = agent.client(Some(&agent.tokens.readonly)).await.unwrap();
+    let info = ro.node_info().await.unwrap();
+    assert!(!info.runtime_available);
+    let err = ro.remove("web").await.unwrap_err();
+    assert!(matches!(err, ClientError::PermissionDenied { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("grafana (readonly) may not call Remove: it needs the admin role"),
+        "{err}"
+    );
+
+    let mut expired = agent.client(Some(&agent.tokens.expired)).await.unwrap();
+    let err = expired.list().await.unwrap_err().to_string();
+    assert!(
+        err.contains("token expired") && err.contains("the test"),
+        "{err}"
+    );
+
+    // A token that cannot travel in a header is refused before dialling.
+    let err = agent.client(Some("mcp_a\nb")).await.err().unwrap();
+    assert!(matches!(err, ClientError::Unauthenticated { .. }), "{err}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_name_the_ca_and_host() {
+    let agent = TestAgent::start().await;
+    // A CA that did not sign the agent's certificate.
+    let other = tls::ensure_dev_pki(&agent.dir.path().join("other"), &[]).unwrap();
+    let options = ConnectOptions {
+        token: Some(agent.tokens.admin.clone()),
+        token_source: "the test".into(),
+        tls: Some(ClientTlsFiles {
+            ca_cert: other.ca_cert.clone(),
+            cert: None,
+            key: None,
+        }),
+    };
+    let err = Client::connect("test", &agent.addr.to_string(), &options)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, ClientError::Tls { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&other.ca_cert.display().to_string()), "{msg}");
+    assert!(msg.contains(&agent.addr.to_string()), "{msg}");
+    assert!(msg.contains("not signed by"), "{msg}");
+
+    // Plaintext against a TLS port.
+    let plain = ConnectOptions {
+        tls: None,
+        ..options.clone()
+    };
+    let mut c = Client::connect("test", &agent.addr.to_string(), &plain)
+        .await
+        .unwrap();
+    assert!(c.node_info().await.is_err());
+
+    // A missing CA file is named.
+    let missing = ConnectOptions {
+        tls: Some(ClientTlsFiles {
+            ca_cert: agent.dir.path().join("nope.pem"),
+            cert: None,
+            key: None,
+        }),
+        ..options
+    };
+    let err = Client::connect("test", &agent.addr.to_string(), &missing)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("nope.pem"), "{err}");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_can_be_required() {
+    let agent = TestAgent::start_with(|config, dir| {
+        let pki = tls::ensure_dev_pki(&dir.join("tls"), &[]).unwrap();
+        config.tls.client_ca = Some(pki.ca_cert);
+    })
+    .await;
+    let err = agent
+        .client(Some(&agent.tokens.admin))
+        .await
+        .err()
+        .expect("a client without a certificate must be refused");
+    assert!(
+        matches!(err, ClientError::Tls { .. } | ClientError::Connect { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let pki_dir = agent.dir.path().join("tls");
+    let (cert, key) = (
+        agent.dir.path().join("me.pem"),
+        agent.dir.path().join("me.key"),
+    );
+    tls::issue_cert(
+        &pki_dir.join("ca.pem"),
+        &pki_dir.join("ca.key"),
+        "operator",
+        &[],
+        true,
+        &cert,
+        &key,
+    )
+    .unwrap();
+    let options = ConnectOptions {
+        token: Some(agent.tokens.admin.clone()),
+        token_source: "the test".into(),
+        tls: Some(ClientTlsFiles {
+            ca_cert: agent.ca.clone(),
+            cert: Some(cert),
+            key: Some(key),
+        }),
+    };
+    let mut c = Client::connect("test", &agent.addr.to_string(), &options)
+        .await
+        .unwrap();
+    assert_eq!(c.node_info().await.unwrap().node_name, "local");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_metadata_is_refused_and_the_agent_keeps_serving() {
+    let agent = TestAgent::start().await;
+    let channel = agent.channel().await;
+    let admin = bearer(&agent.tokens.admin);
+    // A token over 4096 bytes: refused by the interceptor.
+    let long = bearer(&"a".repeat(5000));
+    assert_eq!(
+        call(&channel, "/mcp.v1.AgentService/List", Some(&long)).await,
+        Outcome::Code(Code::Unauthenticated)
+    );
+    // Metadata over the agent's header limit: refused by HTTP/2 itself.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    let mut req = tonic::Request::new(Bytes::new());
+    req.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(&admin[..]).unwrap(),
+    );
+    req.metadata_mut()
+        .insert("x-padding", "p".repeat(64 * 1024).parse().unwrap());
+    grpc.ready().await.unwrap();
+    let res = grpc
+        .unary(
+            req,
+            http::uri::PathAndQuery::from_static("/mcp.v1.AgentService/List"),
+            RawCodec,
+        )
+        .await;
+    assert!(res.is_err(), "64 KiB of metadata was accepted");
+    // The agent still answers, on a fresh connection and on the old one.
+    let fresh = agent.channel().await;
+    assert_eq!(
+        call(&fresh, "/mcp.v1.AgentService/NodeInfo", Some(&admin)).await,
+        Outcome::Code(Code::Ok)
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_control_or_non_ascii_bytes_are_refused() {
+    let agent = TestAgent::start().await;
+    let channel = agent.channel().await;
+    let valid = &agent.tokens.admin;
+    for bad in [
+        format!("Bearer {valid}\t").into_bytes(),
+        format!("Bearer \t{valid}").into_bytes(),
+        [b"Bearer ".as_slice(), valid.as_bytes(), b"\xff\xfe"].concat(),
+        [b"Bearer mcp_".as_slice(), "é".as_bytes()].concat(),
+        format!("Bearer {valid} {valid}").into_bytes(),
+    ] {
+        assert_eq!(
+            call(&channel, "/mcp.v1.AgentService/NodeInfo", Some(&bad)).await,
+            Outcome::Code(Code::Unauthenticated),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        call(
+            &channel,
+            "/mcp.v1.AgentService/NodeInfo",
+            Some(&bearer(valid))
+        )
+        .await,
+        Outcome::Code(Code::Ok)
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_handshakes_are_dropped() {
+    let agent = TestAgent::start_with(|config, _| {
+        config.tls.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let admin = bearer(&agent.tokens.admin);
+    // Random bytes, a plaintext HTTP/2 preface, and a silent client.
+    let mut garbage = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5])
+        .await
+        .unwrap();
+    let mut preface = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    preface
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    // While they hang around, an authenticated client is served.
+    let channel = agent.channel().await;
+    assert_eq!(
+        call(&channel, "/mcp.v1.AgentService/NodeInfo", Some(&admin)).await,
+        Outcome::Code(Code::Ok)
+    );
+    // Each is closed by the agent: garbage at once, silence at the timeout.
+    for (what, conn) in [
+        ("garbage", &mut garbage),
+        ("plaintext", &mut preface),
+        ("silent", &mut silent),
+    ] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{what}: the agent kept the connection open");
+    }
+    assert_eq!(
+        call(&channel, "/mcp.v1.AgentService/NodeInfo", Some(&admin)).await,
+        Outcome::Code(Code::Ok)
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unauthenticated_connections_do_not_starve_real_clients() {
+    raise_open_files_limit();
+    let agent = TestAgent::start().await;
+    let config = tls::client_config(&agent.tls_files()).unwrap();
+    let uri = format!("http://{}", agent.addr);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let config = config.clone();
+        let uri = uri.clone();
+        tasks.spawn(async move {
+            let channel = match Endpoint::from_shared(uri)
+                .unwrap()
+                .connect_with_connector(TlsConnector::new(config))
+                .await
+            {
+                Ok(c) => c,
+                Err(_) => return None,
+            };
+            let got = call(&channel, "/mcp.v1.AgentService/Status", None).await;
+            // Hold the connection until all have been made.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(got)
+        });
+    }
+    // Meanwhile, the operator's client keeps working.
+    let mut operator = agent.client(Some(&agent.tokens.admin)).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(operator.node_info().await.unwrap().node_name, "local");
+    }
+    let mut answered = 0;
+    let mut dropped = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Some(Outcome::Code(Code::Unauthenticated)) => answered += 1,
+            // Refused, dropped, or (on a loaded host) not answered within
+            // the call's 2 s: none of these let the caller in.
+            Some(Outcome::Code(Code::Unavailable) | Outcome::StillRunning) | None => dropped += 1,
+            other => panic!("an unauthenticated call got {other:?}"),
+        }
+    }
+    assert_eq!(answered + dropped, 1000);
+    assert!(answered >= 900, "only {answered} of 1000 were answered");
+    assert_eq!(operator.node_info().await.unwrap().node_name, "local");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn listen_rules_hold_for_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
+    let base = || {
+        let mut c = AgentConfig::dev_defaults(dir.path());
+        c.podman.socket = dir.path().join("no-podman.sock");
+        c.tls.cert = Some(pki.server_cert.clone());
+        c.tls.key = Some(pki.server_key.clone());
+        c
+    };
+    // An explicit address.
+    let mut c = base();
+    c.apply_listen_flag("127.0.0.1:0").unwrap();
+    let agent = Agent::open(c).await.unwrap();
+    assert_eq!(agent.local_addr().unwrap().ip().to_string(), "127.0.0.1");
+    drop(agent);
+    // An interface's address.
+    let mut c = base();
+    c.apply_toml(
+        std::path::Path::new("a.toml"),
+        "listen_interface = \"lo\"\nport = 0\n",
+    )
+    .unwrap();
+    let agent = Agent::open(c).await.unwrap();
+    assert_eq!(agent.local_addr().unwrap().ip().to_string(), "127.0.0.1");
+    drop(agent);
+    // A wildcard, refused, then allowed explicitly.
+    let mut c = base();
+    c.apply_listen_flag("0.0.0.0:0").unwrap();
+    let err = Agent::open(c.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("wildcard"), "{err}");
+    c.allow_wildcard = true;
+    let agent = Agent::open(c).await.unwrap();
+    assert!(agent.local_addr().unwrap().ip().is_unspecified());
+    drop(agent);
+    // No TLS material and no explicit insecure: refused.
+    let mut c = base();
+    c.apply_listen_flag("127.0.0.1:0").unwrap();
+    c.tls.cert = None;
+    c.tls.key = None;
+    let err = Agent::open(c.clone()).await.err().unwrap().to_string();
+    assert!(
+        err.contains("no TLS certificate") && err.contains("insecure"),
+        "{err}"
+    );
+    c.tls.insecure = true;
+    assert!(Agent::open(c).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_agents_speak_plaintext_with_auth_still_on() {
+    let agent = TestAgent::start_with(|config, _| {
+        config.tls.insecure = true;
+    })
+    .await;
+    let options = |token: Option<&str>| ConnectOptions {
+        token: token.map(str::to_string),
+        token_source: "the test".into(),
+        tls: None,
+    };
+    let mut c = Client::connect("test", &agent.addr.to_string(), &options(None))
+        .await
+        .unwrap();
+    let err = c.list().await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthenticated { .. }), "{err}");
+    let mut c = Client::connect(
+        "test",
+        &agent.addr.to_string(),
+        &options(Some(&agent.tokens.admin)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.node_info().await.unwrap().node_name, "local");
+    agent.stop().await;
+}
