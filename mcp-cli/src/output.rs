@@ -5,6 +5,7 @@ use std::io::Write;
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use mcp_core::client::action_name;
+use mcp_core::client::transfer::{TreeMoved, TreeProgress};
 use mcp_core::config::NodeEntry;
 use mcp_core::proto as pb;
 use serde_json::{Value, json};
@@ -95,38 +96,60 @@ fn time_string(unix: i64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The progress bar of one push or pull ([`Output::progress`]).
+pub struct TransferBar {
+    bar: indicatif::ProgressBar,
+    drawable: bool,
+}
+
+impl TransferBar {
+    /// Shows how the transfer is going.
+    pub fn show(&self, p: TreeProgress) {
+        match p {
+            TreeProgress::Planned { total_bytes } => {
+                self.bar.set_length(total_bytes);
+                if self.drawable && total_bytes >= PROGRESS_MIN_BYTES {
+                    self.bar
+                        .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                }
+            }
+            TreeProgress::Moved(n) => self.bar.inc(n),
+        }
+    }
+
+    /// Takes the bar off the terminal.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 impl Output {
     /// An output in the chosen format.
     pub fn new(json: bool) -> Self {
         Output { json }
     }
 
-    /// A progress bar for a transfer of `total` bytes, drawn on standard
-    /// error when it is a terminal, the output is not JSON and the transfer
-    /// is large enough to be worth one; hidden otherwise.
-    pub fn progress(&self, total: u64) -> indicatif::ProgressBar {
+    /// A progress bar for a push or pull, drawn on standard error once the
+    /// transfer is known to be large enough to be worth one, when standard
+    /// error is a terminal and the output is not JSON; hidden otherwise.
+    pub fn progress(&self) -> TransferBar {
         use std::io::IsTerminal;
-        if self.json || total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new(total);
+        let bar = indicatif::ProgressBar::hidden();
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
         ) {
             bar.set_style(style);
         }
-        bar
+        TransferBar {
+            bar,
+            drawable: !self.json && std::io::stderr().is_terminal(),
+        }
     }
 
     /// `mcp push` / `mcp pull`: the files moved and their digests.
-    pub fn moved(
-        &self,
-        verb: &str,
-        node: &str,
-        service: &str,
-        moved: &[mcp_core::client::transfer::Moved],
-        skipped: &[String],
-    ) -> anyhow::Result<()> {
+    pub fn moved(&self, verb: &str, tree: &TreeMoved) -> anyhow::Result<()> {
+        let (node, service, moved, skipped) =
+            (&tree.node, &tree.service, &tree.files, &tree.skipped);
         if self.json {
             return print_json(&json!({
                 "node": node,

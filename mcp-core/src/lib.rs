@@ -15,6 +15,9 @@
 //!   tests, and its side of file transfers ([`client::transfer`]: pushing
 //!   and pulling files between this machine and a service's directory on a
 //!   node, checked end to end).
+//! - [`ops`]: the operations `mcp` and the Python bindings both offer, one
+//!   function each (what an argument means, stop and start through the
+//!   definition file).
 //! - [`fsutil`]: small file-system helpers (private files, durable writes).
 
 pub mod auth;
@@ -22,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod fsutil;
 pub mod instance;
+pub mod ops;
 pub mod servicedef;
 pub mod tls;
 pub mod wire;

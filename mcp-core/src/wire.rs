@@ -21,6 +21,22 @@ pub const MAX_FRAME: u32 = 256 << 10;
 /// Bigger requests are refused by the HTTP/2 layer before any handler runs.
 pub const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 
+/// The mode bits a client may ask a pushed file to get: permission bits
+/// only, never set-user-ID, set-group-ID or sticky.
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// Checks a requested file mode against [`PERMISSION_BITS`], the one rule
+/// both ends apply; the error says what was wrong.
+pub fn check_mode(mode: u32) -> Result<u32, String> {
+    if mode & !PERMISSION_BITS == 0 {
+        Ok(mode)
+    } else {
+        Err(format!(
+            "mode {mode:#o}: only the permission bits 0o777 may be set (no set-user-ID, set-group-ID or sticky bit)"
+        ))
+    }
+}
+
 /// Bytes per file chunk on the wire, both ways.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 
@@ -175,6 +191,17 @@ mod tests {
         for a in Action::ALL {
             let json = serde_json::to_value(a).unwrap();
             assert_eq!(json, serde_json::Value::String(a.as_str().into()));
+        }
+    }
+
+    #[test]
+    fn modes_are_permission_bits_only() {
+        assert_eq!(check_mode(0o640), Ok(0o640));
+        assert_eq!(check_mode(0o777), Ok(0o777));
+        assert_eq!(check_mode(0), Ok(0));
+        for bad in [0o1777, 0o4755, 0o2755, 0o10000] {
+            let err = check_mode(bad).unwrap_err();
+            assert!(err.contains("only the permission bits"), "{err}");
         }
     }
 

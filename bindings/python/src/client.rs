@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use futures::StreamExt;
 use mcp_core::client::transfer;
 use mcp_core::client::{self as core, ConnectOptions};
-use mcp_core::config::{CliConfig, cli_config_path};
+use mcp_core::ops::{self, Session};
 use mcp_core::servicedef;
 use mcp_core::wire::{DeployOptions, PullPolicy};
 use pyo3::prelude::*;
@@ -21,7 +21,7 @@ use crate::runtime::wait;
 use crate::servicedef::{ServiceDef, load};
 use crate::types::{
     ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, Revision,
-    StatusReport, SyncResult, Transfer, TransferResult,
+    StatusReport, SyncResult, TransferResult,
 };
 
 /// A connection to one node's agent.
@@ -34,16 +34,10 @@ pub struct Client {
     inner: core::Client,
     /// The process that made it: a child after `fork` must make its own.
     pid: u32,
-    /// The CLI configuration it came from, for service names and `sync`.
-    config: Option<CliConfig>,
-}
-
-/// The calls that act on a recorded service without a definition.
-#[derive(Clone, Copy)]
-enum ServiceOp {
-    Stop,
-    Start,
-    Restart,
+    /// The CLI configuration it came from (with its node and token file),
+    /// for service names, `stop`/`start` through definition files, and
+    /// `sync`.
+    session: Option<Session>,
 }
 
 /// Reads a `pull` argument.
@@ -75,9 +69,9 @@ impl Client {
         if let Ok(def) = arg.cast::<ServiceDef>() {
             return Ok(def.get().inner.clone());
         }
-        if let (Some(config), Ok(text)) = (&self.config, arg.extract::<String>()) {
-            return config
-                .load_definition(&text)
+        if let (Some(session), Ok(text)) = (&self.session, arg.extract::<String>()) {
+            return session
+                .definition(&text)
                 .map_err(crate::error::definition_error);
         }
         Ok(load(&arg.extract::<PathBuf>()?)?.inner)
@@ -88,7 +82,7 @@ impl Client {
         node: String,
         address: String,
         options: ConnectOptions,
-        config: Option<CliConfig>,
+        session: Option<Session>,
     ) -> PyResult<Client> {
         let inner = wait(py, async move {
             Ok(core::Client::connect(&node, &address, &options).await?)
@@ -96,28 +90,32 @@ impl Client {
         Ok(Client {
             inner,
             pid: std::process::id(),
-            config,
+            session,
         })
     }
 
-    /// Stops, starts or restarts a service or one component.
-    fn service_action(
+    /// Stops or starts a service (or one component): [`ops::set_active`],
+    /// as `mcp stop` and `mcp start` do.
+    fn set_active(
         &self,
         py: Python<'_>,
-        op: ServiceOp,
+        active: bool,
         service: String,
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
         let mut c = self.client()?;
+        let config = self.session.as_ref().map(|s| s.config.clone());
         self.action(py, check, async move {
-            let component = component.as_deref();
-            let r = match op {
-                ServiceOp::Stop => c.stop(&service, component).await?,
-                ServiceOp::Start => c.start(&service, component).await?,
-                ServiceOp::Restart => c.restart(&service, component).await?,
-            };
-            Ok((r.service, r.results))
+            let change = ops::set_active(
+                &mut c,
+                config.as_ref(),
+                &service,
+                component.as_deref(),
+                active,
+            )
+            .await?;
+            Ok((change.service, change.results))
         })
     }
 
@@ -126,9 +124,8 @@ impl Client {
         &self,
         py: Python<'_>,
         check: bool,
-        call: impl Future<
-            Output = Result<(String, Vec<mcp_core::proto::ComponentResult>), core::ClientError>,
-        > + Send,
+        call: impl Future<Output = Result<(String, Vec<mcp_core::proto::ComponentResult>), Error>>
+        + Send,
     ) -> PyResult<ActionResult> {
         let node = self.inner.node().to_string();
         wait(py, async move {
@@ -220,22 +217,10 @@ impl Client {
         node: Option<String>,
         token_file: Option<PathBuf>,
     ) -> PyResult<Client> {
-        let path = cli_config_path(path.as_deref()).map_err(Error::from)?;
-        let config = CliConfig::load(&path).map_err(Error::from)?;
-        let token = config
-            .resolve_token(token_file.as_deref())
-            .map_err(Error::from)?;
-        let tls = config.client_tls(&path).map_err(Error::from)?;
-        let entry = config
-            .node(node.as_deref())
-            .map_err(|e| Error::Invalid(format!("{e} (in {})", path.display())))?
-            .clone();
-        let options = ConnectOptions {
-            token_source: token.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
-            token: token.map(|(t, _)| t),
-            tls,
-        };
-        Client::connect(py, entry.name, entry.address, options, Some(config))
+        let session = Session::load(path.as_deref(), node, token_file).map_err(Error::from)?;
+        let entry = session.node_for(None).map_err(Error::from)?.clone();
+        let options = session.connect_options().map_err(Error::from)?;
+        Client::connect(py, entry.name, entry.address, options, Some(session))
     }
 
     /// The node's name.
@@ -293,7 +278,12 @@ impl Client {
         })
     }
 
-    /// Stops a service (or one component) and records it as stopped.
+    /// Stops a service, as `mcp stop` does: with a definition file (a path,
+    /// or the service's file in the configuration's services directory)
+    /// `active = false` is set in it and it is deployed, so file and node
+    /// agree (the file is put back if the node refuses it outright);
+    /// without one, or for one `component`, the node stops it and records
+    /// it as stopped.
     #[pyo3(signature = (service, *, component = None, check = true))]
     fn stop(
         &self,
@@ -302,10 +292,12 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        self.service_action(py, ServiceOp::Stop, service, component, check)
+        self.set_active(py, false, service, component, check)
     }
 
-    /// Starts a service (or one component) and records it as active.
+    /// Starts a service, as `mcp start` does: `active = true` in its
+    /// definition file, deployed; without a file, or for one `component`,
+    /// the node starts it and records it as active.
     #[pyo3(signature = (service, *, component = None, check = true))]
     fn start(
         &self,
@@ -314,7 +306,7 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        self.service_action(py, ServiceOp::Start, service, component, check)
+        self.set_active(py, true, service, component, check)
     }
 
     /// Restarts a service's components (or one) without changing them.
@@ -326,7 +318,11 @@ impl Client {
         component: Option<String>,
         check: bool,
     ) -> PyResult<ActionResult> {
-        self.service_action(py, ServiceOp::Restart, service, component, check)
+        let mut c = self.client()?;
+        self.action(py, check, async move {
+            let r = c.restart(&service, component.as_deref()).await?;
+            Ok((r.service, r.results))
+        })
     }
 
     /// Stops and removes a service's components and forgets the service.
@@ -537,29 +533,19 @@ impl Client {
         recursive: bool,
         mode: Option<u32>,
     ) -> PyResult<TransferResult> {
-        if let Some(m) = mode
-            && m > 0o7777
-        {
-            return Err(Error::Invalid(format!(
-                "mode={m:#o}: expected permission bits such as 0o640"
-            ))
-            .into());
-        }
         let mut c = self.client()?;
         wait(py, async move {
-            let plan = transfer::plan_push(&local, remote.as_deref(), recursive, mode)?;
-            let mut files = Vec::new();
-            for job in &plan.jobs {
-                files.push(Transfer::from(
-                    transfer::push(&mut c, &service, job, &|_| {}).await?,
-                ));
-            }
-            Ok(TransferResult {
-                node: c.node().to_string(),
-                service,
-                files,
-                skipped: plan.skipped,
-            })
+            let tree = transfer::push_tree(
+                &mut c,
+                &service,
+                &local,
+                remote.as_deref(),
+                recursive,
+                mode,
+                &|_| {},
+            )
+            .await?;
+            Ok(TransferResult::from(tree))
         })
     }
 
@@ -578,20 +564,16 @@ impl Client {
     ) -> PyResult<TransferResult> {
         let mut c = self.client()?;
         wait(py, async move {
-            let plan =
-                transfer::plan_pull(&mut c, &service, &remote, local.as_deref(), recursive).await?;
-            let mut files = Vec::new();
-            for job in &plan.jobs {
-                files.push(Transfer::from(
-                    transfer::pull(&mut c, &service, job, &|_| {}).await?,
-                ));
-            }
-            Ok(TransferResult {
-                node: c.node().to_string(),
-                service,
-                files,
-                skipped: plan.skipped,
-            })
+            let tree = transfer::pull_tree(
+                &mut c,
+                &service,
+                &remote,
+                local.as_deref(),
+                recursive,
+                &|_| {},
+            )
+            .await?;
+            Ok(TransferResult::from(tree))
         })
     }
 
@@ -643,20 +625,19 @@ impl Client {
 impl Client {
     /// The definitions `mcp sync` would send to this client's node.
     fn configured_set(&self) -> PyResult<Vec<servicedef::ServiceDef>> {
-        let Some(config) = &self.config else {
+        let Some(session) = &self.session else {
             return Err(Error::Invalid(
                 "sync() needs definitions: this Client was not made from a CLI configuration"
                     .into(),
             )
             .into());
         };
-        let defs = servicedef::load_dir(&config.services_dir)
-            .map_err(crate::error::definition_error)?
-            .into_iter()
-            .map(|(_, d)| d)
-            .collect();
-        let sets =
-            core::sync_sets(config, defs, Some(self.inner.node())).map_err(Error::Invalid)?;
+        // This client's node only, whatever node the session was made for.
+        let session = Session {
+            node: Some(self.inner.node().to_string()),
+            ..session.clone()
+        };
+        let sets = session.sync_sets().map_err(Error::from)?;
         Ok(sets.into_iter().flat_map(|(_, defs)| defs).collect())
     }
 }
@@ -702,10 +683,13 @@ fn since_time(arg: &Bound<'_, PyAny>) -> PyResult<DateTime<Utc>> {
 #[pyfunction]
 #[pyo3(signature = (path = None))]
 pub fn load_config(path: Option<PathBuf>) -> PyResult<Config> {
-    let path = cli_config_path(path.as_deref()).map_err(Error::from)?;
-    let config = CliConfig::load(&path).map_err(Error::from)?;
+    let Session {
+        config,
+        config_path,
+        ..
+    } = Session::load(path.as_deref(), None, None).map_err(Error::from)?;
     Ok(Config {
-        path: path.display().to_string(),
+        path: config_path.display().to_string(),
         services_dir: config.services_dir.display().to_string(),
         nodes: config
             .nodes

@@ -136,6 +136,21 @@ impl From<mcp_core::config::ConfigError> for Error {
     }
 }
 
+impl From<mcp_core::ops::OpsError> for Error {
+    fn from(e: mcp_core::ops::OpsError) -> Self {
+        use mcp_core::ops::OpsError;
+        match e {
+            OpsError::Config(e) => e.into(),
+            OpsError::Definition(e) => e.into(),
+            OpsError::Client(e) => e.into(),
+            OpsError::Transfer(e) => e.into(),
+            other @ (OpsError::Unresolved { .. } | OpsError::Restore { .. }) => {
+                Error::Invalid(other.to_string())
+            }
+        }
+    }
+}
+
 impl From<PyErr> for Error {
     fn from(e: PyErr) -> Self {
         Error::Python(e)

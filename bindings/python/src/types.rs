@@ -632,6 +632,17 @@ record! {
     }
 }
 
+impl From<mcp_core::client::transfer::TreeMoved> for TransferResult {
+    fn from(t: mcp_core::client::transfer::TreeMoved) -> Self {
+        TransferResult {
+            node: t.node,
+            service: t.service,
+            files: t.files.into_iter().map(Transfer::from).collect(),
+            skipped: t.skipped,
+        }
+    }
+}
+
 record! {
     /// One line of a component's output.
     LogLine {

@@ -283,6 +283,53 @@ def test_sync_without_definitions_sends_the_services_dir(node: Node) -> None:
         path.unlink()
 
 
+def test_stop_and_start_keep_the_definition_file_as_mcp_does(
+    node: Node, readonly_token: str, tmp_path: Path
+) -> None:
+    client = node.client()
+    name = node.service_name("active")
+    path = node.write_service(name, web(node, name))
+    try:
+        assert client.deploy(name).results[0].action == "created"
+        # A service with a file in services_dir: `active` is set in the
+        # file, only that value, and the file is deployed, as `mcp stop`.
+        text = path.read_text()
+        assert [r.action for r in client.stop(name).results] == ["stopped"]
+        assert mcp.parse_service(path).active is False
+        assert all(line in path.read_text() for line in text.splitlines())
+        [c] = client.status(name).components
+        assert not c.desired_active and c.observed_state != "running"
+        assert [r.action for r in client.start(name).results] == ["started"]
+        assert mcp.parse_service(path).active is True
+        assert client.status(name).components[0].observed_state == "running"
+
+        # A refused stop (a readonly token) leaves the file as it was.
+        before = path.read_bytes()
+        viewer = node.client(token_file=str(_token_file(tmp_path, readonly_token)))
+        with pytest.raises(mcp.PermissionDeniedError):
+            viewer.stop(name)
+        assert path.read_bytes() == before
+
+        # A definition file given by path, from a client made without a
+        # configuration: the same.
+        bare = mcp.Client(node.address, token=node.admin_token, ca_cert=node.ca_cert)
+        bare.stop(str(path))
+        assert mcp.parse_service(path).active is False
+        assert not bare.status(name).components[0].desired_active
+        bare.start(str(path))
+        assert mcp.parse_service(path).active is True
+        client.remove(name)
+    finally:
+        path.unlink()
+
+
+def _token_file(tmp_path: Path, token: str) -> Path:
+    f = tmp_path / "token"
+    f.write_text(token + "\n")
+    f.chmod(0o600)
+    return f
+
+
 def test_adopt_takes_a_hand_made_container(node: Node, client: mcp.Client) -> None:
     name = node.service_name("adopt")
     run = node.podman_cmd("run", "-d", "--name", f"{name}-web", node.image_v1)

@@ -81,6 +81,9 @@ def test_bad_paths_and_local_errors(node: Node, client: mcp.Client, tmp_path: Pa
     assert missing.value.filename == str(tmp_path / "nope")
     with pytest.raises(mcp.InvalidArgumentError, match="mode"):
         client.push(service, local, mode=0o100000)
+    # The rule `mcp push --mode` and the agent apply: permission bits only.
+    with pytest.raises(mcp.InvalidArgumentError, match="only the permission bits"):
+        client.push(service, local, mode=0o4755)
     with pytest.raises(mcp.NotFoundError):
         client.pull(service, "absent", tmp_path / "absent")
     assert not (tmp_path / "absent").exists()

@@ -540,6 +540,42 @@ fn stop_of_a_service_never_deployed_creates_nothing() {
 }
 
 #[test]
+fn stop_and_start_of_a_service_without_a_file_go_to_the_node_alone() {
+    let mut node = Node::start();
+    let service = unique("nofile");
+    let port = free_port();
+    // Deployed from a file outside services_dir: no file for its name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("elsewhere.toml");
+    std::fs::write(&path, two_component_def(&service, &node.env.image_v1, port)).expect("write");
+    node.track(&service);
+    node.mcp(&["deploy", path.to_str().expect("utf-8")])
+        .success();
+    let before = std::fs::read(&path).expect("read");
+
+    // `mcp stop NAME` stops the recorded service on its node (as the
+    // Python client's stop does); the file elsewhere is not touched.
+    let out = node.mcp_json(&["stop", &service]);
+    assert_eq!(
+        actions(&out),
+        [pair("web", "stopped"), pair("worker", "stopped")],
+        "{out}"
+    );
+    let status = node.mcp_json(&["status", &service]);
+    for c in components(&status) {
+        assert_eq!(c["desired_active"], false, "{status}");
+        assert_ne!(c["observed_state"], "running", "{status}");
+    }
+    node.mcp(&["start", &service]).success();
+    assert_eq!(http_get(port), "hello from v1\n");
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+
+    // An unknown service is the node's NotFound, said once.
+    let err = node.mcp(&["stop", &unique("absent")]).failure();
+    assert!(err.contains("no service named"), "{err}");
+}
+
+#[test]
 fn a_definition_named_unlike_its_file_is_refused() {
     let mut node = Node::start();
     let service = unique("named");

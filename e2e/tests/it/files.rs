@@ -204,6 +204,7 @@ fn push_pull_ls_rm_through_the_cli() {
         ])
         .failure();
     assert!(err.contains("not a file mode"), "{err}");
+    assert!(err.contains("only the permission bits"), "{err}");
     assert_eq!(tree(&srv(&node, &service)), ["conf"]);
 }
 

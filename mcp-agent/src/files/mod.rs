@@ -115,10 +115,9 @@ pub const DEFAULT_DIR_MODE: u32 = 0o750;
 /// one open directory fd.
 pub const MAX_WALK_DEPTH: usize = 128;
 
-/// `mode` as a [`rustix::fs::Mode`], if it has only permission bits.
+/// `mode` as a [`rustix::fs::Mode`], if it has only permission bits
+/// ([`mcp_core::wire::check_mode`], the rule the clients apply too).
 fn check_mode(mode: u32) -> Result<rustix::fs::Mode, FilesError> {
-    if mode & !0o777 != 0 {
-        return Err(FilesError::InvalidMode { mode });
-    }
+    mcp_core::wire::check_mode(mode).map_err(|_| FilesError::InvalidMode { mode })?;
     Ok(rustix::fs::Mode::from_bits_truncate(mode))
 }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError};
-use crate::wire::CHUNK_SIZE;
+use crate::wire::{CHUNK_SIZE, check_mode};
 
 /// Chunks queued between the network and the local file, each way.
 const QUEUE: usize = 8;
@@ -135,6 +135,91 @@ fn remote_join(dir: &str, rel: &str) -> String {
     } else {
         format!("{dir}/{rel}")
     }
+}
+
+/// How a tree transfer is going, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeProgress {
+    /// The files are known: this many bytes will move.
+    Planned {
+        /// Bytes of every file together.
+        total_bytes: u64,
+    },
+    /// This many more bytes moved.
+    Moved(u64),
+}
+
+/// What a tree transfer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeMoved {
+    /// The node.
+    pub node: String,
+    /// The service whose directory it was.
+    pub service: String,
+    /// The files moved, in order.
+    pub files: Vec<Moved>,
+    /// Symlinks and special files met and left alone.
+    pub skipped: Vec<String>,
+}
+
+/// `mcp push` and the Python `Client.push`: copies `local` (a directory and
+/// everything in it with `recursive`) into `service`'s directory on the
+/// client's node, as [`plan_push`] lays it out, each file checked end to
+/// end. `mode` must be permission bits only ([`check_mode`]).
+pub async fn push_tree(
+    client: &mut Client,
+    service: &str,
+    local: &Path,
+    remote: Option<&str>,
+    recursive: bool,
+    mode: Option<u32>,
+    progress: &(dyn Fn(TreeProgress) + Send + Sync),
+) -> Result<TreeMoved, TransferError> {
+    if let Some(m) = mode {
+        check_mode(m).map_err(TransferError::Invalid)?;
+    }
+    let plan = plan_push(local, remote, recursive, mode)?;
+    progress(TreeProgress::Planned {
+        total_bytes: plan.total_bytes(),
+    });
+    let mut files = Vec::with_capacity(plan.jobs.len());
+    for job in &plan.jobs {
+        files.push(push(client, service, job, &|n| progress(TreeProgress::Moved(n))).await?);
+    }
+    Ok(TreeMoved {
+        node: client.node().to_string(),
+        service: service.to_string(),
+        files,
+        skipped: plan.skipped,
+    })
+}
+
+/// `mcp pull` and the Python `Client.pull`: copies `remote` (a directory and
+/// everything in it with `recursive`) from `service`'s directory on the
+/// client's node to `local`, as [`plan_pull`] lays it out, each file
+/// checked end to end and renamed into place only once it all arrived.
+pub async fn pull_tree(
+    client: &mut Client,
+    service: &str,
+    remote: &str,
+    local: Option<&Path>,
+    recursive: bool,
+    progress: &(dyn Fn(TreeProgress) + Send + Sync),
+) -> Result<TreeMoved, TransferError> {
+    let plan = plan_pull(client, service, remote, local, recursive).await?;
+    progress(TreeProgress::Planned {
+        total_bytes: plan.total_bytes(),
+    });
+    let mut files = Vec::with_capacity(plan.jobs.len());
+    for job in &plan.jobs {
+        files.push(pull(client, service, job, &|n| progress(TreeProgress::Moved(n))).await?);
+    }
+    Ok(TreeMoved {
+        node: client.node().to_string(),
+        service: service.to_string(),
+        files,
+        skipped: plan.skipped,
+    })
 }
 
 /// The files `mcp push LOCAL [REMOTE]` means. A file goes to REMOTE, or to

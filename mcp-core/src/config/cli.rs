@@ -216,11 +216,17 @@ pub fn cli_config_path(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
 }
 
 impl CliConfig {
+    /// Whether a SERVICE|FILE argument is a FILE: it has a `/` or ends in
+    /// `.toml`; anything else is a service name.
+    pub fn is_file_argument(target: &str) -> bool {
+        target.contains('/') || target.ends_with(".toml")
+    }
+
     /// The definition file a CLI argument names: anything containing `/` or
     /// ending in `.toml` is a path, anything else a service name looked up
     /// as `<services_dir>/<name>.toml`.
     pub fn definition_path(&self, target: &str) -> PathBuf {
-        if target.contains('/') || target.ends_with(".toml") {
+        if CliConfig::is_file_argument(target) {
             PathBuf::from(target)
         } else {
             self.services_dir.join(format!("{target}.toml"))

@@ -1,0 +1,36 @@
+//! `mcp status`, `mcp ps`, `mcp list`: asked of every node (or `--node`).
+
+use super::Ctx;
+
+/// Desired versus observed state per component, drift flagged.
+#[derive(Debug, clap::Args)]
+pub struct Status {
+    /// Only this service.
+    service: Option<String>,
+}
+
+pub async fn status(ctx: &Ctx, args: Status) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for node in ctx.session.query_nodes()? {
+        let mut client = ctx.session.connect(node).await?;
+        reports.push(client.status(args.service.as_deref()).await?);
+    }
+    ctx.out.status(&reports)
+}
+
+pub async fn ps(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for node in ctx.session.query_nodes()? {
+        reports.push(ctx.session.connect(node).await?.ps().await?);
+    }
+    ctx.out.ps(&reports)
+}
+
+pub async fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut lists = Vec::new();
+    for node in ctx.session.query_nodes()? {
+        let list = ctx.session.connect(node).await?.list().await?;
+        lists.push((node.name.clone(), list));
+    }
+    ctx.out.list(&lists)
+}

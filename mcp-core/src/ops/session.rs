@@ -1,0 +1,138 @@
+//! [`Session`]: the CLI's configuration with what a caller adds to it, and
+//! what an argument means under it.
+
+use std::path::{Path, PathBuf};
+
+use super::OpsError;
+use crate::client::{Client, ConnectOptions, sync_sets};
+use crate::config::{CliConfig, ConfigError, NodeEntry, cli_config_path};
+use crate::servicedef::{self, ServiceDef, ServiceDefError};
+
+/// The CLI's configuration (`mcp.toml`) with the node and token file a
+/// caller chose (`--node`, `--token-file`, or the Python arguments of the
+/// same names).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The configuration.
+    pub config: CliConfig,
+    /// Where it was read from.
+    pub config_path: PathBuf,
+    /// The node asked for, over what a definition names.
+    pub node: Option<String>,
+    /// The token file asked for, over `MCP_TOKEN` and the configuration.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Session {
+    /// Reads the configuration at `config` (else `$MCP_CONFIG`, else
+    /// `$XDG_CONFIG_HOME/mcp/mcp.toml`).
+    pub fn load(
+        config: Option<&Path>,
+        node: Option<String>,
+        token_file: Option<PathBuf>,
+    ) -> Result<Session, ConfigError> {
+        let config_path = cli_config_path(config)?;
+        let config = CliConfig::load(&config_path)?;
+        Ok(Session {
+            config,
+            config_path,
+            node,
+            token_file,
+        })
+    }
+
+    fn unresolved(&self, message: String) -> OpsError {
+        OpsError::Unresolved {
+            message,
+            config: self.config_path.clone(),
+        }
+    }
+
+    /// The definition a SERVICE or FILE argument names
+    /// ([`CliConfig::load_definition`]).
+    pub fn definition(&self, target: &str) -> Result<ServiceDef, ServiceDefError> {
+        self.config.load_definition(target)
+    }
+
+    /// The node a command about `def` goes to: the session's node, else the
+    /// one the definition names, else the first configured node.
+    pub fn node_for(&self, def: Option<&ServiceDef>) -> Result<&NodeEntry, OpsError> {
+        let wanted = self.node.as_deref().or(def.and_then(|d| d.node.as_deref()));
+        self.config.node(wanted).map_err(|e| self.unresolved(e))
+    }
+
+    /// The nodes a query goes to: the session's node, else every
+    /// configured node.
+    pub fn query_nodes(&self) -> Result<Vec<&NodeEntry>, OpsError> {
+        match &self.node {
+            Some(_) => Ok(vec![self.node_for(None)?]),
+            None if self.config.nodes.is_empty() => {
+                Err(self.unresolved("no nodes configured".into()))
+            }
+            None => Ok(self.config.nodes.iter().collect()),
+        }
+    }
+
+    /// The node a service is on: the session's node, else the node its
+    /// definition in the services directory names (when it has one), else
+    /// the first configured node.
+    pub fn node_for_service(&self, service: &str) -> Result<&NodeEntry, OpsError> {
+        let path = self.config.definition_path(service);
+        let def = if self.node.is_none() && path.exists() {
+            Some(self.definition(service)?)
+        } else {
+            None
+        };
+        self.node_for(def.as_ref())
+    }
+
+    /// The service a SERVICE or FILE argument stands for and the node it is
+    /// on: a file's `name` and node (as for deploy); a name as it is, on the
+    /// node of its definition in the services directory when there is one.
+    pub fn service_and_node(&self, target: &str) -> Result<(String, &NodeEntry), OpsError> {
+        if CliConfig::is_file_argument(target) {
+            let def = self.definition(target)?;
+            let node = self.node_for(Some(&def))?;
+            Ok((def.name, node))
+        } else {
+            Ok((target.to_string(), self.node_for_service(target)?))
+        }
+    }
+
+    /// The service name a SERVICE or FILE argument stands for.
+    pub fn service_name(&self, target: &str) -> Result<String, OpsError> {
+        if CliConfig::is_file_argument(target) {
+            Ok(self.definition(target)?.name)
+        } else {
+            Ok(target.to_string())
+        }
+    }
+
+    /// How to reach the nodes: the token (the session's token file, else
+    /// `MCP_TOKEN`, else the configuration's) and TLS.
+    pub fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
+        let token = self.config.resolve_token(self.token_file.as_deref())?;
+        Ok(ConnectOptions {
+            tls: self.config.client_tls(&self.config_path)?,
+            token_source: token.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            token: token.map(|(t, _)| t),
+        })
+    }
+
+    /// A client of `node`'s agent.
+    pub async fn connect(&self, node: &NodeEntry) -> Result<Client, OpsError> {
+        let options = self.connect_options()?;
+        Ok(Client::connect(&node.name, &node.address, &options).await?)
+    }
+
+    /// The definitions `sync` sends, per node: every file of the services
+    /// directory, each to its `node` (or the first node), every configured
+    /// node with its set (or only the session's node).
+    pub fn sync_sets(&self) -> Result<Vec<(NodeEntry, Vec<ServiceDef>)>, OpsError> {
+        let defs = servicedef::load_dir(&self.config.services_dir)?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect();
+        sync_sets(&self.config, defs, self.node.as_deref()).map_err(|e| self.unresolved(e))
+    }
+}
