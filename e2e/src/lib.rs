@@ -480,11 +480,12 @@ impl Node {
             .expect("connect")
     }
 
-    /// Runs `mcp --json ARGS`, asserts success and parses the output.
+    /// Runs `mcp --json ARGS`, asserts it ran fine (exit 0, or 3: it found
+    /// drift or changes to make) and parses the output.
     pub fn mcp_json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let r = self.mcp(&all).success();
+        let r = self.mcp(&all).ran();
         serde_json::from_str(&r.stdout)
             .unwrap_or_else(|e| panic!("mcp {all:?}: bad JSON ({e}):\n{}", r.stdout))
     }
@@ -627,6 +628,30 @@ impl CmdResult {
         assert_eq!(
             self.code, 0,
             "mcp {:?} failed:\nstdout: {}\nstderr: {}",
+            self.args, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts the command ran fine: exit 0, or 3 (it found something:
+    /// drift, changes to make).
+    pub fn ran(self) -> CmdResult {
+        assert!(
+            self.code == 0 || self.code == 3,
+            "mcp {:?} failed ({}):\nstdout: {}\nstderr: {}",
+            self.args,
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts exit 3: it ran fine and found something.
+    pub fn found(self) -> CmdResult {
+        assert_eq!(
+            self.code, 3,
+            "mcp {:?} should have found something:\nstdout: {}\nstderr: {}",
             self.args, self.stdout, self.stderr
         );
         self

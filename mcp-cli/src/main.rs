@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use mcp_core::ops::Session;
 
 use commands::{Ctx, adopt, deploy, events, files, history, lifecycle, logs, node, query, sync};
-use output::Output;
+use output::{Exit, Output};
 
 /// Make the fleet match your service definitions.
 #[derive(Debug, Parser)]
@@ -86,59 +86,94 @@ enum Command {
     },
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, out: Output) -> anyhow::Result<Exit> {
     if let Command::Completions { shell } = &cli.command {
         clap_complete::generate(*shell, &mut Cli::command(), "mcp", &mut std::io::stdout());
-        return Ok(());
+        return Ok(Exit::Ok);
     }
     let session = Session::load(cli.config.as_deref(), cli.node, cli.token_file).context(
         "loading the CLI configuration (start `mcp-agent --dev` to create one, or pass --config)",
     )?;
-    let ctx = Ctx {
-        session,
-        out: Output::new(cli.json),
-    };
+    let ctx = Ctx { session, out };
+    let done = |r: anyhow::Result<()>| r.map(|()| Exit::Ok);
     match cli.command {
-        Command::Deploy(args) => deploy::run(&ctx, args).await,
-        Command::Stop(args) => lifecycle::stop(&ctx, args).await,
-        Command::Start(args) => lifecycle::start(&ctx, args).await,
-        Command::Restart(args) => lifecycle::restart(&ctx, args).await,
-        Command::Remove(args) => lifecycle::remove(&ctx, args).await,
+        Command::Deploy(args) => done(deploy::run(&ctx, args).await),
+        Command::Stop(args) => done(lifecycle::stop(&ctx, args).await),
+        Command::Start(args) => done(lifecycle::start(&ctx, args).await),
+        Command::Restart(args) => done(lifecycle::restart(&ctx, args).await),
+        Command::Remove(args) => done(lifecycle::remove(&ctx, args).await),
         Command::Sync(args) => sync::run(&ctx, args).await,
-        Command::Adopt(args) => adopt::run(&ctx, args).await,
-        Command::History(args) => history::history(&ctx, args).await,
-        Command::Rollback(args) => history::rollback(&ctx, args).await,
+        Command::Adopt(args) => done(adopt::run(&ctx, args).await),
+        Command::History(args) => done(history::history(&ctx, args).await),
+        Command::Rollback(args) => done(history::rollback(&ctx, args).await),
         Command::Status(args) => query::status(&ctx, args).await,
-        Command::Ps => query::ps(&ctx).await,
-        Command::List => query::list(&ctx).await,
-        Command::Logs(args) => logs::run(&ctx, args).await,
-        Command::Events(args) => events::run(&ctx, args).await,
-        Command::Push(args) => files::push(&ctx, args).await,
-        Command::Pull(args) => files::pull(&ctx, args).await,
-        Command::Ls(args) => files::ls(&ctx, args).await,
-        Command::Rm(args) => files::rm(&ctx, args).await,
-        Command::Node { command } => node::run(&ctx, command).await,
-        Command::Completions { .. } => Ok(()),
+        Command::Ps => done(query::ps(&ctx).await),
+        Command::List => done(query::list(&ctx).await),
+        Command::Logs(args) => done(logs::run(&ctx, args).await),
+        Command::Events(args) => done(events::run(&ctx, args).await),
+        Command::Push(args) => done(files::push(&ctx, args).await),
+        Command::Pull(args) => done(files::pull(&ctx, args).await),
+        Command::Ls(args) => done(files::ls(&ctx, args).await),
+        Command::Rm(args) => done(files::rm(&ctx, args).await),
+        Command::Node { command } => done(node::run(&ctx, command).await),
+        Command::Completions { .. } => Ok(Exit::Ok),
     }
 }
 
+/// A command line clap refused, said in one line (`mcp: usage: ...`, or a
+/// JSON error under `--json`), exit 2; help and version are printed as
+/// clap prints them.
+fn usage_error(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = err.print();
+        std::process::exit(
+            if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                Exit::Usage as i32
+            } else {
+                Exit::Ok as i32
+            },
+        );
+    }
+    let rendered = err.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    let message = format!("{first} (see mcp --help)");
+    if std::env::args().any(|a| a == "--json") {
+        eprintln!("{}", output::json::error(&message, None, None));
+    } else {
+        eprintln!("mcp: usage: {message}");
+    }
+    std::process::exit(Exit::Usage as i32);
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+    let out = Output::new(cli.json);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcp: error: {e}");
-            std::process::exit(1);
+            out.error(&anyhow::Error::from(e));
+            std::process::exit(Exit::Failure as i32);
         }
     };
-    if let Err(err) = rt.block_on(run(cli)) {
-        if output::is_broken_pipe(&err) {
-            std::process::exit(0);
+    let json = out.json;
+    match rt.block_on(run(cli, out)) {
+        Ok(exit) => std::process::exit(exit as i32),
+        Err(err) if output::is_broken_pipe(&err) => std::process::exit(Exit::Ok as i32),
+        Err(err) => {
+            Output::new(json).error(&err);
+            std::process::exit(Exit::Failure as i32);
         }
-        eprintln!("mcp: error: {}", output::one_line(&err));
-        std::process::exit(1);
     }
 }

@@ -163,30 +163,6 @@ impl From<Error> for PyErr {
     }
 }
 
-/// The canonical gRPC name of a status code (`NOT_FOUND`).
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// An exception of class `class` whose `str()` is `text`, with the common
 /// attributes set.
 fn exception(
@@ -288,7 +264,7 @@ fn set_location(py: Python<'_>, e: &PyErr, file: &str, line: Option<usize>, col:
 
 fn client_exception(py: Python<'_>, err: ClientError) -> PyErr {
     let text = err.to_string();
-    let code = err.code().map(code_name);
+    let code = err.code().map(mcp_core::client::code_name);
     let (class, message, node) = match &err {
         ClientError::Connect { node, reason, .. } => (
             py.get_type::<UnavailableError>(),
@@ -328,7 +304,7 @@ fn client_exception(py: Python<'_>, err: ClientError) -> PyErr {
                         py.get_type::<InvalidDefinitionError>(),
                         text,
                         message,
-                        code_name(*code).into(),
+                        mcp_core::client::code_name(*code).into(),
                         Some(node),
                     );
                     set_location(py, &e, REQUEST_ORIGIN, None, None);

@@ -42,7 +42,7 @@ fn component<'a>(list: &'a [Value], name: &str) -> &'a Value {
 }
 
 fn actions(deploy: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = deploy["results"]
+    let mut v: Vec<(String, String)> = deploy["nodes"][0]["results"]
         .as_array()
         .expect("results")
         .iter()
@@ -84,7 +84,7 @@ fn deploy_update_stop_start_two_components() {
         assert_eq!(c["observed_state"], "running", "{c}");
         assert_eq!(c["drift"].as_array().map(Vec::len), Some(0), "{c}");
     }
-    let web_id = component(&comps, "web")["container_id"].clone();
+    let web_id = component(&comps, "web")["instance_id"].clone();
 
     // Unchanged definition: nothing is touched.
     let again = node.mcp_json(&["deploy", path.to_str().expect("utf8")]);
@@ -93,7 +93,7 @@ fn deploy_update_stop_start_two_components() {
         vec![pair("web", "unchanged"), pair("worker", "unchanged")]
     );
     let comps = components(&node.mcp_json(&["status", &service]));
-    assert_eq!(component(&comps, "web")["container_id"], web_id);
+    assert_eq!(component(&comps, "web")["instance_id"], web_id);
 
     // Changing one component's image replaces that one only.
     let text = std::fs::read_to_string(&path).expect("read");
@@ -111,7 +111,7 @@ fn deploy_update_stop_start_two_components() {
     );
     assert_eq!(http_get(port).trim(), "hello from v2");
     let comps = components(&node.mcp_json(&["status", &service]));
-    assert_ne!(component(&comps, "web")["container_id"], web_id);
+    assert_ne!(component(&comps, "web")["instance_id"], web_id);
     assert_eq!(
         component(&comps, "web")["desired_image"],
         node.env.image_v2.as_str()
@@ -160,12 +160,12 @@ fn deploy_update_stop_start_two_components() {
     assert_eq!(actions(&restarted), vec![pair("worker", "restarted")]);
     let after = components(&node.mcp_json(&["status", &service]));
     assert_eq!(
-        component(&before, "worker")["container_id"],
-        component(&after, "worker")["container_id"]
+        component(&before, "worker")["instance_id"],
+        component(&after, "worker")["instance_id"]
     );
     assert!(
-        component(&after, "worker")["started_at"].as_i64()
-            >= component(&before, "worker")["started_at"].as_i64()
+        component(&after, "worker")["started_at"].as_str()
+            >= component(&before, "worker")["started_at"].as_str()
     );
 
     // logs of one component.
@@ -321,10 +321,7 @@ fn missing_image_keeps_previous_container_running() {
 
     let after = components(&node.mcp_json(&["status", &service]));
     let web = component(&after, "web");
-    assert_eq!(
-        web["container_id"],
-        component(&before, "web")["container_id"]
-    );
+    assert_eq!(web["instance_id"], component(&before, "web")["instance_id"]);
     assert_eq!(web["observed_state"], "running");
     assert_eq!(
         web["desired_image"],
@@ -378,8 +375,8 @@ fn port_taken_fails_cleanly_and_keeps_old_instance() {
     node.mcp(&["deploy", &service]).failure();
     let after = components(&node.mcp_json(&["status", &service]));
     assert_eq!(
-        component(&after, "web")["container_id"],
-        component(&before, "web")["container_id"]
+        component(&after, "web")["instance_id"],
+        component(&before, "web")["instance_id"]
     );
     assert_eq!(component(&after, "web")["observed_state"], "running");
     assert_eq!(http_get(good).trim(), "hello from v1");
@@ -883,7 +880,7 @@ fn dev_mode_writes_a_ready_cli_config() {
         String::from_utf8_lossy(&status.stderr)
     );
     let v: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!(v["nodes"][0]["node_name"], "local");
+    assert_eq!(v["nodes"][0]["node"], "local");
     assert_eq!(v["nodes"][0]["runtime_available"], true);
 
     // The CLI talks TLS against the development CA, with a token kept
@@ -1259,7 +1256,7 @@ fn sync_plans_converges_and_prunes_only_when_asked() {
         .map(|f| f.iter().filter_map(|x| x["field"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(fields, ["image", "env.MODE"]);
-    assert_eq!(comp["fields"][0]["to"], v2.as_str());
+    assert_eq!(comp["fields"][0]["after"], v2.as_str());
 
     // Without --prune, b is kept and left running.
     let out = node.mcp(&["sync"]).success();
@@ -1361,7 +1358,7 @@ fn adopt_takes_running_containers_without_touching_them() {
     let file = node.services_dir().join(format!("{service}.toml"));
     let file_arg = file.display().to_string();
     let out = node.mcp_json(&["adopt", &service, "--write", &file_arg]);
-    let mut adopted: Vec<&str> = out["adopted"]
+    let mut adopted: Vec<&str> = out["nodes"][0]["adopted"]
         .as_array()
         .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
         .unwrap_or_default();
@@ -1393,8 +1390,13 @@ fn adopt_takes_running_containers_without_touching_them() {
 
     // Adopting again is a clear no-op; --write refuses to overwrite.
     let again = node.mcp_json(&["adopt", &service]);
-    assert_eq!(again["adopted"], serde_json::json!([]));
-    assert_eq!(again["already_managed"].as_array().map(Vec::len), Some(2));
+    assert_eq!(again["nodes"][0]["adopted"], serde_json::json!([]));
+    assert_eq!(
+        again["nodes"][0]["already_managed"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     let err = node
         .mcp(&["adopt", &service, "--write", &file_arg])
         .failure();
@@ -1431,7 +1433,7 @@ fn adopt_takes_running_containers_without_touching_them() {
     // The adopted definition is web's first revision, so that change can
     // be rolled back.
     let history = node.mcp_json(&["history", &service, "--component", "web"]);
-    let revisions: Vec<(u64, &str, &str)> = history["revisions"]
+    let revisions: Vec<(u64, &str, &str)> = history["nodes"][0]["revisions"]
         .as_array()
         .map(|a| {
             a.iter()

@@ -118,7 +118,7 @@ fn a_crash_on_start_without_a_check_is_rolled_back_every_time() {
         let out = node.mcp(&["--json", "deploy", &service]);
         assert_ne!(out.code, 0, "round {round}: a crash was deployed");
         let answer: Value = serde_json::from_str(&out.stdout).expect("json");
-        let result = &answer["results"][0];
+        let result = &answer["nodes"][0]["results"][0];
         assert_eq!(result["action"], "rolled-back", "round {round}: {answer}");
         assert!(
             result["error"]
@@ -177,7 +177,7 @@ fn a_new_version_that_never_becomes_healthy_is_rolled_back() {
     let out = node.mcp(&["deploy", &service, "--json"]);
     assert_ne!(out.code, 0);
     let answer: Value = serde_json::from_str(&out.stdout).expect("json");
-    let result = &answer["results"][0];
+    let result = &answer["nodes"][0]["results"][0];
     assert_eq!(result["action"], "rolled-back", "{answer}");
     let error = result["error"].as_str().unwrap_or_default();
     assert!(error.contains("unhealthy after 2 failed checks"), "{error}");
@@ -417,7 +417,7 @@ fn components_start_in_dependency_order_and_a_failed_dependency_stops_its_depend
     assert_ne!(out.code, 0);
     let answer: Value = serde_json::from_str(&out.stdout).expect("json");
     let result = |c: &str| {
-        answer["results"]
+        answer["nodes"][0]["results"]
             .as_array()
             .expect("results")
             .iter()

@@ -142,14 +142,14 @@ fn push_pull_ls_rm_through_the_cli() {
     assert!(ls.contains("conf/") && ls.contains("www/"), "{ls}");
     assert!(ls.contains("drwxr-x---"), "{ls}");
     let json = node.mcp_json(&["ls", &service, "www", "-r"]);
-    let paths: Vec<&str> = json["entries"]
+    let paths: Vec<&str> = json["nodes"][0]["entries"]
         .as_array()
         .expect("entries")
         .iter()
         .filter_map(|e| e["path"].as_str())
         .collect();
     assert_eq!(paths, ["www/css", "www/css/main.css", "www/index.html"]);
-    let index = &json["entries"][2];
+    let index = &json["nodes"][0]["entries"][2];
     assert_eq!(index["kind"], "file");
     assert_eq!(index["size"], 12);
 
@@ -532,5 +532,5 @@ fn a_progress_bar_only_on_a_terminal_and_for_large_transfers() {
     );
     let json: serde_json::Value =
         serde_json::from_str(tty.trim()).unwrap_or_else(|e| panic!("{e}: {tty:?}"));
-    assert_eq!(json["pulled"][0]["size"], 24 << 20);
+    assert_eq!(json["nodes"][0]["files"][0]["size"], 24 << 20);
 }

@@ -22,7 +22,7 @@ fn history(node: &Node, args: &[&str]) -> Vec<(u64, String, String, String, Stri
     let mut all = vec!["history"];
     all.extend_from_slice(args);
     let v = node.mcp_json(&all);
-    v["revisions"]
+    v["nodes"][0]["revisions"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -42,7 +42,7 @@ fn history(node: &Node, args: &[&str]) -> Vec<(u64, String, String, String, Stri
 
 /// `(component, action)` of a deploy's or rollback's JSON answer.
 fn actions(v: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = v["results"]
+    let mut out: Vec<(String, String)> = v["nodes"][0]["results"]
         .as_array()
         .cloned()
         .unwrap_or_default()

@@ -166,7 +166,11 @@ fn adopt_never_takes_an_instance_another_service_holds() {
     let own = format!("{base}-own");
     run(&own);
     let res = node.mcp_json(&["adopt", &base]);
-    assert_eq!(res["adopted"], serde_json::json!(["own"]), "{res}");
+    assert_eq!(
+        res["nodes"][0]["adopted"],
+        serde_json::json!(["own"]),
+        "{res}"
+    );
     // An unmanaged container in `<base>`'s namespace is reported as
     // `<base>`'s, but `<base>-hand-app` never is.
     let extra = format!("{base}-extra");

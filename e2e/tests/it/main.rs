@@ -9,5 +9,6 @@ mod health;
 mod history;
 mod isolation;
 mod monitor;
+mod output;
 mod security;
 mod unikernel;

@@ -164,7 +164,7 @@ fn drift_is_alerted_once_survives_a_restart_and_clears() {
     assert!(
         missing
             .iter()
-            .any(|m| m["container"] == name.as_str() && m["component"] == "app"),
+            .any(|m| m["instance_name"] == name.as_str() && m["component"] == "app"),
         "{ps}"
     );
 

@@ -48,5 +48,10 @@ pub async fn run(ctx: &Ctx, args: Adopt) -> anyhow::Result<()> {
         file.write_all(servicedef::to_toml(&def).as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    ctx.out.adopt(&node.name, &res, args.write.as_deref())
+    ctx.out.adopt(
+        &node.name,
+        &servicedef::to_toml(&def),
+        &res,
+        args.write.as_deref(),
+    )
 }

@@ -1,11 +1,9 @@
 //! `mcp logs`.
 
-use std::io::Write;
-
 use futures::StreamExt;
+use mcp_core::client::LogLines;
 
 use super::Ctx;
-use crate::output;
 
 /// Component logs.
 #[derive(Debug, clap::Args)]
@@ -35,24 +33,13 @@ pub async fn run(ctx: &Ctx, args: Logs) -> anyhow::Result<()> {
             args.tail,
         )
         .await?;
-    let multi = args.component.is_none();
+    let prefixed = args.component.is_none();
+    let mut lines = LogLines::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if ctx.out.json {
-            ctx.out.log_json(&chunk)?;
-            continue;
-        }
-        let mut w: Box<dyn Write> = if chunk.stream == "stderr" {
-            Box::new(std::io::stderr().lock())
-        } else {
-            Box::new(std::io::stdout().lock())
-        };
-        if multi {
-            output::write_prefixed(&mut w, &chunk.component, &chunk.data)?;
-        } else {
-            w.write_all(&chunk.data)?;
-        }
-        w.flush()?;
+        let done = lines.push(chunk?);
+        ctx.out
+            .log_lines(&node.name, &args.service, &done, prefixed)?;
     }
-    Ok(())
+    ctx.out
+        .log_lines(&node.name, &args.service, &lines.finish(), prefixed)
 }

@@ -1,6 +1,7 @@
 //! `mcp status`, `mcp ps`, `mcp list`: asked of every node (or `--node`).
 
 use super::Ctx;
+use crate::output::Exit;
 
 /// Desired versus observed state per component, drift flagged.
 #[derive(Debug, clap::Args)]
@@ -9,7 +10,8 @@ pub struct Status {
     service: Option<String>,
 }
 
-pub async fn status(ctx: &Ctx, args: Status) -> anyhow::Result<()> {
+/// Exits [`Exit::Found`] when something drifted.
+pub async fn status(ctx: &Ctx, args: Status) -> anyhow::Result<Exit> {
     let mut reports = Vec::new();
     for node in ctx.session.query_nodes()? {
         let mut client = ctx.session.connect(node).await?;

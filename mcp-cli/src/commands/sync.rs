@@ -1,7 +1,7 @@
 //! `mcp sync`.
 
 use super::{Ctx, Pull};
-use crate::output;
+use crate::output::{self, Exit};
 
 /// Push every definition in services_dir; each node converges to its set.
 #[derive(Debug, clap::Args)]
@@ -17,7 +17,8 @@ pub struct Sync {
     pull: Pull,
 }
 
-pub async fn run(ctx: &Ctx, args: Sync) -> anyhow::Result<()> {
+/// Exits [`Exit::Found`] for a dry run with changes to make.
+pub async fn run(ctx: &Ctx, args: Sync) -> anyhow::Result<Exit> {
     let mut answers = Vec::new();
     for (node, set) in &ctx.session.sync_sets()? {
         let mut client = ctx.session.connect(node).await?;
@@ -26,11 +27,11 @@ pub async fn run(ctx: &Ctx, args: Sync) -> anyhow::Result<()> {
             .await?;
         answers.push((node.name.clone(), res));
     }
-    ctx.out.sync(&answers)?;
+    let exit = ctx.out.sync(&answers)?;
     for (_, res) in &answers {
         for r in &res.results {
             output::check_results(&r.service, &r.results)?;
         }
     }
-    Ok(())
+    Ok(exit)
 }

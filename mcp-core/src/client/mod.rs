@@ -104,7 +104,44 @@ impl ClientError {
     }
 }
 
+/// The canonical gRPC name of a status code (`NOT_FOUND`), as the Python
+/// exceptions' `code` and `mcp --json` errors give it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 impl ClientError {
+    /// The node concerned, when the error came from talking to one.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            ClientError::Connect { node, .. }
+            | ClientError::Rpc { node, .. }
+            | ClientError::Tls { node, .. }
+            | ClientError::Unauthenticated { node, .. }
+            | ClientError::PermissionDenied { node, .. } => Some(node),
+            ClientError::Address { .. } | ClientError::TlsSettings(_) => None,
+        }
+    }
+
     /// Whether the agent certainly did nothing: it could not be reached, or
     /// it refused the caller before any handler ran.
     pub fn refused_before_acting(&self) -> bool {
