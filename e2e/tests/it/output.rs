@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::process::Stdio;
+use std::time::Duration;
 
-use mcp_e2e::{Node, free_port, podman_cli, unique};
+use mcp_e2e::{Node, free_port, podman_cli, unique, wait_for};
 use serde_json::Value;
 
 /// The shapes README documents, by name (`<!-- json: NAME -->` before a
@@ -139,19 +140,33 @@ fn every_command_prints_the_documented_json_and_exit_code() {
     let worker = format!("{service}-worker");
     podman_cli(&["rm", "-f", "-t", "0", &worker]);
     podman_cli(&["run", "-d", "--name", &worker, &v1, "sleep", "3600"]);
-    let found = node.mcp(&["--json", "status", &service]).found();
-    let found: Value = serde_json::from_str(&found.stdout).expect("json");
+    // Seen once podman's events have reached the agent.
+    let found = wait_for(Duration::from_secs(20), || {
+        let out = node.mcp(&["--json", "status", &service]);
+        let v: Value = serde_json::from_str(&out.stdout).expect("json");
+        (out.code == 3
+            && answer(&v)["unmanaged"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()))
+        .then_some(v)
+    })
+    .expect("status never reported the unmanaged instance with exit 3");
     assert_shape("status", &found);
-    non_empty(answer(&found), "unmanaged");
     podman_cli(&["rm", "-f", "-t", "0", &worker]);
 
     // Now the worker is missing: ps lists it so.
-    let ps = node.mcp_json(&["ps"]);
+    let ps = wait_for(Duration::from_secs(20), || {
+        let v = node.mcp_json(&["ps"]);
+        answer(&v)["missing"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(v)
+    })
+    .expect("ps never listed the missing worker");
     assert_shape("ps", &ps);
     non_empty(answer(&ps), "instances");
-    non_empty(answer(&ps), "missing");
     node.mcp(&["status", &service]).found();
-    let restarted = node.mcp_json(&["restart", &service]);
+    let restarted = node.mcp_json(&["restart", &service, "--component", "worker"]);
     assert_shape("action", &restarted);
     node.mcp(&["status", &service]).success();
 
