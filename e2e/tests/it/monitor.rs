@@ -631,6 +631,15 @@ retries = 2
         (c["drift"] == serde_json::json!(["unhealthy"])).then_some(c)
     });
     assert!(sick.is_some(), "{}", of(&node, "worker"));
+    // Recorded once it has lasted the monitor's settle time (a shorter
+    // spell is a flap, never recorded): only then is it made well again.
+    let recorded = wait_for(Duration::from_secs(15), || {
+        events(&node, &service)
+            .iter()
+            .any(|e| e.0 == "worker" && e.1 == "drift:unhealthy")
+            .then_some(())
+    });
+    assert!(recorded.is_some(), "{:?}", events(&node, &service));
     exec_in(&worker, &["touch", "/www/index.html"]);
     let well = wait_for(Duration::from_secs(15), || {
         let c = of(&node, "worker");
