@@ -99,15 +99,6 @@ impl Session {
         }
     }
 
-    /// The service name a SERVICE or FILE argument stands for.
-    pub fn service_name(&self, target: &str) -> Result<String, OpsError> {
-        if CliConfig::is_file_argument(target) {
-            Ok(self.definition(target)?.name)
-        } else {
-            Ok(target.to_string())
-        }
-    }
-
     /// How to reach the nodes: the token (the session's token file, else
     /// `MCP_TOKEN`, else the configuration's) and TLS.
     pub fn connect_options(&self) -> Result<ConnectOptions, ConfigError> {
