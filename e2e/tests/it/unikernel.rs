@@ -428,3 +428,133 @@ ports = ["127.0.0.1:{port}:8080"]
     let page = mcp_e2e::http_get(port);
     assert!(page.contains("hello from the mcp test guest"), "{page:?}");
 }
+
+/// Every QEMU process of `state_dir`'s VMs that holds `outside` open.
+fn qemu_holding(state_dir: &std::path::Path, outside: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for vm in std::fs::read_dir(state_dir).into_iter().flatten().flatten() {
+        let Ok(pid) = std::fs::read_to_string(vm.path().join("pid")) else {
+            continue;
+        };
+        let fds = std::path::PathBuf::from(format!("/proc/{}/fd", pid.trim()));
+        for fd in std::fs::read_dir(&fds).into_iter().flatten().flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|target| target == outside) {
+                found.push(fd.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// A container of the service can rewrite the service's directory at any
+/// moment. Here the disk image is swapped for a symlink to a file outside
+/// it, back and forth, while the VM is deployed anew and restarted: QEMU is
+/// handed the file the agent opened, never a path, so it never opens the
+/// outside file, which stays as it was.
+#[test]
+fn a_boot_file_swapped_for_a_symlink_never_reaches_qemu() {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut node = Node::start();
+    let state_dir = enable_vms(&mut node);
+    let service = unique("swap");
+    node.mcp(&["push", &service, &require("MCP_TEST_DISK"), "vm/disk.raw"])
+        .success();
+    let outside = node.dir.path().join("outside.raw");
+    std::fs::write(&outside, vec![0x42; 1 << 20]).expect("write");
+    let outside = outside.canonicalize().expect("canonical");
+    let before = std::fs::metadata(&outside).expect("stat");
+    let definition = |memory: u32| {
+        format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nimage = \"vm/disk.raw\"\nmemory = \"{memory}M\"\n"
+        )
+    };
+    node.write_service(&service, &definition(64));
+    node.mcp(&["deploy", &service]).success();
+
+    let vm_dir = node.dir.path().join("srv").join(&service).join("vm");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, vm_dir, outside, state_dir) = (
+            stop.clone(),
+            vm_dir.clone(),
+            outside.clone(),
+            state_dir.clone(),
+        );
+        std::thread::spawn(move || {
+            let (disk, real) = (vm_dir.join("disk.raw"), vm_dir.join("real.raw"));
+            let (mut swaps, mut held) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::rename(&disk, &real).expect("move the image away");
+                std::os::unix::fs::symlink(&outside, &disk).expect("symlink");
+                std::thread::sleep(Duration::from_millis(2));
+                held.extend(qemu_holding(&state_dir, &outside));
+                // The real image back in place, atomically over the link.
+                std::fs::rename(&real, &disk).expect("move the image back");
+                std::thread::sleep(Duration::from_millis(6));
+                held.extend(qemu_holding(&state_dir, &outside));
+                swaps += 1;
+            }
+            (swaps, held)
+        })
+    };
+    let (mut deployed, mut refused) = (0, Vec::new());
+    for round in 0..20u32 {
+        // A new definition replaces the VM; a restart relaunches it.
+        let result = if round % 2 == 0 {
+            node.write_service(&service, &definition(64 + 16 * (round % 4)));
+            node.mcp(&["deploy", &service])
+        } else {
+            node.mcp(&["restart", &service, "--component", "vm"])
+        };
+        if result.code == 0 {
+            deployed += 1;
+        } else {
+            refused.push(result.stderr);
+        }
+        let held = qemu_holding(&state_dir, &outside);
+        assert!(held.is_empty(), "QEMU holds the outside file: {held:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (swaps, held) = swapper.join().expect("swapper");
+    assert!(held.is_empty(), "QEMU held the outside file: {held:?}");
+    assert!(swaps > 10, "the image was swapped only {swaps} times");
+    // Launches that found the real image went through; the others were
+    // refused for the symlink (or the moment the image was away).
+    assert!(deployed > 0, "every launch was refused: {refused:?}");
+    eprintln!(
+        "{deployed} launches went through, {} were refused, {swaps} swaps",
+        refused.len()
+    );
+    for why in &refused {
+        assert!(
+            why.contains("through a symlink") || why.contains("does not exist"),
+            "{why}"
+        );
+    }
+
+    let after = std::fs::metadata(&outside).expect("stat");
+    assert_eq!(after.ino(), before.ino());
+    assert_eq!(after.mtime_nsec(), before.mtime_nsec());
+    assert_eq!(after.mtime(), before.mtime());
+    assert_eq!(
+        std::fs::read(&outside).expect("read"),
+        vec![0x42; 1 << 20],
+        "the outside file changed"
+    );
+
+    // With the image in place and nothing swapping, the VM runs, from the
+    // service's own file.
+    node.mcp(&["restart", &service, "--component", "vm"])
+        .success();
+    let pid = std::fs::read_to_string(state_dir.join(format!("{service}-vm")).join("pid"))
+        .expect("pidfile");
+    let disk = vm_dir.join("disk.raw").canonicalize().expect("disk");
+    let opened: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", pid.trim()))
+        .expect("fds")
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    assert!(opened.contains(&disk), "{opened:?}");
+}

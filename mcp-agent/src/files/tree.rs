@@ -135,6 +135,32 @@ impl ServiceTree {
         })
     }
 
+    /// Opens the regular file at `path` as an `O_PATH` descriptor for a VM
+    /// to boot from: no symlink anywhere on the path (a file a service's
+    /// container can swap is opened only through real directories), never
+    /// a device or FIFO, and never a file with more than one hard link. The
+    /// descriptor is what QEMU is given, so nothing is resolved again later.
+    pub fn open_boot_file(&self, path: &RemotePath) -> Result<OwnedFd, FilesError> {
+        let fd = open_beneath(
+            self.root.as_fd(),
+            path,
+            OFlags::PATH,
+            Follow::Never,
+            self.resolver,
+        )
+        .map_err(|errno| {
+            from_errno(
+                errno,
+                "open",
+                path,
+                "a VM boots only from files reached through real directories, never through a symlink",
+            )
+        })?;
+        let st = rfs::fstat(&fd).map_err(|e| from_errno(e, "stat", path, ""))?;
+        self.readable(path, &st)?;
+        Ok(fd)
+    }
+
     /// Removes the entry at `path`: a file, a symlink (the link itself,
     /// never its target), a special file, or a directory (empty, or with
     /// everything in it when `recursive`). No symlink may lead to `path`.

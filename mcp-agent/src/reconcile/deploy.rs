@@ -519,8 +519,9 @@ impl Reconciler {
     /// (Renaming the old, just-stopped instance instead races with podman's
     /// exit clean-up, which can write the old name back.)
     ///
-    /// An instance that publishes host ports is stopped before its
-    /// replacement starts (the two cannot hold the same port): the
+    /// An instance that publishes host ports, or a VM with a disk image, is
+    /// stopped before its replacement starts (the two cannot hold the same
+    /// port, nor both lock the same disk for writing, as QEMU does): the
     /// component is down from that stop until the replacement runs, or,
     /// when it fails, until the old one is started again. One without host
     /// ports keeps running beside its replacement until that is ready.
@@ -538,7 +539,9 @@ impl Reconciler {
             ..spec.clone()
         };
         let was_running = old.state == InstanceState::Running;
-        let stop_first = !spec.ports.is_empty() || !active;
+        let shares_disk =
+            spec.runtime == mcp_runtime::RuntimeKind::Unikernel && !spec.image.is_empty();
+        let stop_first = !spec.ports.is_empty() || shares_disk || !active;
         if stop_first {
             self.runtime.stop(&old.id, self.stop_timeout).await?;
         }

@@ -146,11 +146,23 @@ fn vm_runtime(config: &AgentConfig) -> Option<Arc<Qemu>> {
     };
     let accel = Accel::parse(&config.unikernel.accel).unwrap_or(Accel::Auto);
     tracing::info!(qemu = %binary.display(), accel = accel.as_str(), state_dir = %config.unikernel.state_dir.display(), "unikernel runtime available");
-    Some(Arc::new(Qemu::new(QemuConfig {
-        qemu: binary,
-        state_dir: config.unikernel.state_dir.clone(),
-        accel,
-    })))
+    Some(Arc::new(
+        Qemu::new(QemuConfig {
+            qemu: binary,
+            state_dir: config.unikernel.state_dir.clone(),
+            accel,
+        })
+        .with_boot_files(Arc::new(vm_files(config))),
+    ))
+}
+
+/// Where VMs may boot from: the service's directory and the configured
+/// image directories.
+fn vm_files(config: &AgentConfig) -> VmFiles {
+    VmFiles {
+        srv_root: config.srv_root.clone(),
+        images_dirs: config.unikernel.images_dirs.clone(),
+    }
 }
 
 /// The TLS configuration, or `None` for an explicitly insecure agent.
@@ -195,10 +207,7 @@ impl Agent {
         let runtime: Arc<dyn Runtime> = Arc::new(Runtimes::new(podman, vm_runtime(&config)));
         let reconciler = Arc::new(
             Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout)
-                .with_vm_files(VmFiles {
-                    srv_root: config.srv_root.clone(),
-                    images_dirs: config.unikernel.images_dirs.clone(),
-                })
+                .with_vm_files(vm_files(&config))
                 .with_deploy_settings(config.deploy),
         );
         let listener = TcpListener::bind(addr)

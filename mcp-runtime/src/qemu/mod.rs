@@ -12,7 +12,8 @@
 //! - Boot: a raw disk image (`image`), or a kernel with optional initrd and
 //!   command line ([`crate::KernelBoot`]), plus `image` as a disk if set.
 //!   Paths must be absolute; resolving a definition's relative paths is the
-//!   caller's business.
+//!   caller's business. QEMU is handed the files open, never their paths
+//!   ([`boot`]), at every launch.
 //! - Network: QEMU's user-mode network, one `hostfwd` per published port.
 //!   Host ports are checked to be free before launching.
 //! - Stop: the ACPI power button through QMP (`system_powerdown`), then QMP
@@ -27,22 +28,26 @@
 //! Operations on one VM are not serialised against each other: the caller
 //! (the agent's reconciler) runs one operation per instance at a time.
 
+pub mod boot;
 pub mod qmp;
 pub mod vm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use command_fds::CommandFdExt as _;
 use futures::StreamExt as _;
 use futures::stream;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::OnceCell;
 
+use self::boot::{BootFiles, OpenAsNamed, OpenBootFiles};
 use self::qmp::{QmpClient, QmpError};
 use self::vm::{ResolvedAccel, VmDir, VmRecord};
 use crate::spec::{InstanceDetails, LogChunk, LogStreamKind};
@@ -130,6 +135,7 @@ impl Default for QemuConfig {
 pub struct Qemu {
     config: QemuConfig,
     accel: OnceCell<ResolvedAccel>,
+    boot_files: Arc<dyn BootFiles>,
 }
 
 impl Qemu {
@@ -138,7 +144,15 @@ impl Qemu {
         Qemu {
             config,
             accel: OnceCell::new(),
+            boot_files: Arc::new(OpenAsNamed),
         }
+    }
+
+    /// This backend, opening the files VMs boot from through `boot_files`
+    /// (at every launch: see [`boot`]) rather than as they are named.
+    pub fn with_boot_files(mut self, boot_files: Arc<dyn BootFiles>) -> Qemu {
+        self.boot_files = boot_files;
+        self
     }
 
     /// The configuration.
@@ -294,13 +308,24 @@ impl Qemu {
             ..record.spec.clone()
         })?;
         vm::check_ports_free(&record.spec.ports)?;
+        // Opened before anything is cleared: a file the policy refuses
+        // leaves the VM as it was.
+        let files = OpenBootFiles::open(self.boot_files.as_ref(), &record.spec)?;
         dir.clear_runtime_files();
         let accel = self.resolved_accel().await;
-        let args = vm::qemu_args(record, dir, accel);
+        let launched = VmRecord {
+            spec: files.spec,
+            ..record.clone()
+        };
+        let args = vm::qemu_args(&launched, dir, accel);
         tracing::info!(vm = %name, accel = accel.as_str(), "launching qemu");
         tracing::debug!(vm = %name, ?args, "qemu argv");
         let operation = format!("start {name}");
-        let child = tokio::process::Command::new(&self.config.qemu)
+        let mut command = tokio::process::Command::new(&self.config.qemu);
+        command.fd_mappings(files.mappings).map_err(|_| {
+            RuntimeError::Invalid(format!("{operation}: boot file descriptors collide"))
+        })?;
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
