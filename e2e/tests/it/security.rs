@@ -2,6 +2,8 @@
 //! token sources and roles as the operator meets them, TLS errors, the
 //! audit trail, and no token ever written to a log.
 
+use std::time::Duration;
+
 use mcp_e2e::{Node, unique};
 
 fn one_line(err: &str) -> &str {
@@ -296,4 +298,215 @@ fn streamed_deploys_closed_at_their_outcome_are_audited_with_it() {
         wrong.len(),
         records.len()
     );
+}
+
+/// A served method as its descriptor gives it.
+struct Method {
+    path: String,
+    input: String,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// Every method the agent serves, and every message type by full name.
+fn served() -> (
+    Vec<Method>,
+    std::collections::BTreeMap<String, prost_types::DescriptorProto>,
+) {
+    use prost::Message as _;
+    let (mut methods, mut messages) = (Vec::new(), std::collections::BTreeMap::new());
+    for set in mcp_agent::server::SERVED_DESCRIPTORS {
+        let set = prost_types::FileDescriptorSet::decode(*set).expect("descriptor set");
+        for file in set.file {
+            let package = file.package().to_string();
+            for message in &file.message_type {
+                messages.insert(format!(".{package}.{}", message.name()), message.clone());
+            }
+            for service in &file.service {
+                for m in &service.method {
+                    methods.push(Method {
+                        path: format!("/{package}.{}/{}", service.name(), m.name()),
+                        input: m.input_type().to_string(),
+                        client_streaming: m.client_streaming(),
+                        server_streaming: m.server_streaming(),
+                    });
+                }
+            }
+        }
+    }
+    (methods, messages)
+}
+
+/// A request of type `message` that names `service` and `component` in
+/// the string fields so called, everything else at its default.
+fn request_for(message: &prost_types::DescriptorProto, service: &str, component: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for field in &message.field {
+        let value = match field.name() {
+            "service" => service,
+            "component" => component,
+            _ => continue,
+        };
+        if field.r#type() == prost_types::field_descriptor_proto::Type::String {
+            let tag = u32::try_from(field.number()).expect("field number");
+            prost::encoding::string::encode(tag, &value.to_string(), &mut buf);
+        }
+    }
+    buf
+}
+
+/// Calls `method` with `request` and `token`; returns every answer's bytes
+/// (and error message) that arrived within a few seconds.
+async fn answers(
+    channel: &tonic::transport::Channel,
+    method: &Method,
+    request: Vec<u8>,
+    token: &str,
+) -> Vec<u8> {
+    use futures::StreamExt as _;
+    use mcp_core::client::raw::RawCodec;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::try_from(method.path.as_str()).expect("path");
+    let auth: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {token}").parse().expect("metadata");
+    let mut out = Vec::new();
+    let limit = Duration::from_secs(3);
+    let request = bytes::Bytes::from(request);
+    if method.client_streaming {
+        let mut req = tonic::Request::new(futures::stream::iter([request]));
+        req.metadata_mut().insert("authorization", auth);
+        match grpc.streaming(req, path, RawCodec).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                while let Ok(Some(Ok(m))) = tokio::time::timeout(limit, stream.next()).await {
+                    out.extend_from_slice(&m);
+                }
+            }
+            Err(status) => out.extend_from_slice(status.message().as_bytes()),
+        }
+    } else if method.server_streaming {
+        let mut req = tonic::Request::new(request);
+        req.metadata_mut().insert("authorization", auth);
+        match grpc.server_streaming(req, path, RawCodec).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match tokio::time::timeout(limit, stream.next()).await {
+                        Ok(Some(Ok(m))) => out.extend_from_slice(&m),
+                        Ok(Some(Err(status))) => {
+                            out.extend_from_slice(status.message().as_bytes());
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Err(status) => out.extend_from_slice(status.message().as_bytes()),
+        }
+    } else {
+        let mut req = tonic::Request::new(request);
+        req.metadata_mut().insert("authorization", auth);
+        match grpc.unary(req, path, RawCodec).await {
+            Ok(resp) => out.extend_from_slice(&resp.into_inner()),
+            Err(status) => out.extend_from_slice(status.message().as_bytes()),
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Environment values are secrets: every RPC a readonly token may call,
+/// taken from the served descriptors and asked about the service that has
+/// one, answers without it; an admin gets the definition whole; neither the
+/// audit log nor the agent's log ever carries it.
+#[test]
+fn readonly_callers_never_see_environment_values() {
+    let mut node = Node::start();
+    let service = unique("secret");
+    let secret = format!("pw-{}", unique("hunter"));
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\ncmd = [\"sleep\", \"3600\"]\nenv = {{ DB_PASSWORD = \"{secret}\", MODE = \"prod\" }}\n",
+            node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    node.mcp(&[
+        "push",
+        &service,
+        node.cli_config().to_str().expect("utf-8"),
+        "conf/cli.toml",
+    ])
+    .success();
+
+    let (methods, messages) = served();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (readonly_called, admin_history) = rt.block_on(async {
+        let channel = node.channel().await;
+        let mut called = Vec::new();
+        for method in &methods {
+            if mcp_core::auth::policy::required_role(&method.path) != mcp_core::auth::Role::ReadOnly
+            {
+                continue;
+            }
+            let input = messages
+                .get(&method.input)
+                .unwrap_or_else(|| panic!("no message {}", method.input));
+            let request = request_for(input, &service, "web");
+            let got = answers(&channel, method, request, &node.readonly_token).await;
+            assert!(
+                !contains(&got, &secret),
+                "{} answers a readonly token with an environment value",
+                method.path
+            );
+            called.push((method.path.clone(), got.len()));
+        }
+        let history = methods
+            .iter()
+            .find(|m| m.path == "/mcp.v1.AgentService/History")
+            .expect("History is served");
+        let request = request_for(&messages[&history.input], &service, "web");
+        let ro = answers(&channel, history, request.clone(), &node.readonly_token).await;
+        assert!(
+            contains(&ro, "DB_PASSWORD") && contains(&ro, mcp_core::servicedef::REDACTED),
+            "the readonly history lost the key or shows no redaction"
+        );
+        let admin = answers(&channel, history, request, &node.admin_token).await;
+        (called, admin)
+    });
+    assert!(
+        contains(&admin_history, &secret),
+        "an admin's history lacks the value"
+    );
+    // History, Status, Events, Logs, ... were all asked and answered.
+    for path in ["History", "Status", "Events", "Ps", "ListFiles", "NodeInfo"] {
+        let (_, len) = readonly_called
+            .iter()
+            .find(|(p, _)| p.ends_with(&format!("/{path}")))
+            .unwrap_or_else(|| panic!("{path} was not called: {readonly_called:?}"));
+        assert!(*len > 0, "{path} answered nothing");
+    }
+    let audit = std::fs::read_to_string(node.dir.path().join("audit.jsonl")).unwrap_or_default();
+    assert!(!audit.is_empty(), "no audit file");
+    assert!(!audit.contains(&secret), "the audit log carries a secret");
+    assert!(
+        !node.agent_log().contains(&secret),
+        "the agent's log carries a secret"
+    );
+    // The CLI shows the readonly history redacted too.
+    let shown = node
+        .mcp_with_env(
+            &["--json", "history", &service],
+            &[("MCP_TOKEN", node.readonly_token.as_str())],
+        )
+        .success()
+        .stdout;
+    assert!(!shown.contains(&secret), "{shown}");
 }

@@ -20,6 +20,7 @@ use crate::reconcile::{ComponentOutcome, ComponentStatus, Reconciler, plan};
 use crate::registry::EventFilter;
 use crate::server::activity::Activity;
 use mcp_core::auth::guard::HandlerEnd;
+use mcp_core::auth::{Caller, Role};
 use mcp_core::servicedef::ServiceDef;
 use mcp_core::wire::{DeployOptions, PullPolicy};
 
@@ -140,6 +141,16 @@ fn action_response(
         service,
         results: results(outcomes),
     })
+}
+
+/// Whether the caller of `request` may see secrets (environment values):
+/// an admin. A readonly caller, or none at all (the guard turned off for a
+/// benchmark), is shown them redacted.
+fn sees_secrets<T>(request: &Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<Caller>()
+        .is_some_and(|c| c.role == Some(Role::Admin))
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -551,6 +562,7 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let secrets = sees_secrets(&request);
         let req = request.into_inner();
         let revisions = self
             .reconciler
@@ -561,7 +573,11 @@ impl AgentServiceApi for AgentService {
             )?
             .into_iter()
             .map(|r| pb::Revision {
-                definition: Some(r.definition.to_proto()),
+                definition: Some(if secrets {
+                    r.definition.to_proto()
+                } else {
+                    r.definition.redacted().to_proto()
+                }),
                 service: r.service,
                 component: r.component,
                 revision: r.revision,

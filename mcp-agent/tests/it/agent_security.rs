@@ -10,19 +10,19 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::mcias_double::Double;
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use mcp_agent::config::AgentConfig;
 use mcp_agent::server::{Agent, SERVED_DESCRIPTORS, raise_open_files_limit};
 use mcp_core::auth::Role;
 use mcp_core::auth::local::TokenStore;
 use mcp_core::auth::mcias::MciasConfig;
 use mcp_core::auth::policy;
+use mcp_core::client::raw::RawCodec;
 use mcp_core::client::{Client, ClientError, ConnectOptions};
 use mcp_core::tls::{self, ClientTlsFiles, TlsConnector};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
 struct Tokens {
@@ -134,40 +134,6 @@ impl TestAgent {
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
         }
-    }
-}
-
-/// Sends and receives raw protobuf bytes, so any method can be called by path.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 

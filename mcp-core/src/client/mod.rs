@@ -2,6 +2,7 @@
 //! and the tests. One [`Client`] talks to one node; [`transfer`] is the
 //! client's side of file transfers.
 
+pub mod raw;
 pub mod transfer;
 
 use std::time::Duration;

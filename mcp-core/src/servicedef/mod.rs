@@ -656,7 +656,20 @@ impl ServiceDef {
     }
 }
 
+/// What a caller who may not see secrets (a readonly token) is shown in
+/// place of each environment value.
+pub const REDACTED: &str = "<redacted>";
+
 impl ComponentDef {
+    /// This component with every environment value replaced by
+    /// [`REDACTED`] (the keys stay): what a readonly caller is shown.
+    pub fn redacted(mut self) -> ComponentDef {
+        for value in self.env.values_mut() {
+            *value = REDACTED.to_string();
+        }
+        self
+    }
+
     /// The component as sent on the wire (see [`ServiceDef::to_proto`]).
     pub fn to_proto(&self) -> pb::ComponentSpec {
         pb::ComponentSpec {
