@@ -955,7 +955,7 @@ fn grpc_health_and_reflection_are_served() {
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        let mut refl = ServerReflectionClient::with_interceptor(channel, with_token);
+        let mut refl = ServerReflectionClient::with_interceptor(channel.clone(), with_token.clone());
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -978,6 +978,35 @@ fn grpc_health_and_reflection_are_served() {
             names.contains(&"grpc.health.v1.Health".to_string()),
             "{names:?}"
         );
+
+        // The same over v1alpha, which grpcio's reflection module and
+        // older grpcurl speak.
+        use tonic_reflection::pb::v1alpha as alpha;
+        let mut refl = alpha::server_reflection_client::ServerReflectionClient::with_interceptor(
+            channel, with_token,
+        );
+        let req = alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "mcp.v1.AgentService".into(),
+            )),
+        };
+        let mut stream = refl
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+        let msg = stream.message().await.expect("message").expect("some");
+        let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+            msg.message_response
+        else {
+            panic!("unexpected v1alpha reflection answer: {msg:?}");
+        };
+        let agent_proto = files
+            .file_descriptor_proto
+            .iter()
+            .any(|f| String::from_utf8_lossy(f).contains("DeployStream"));
+        assert!(agent_proto, "no descriptor of the agent's API over v1alpha");
     });
 }
 

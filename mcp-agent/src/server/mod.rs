@@ -43,13 +43,16 @@ pub const AGENT_EVENTS: &str = "-";
 pub use service::AgentService;
 
 /// The encoded descriptor sets of every service the agent serves: its own
-/// API, health checking and reflection. Reflection serves exactly these, and
+/// API, health checking and reflection (`grpc.reflection.v1`, and
+/// `v1alpha`, which grpcio's reflection module and older grpcurl speak).
+/// Reflection serves exactly these, and
 /// the auth coverage test walks them, so a service cannot be added to the
 /// server without its methods being checked.
 pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
     mcp_proto::v1::FILE_DESCRIPTOR_SET,
     tonic_health::pb::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
 
 /// How long read-only RPCs in flight may take to finish once the agent is
@@ -264,13 +267,14 @@ impl Agent {
         health_reporter
             .set_serving::<AgentServiceServer<AgentService>>()
             .await;
-        let reflection = SERVED_DESCRIPTORS
-            .iter()
-            .fold(
+        let reflection = || {
+            SERVED_DESCRIPTORS.iter().fold(
                 tonic_reflection::server::Builder::configure().include_reflection_service(false),
                 |b, set| b.register_encoded_file_descriptor_set(set),
             )
-            .build_v1()?;
+        };
+        let (reflection, reflection_v1alpha) =
+            (reflection().build_v1()?, reflection().build_v1alpha()?);
         let service = AgentService::new(
             config.node_name.clone(),
             reconciler,
@@ -301,6 +305,7 @@ impl Agent {
             .layer(activity.layer())
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AgentServiceServer::new(service));
         match tls {
             Some(tls_config) => {

@@ -40,6 +40,10 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Role::ReadOnly,
     ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Role::ReadOnly,
+    ),
 ];
 
 /// The role `path` (`/package.Service/Method`) needs: its row in
