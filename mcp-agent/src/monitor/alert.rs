@@ -78,18 +78,26 @@ impl AlertEvent {
 }
 
 /// `arg` with a whole-argument placeholder replaced; any other argument,
-/// including one that merely contains a placeholder, unchanged.
-pub fn substitute<'a>(arg: &'a str, event: &'a AlertEvent) -> &'a str {
-    event.placeholder(arg).unwrap_or(arg)
+/// including one that merely contains a placeholder, unchanged. A value
+/// that begins with `-` is given with a `_` before it: values come from
+/// outside (an unmanaged container named `web--rf` has the component
+/// `-rf`) and must never reach the program as an option. Its `MCP_*`
+/// variable carries it exactly.
+pub fn substitute(arg: &str, event: &AlertEvent) -> String {
+    match event.placeholder(arg) {
+        Some(value) if value.starts_with('-') => format!("_{value}"),
+        Some(value) => value.to_string(),
+        None => arg.to_string(),
+    }
 }
 
 /// The program's arguments (`argv[1..]`) for `event`.
 pub fn arguments(argv: &[String], event: &AlertEvent) -> Vec<String> {
-    argv.iter()
-        .skip(1)
-        .map(|a| substitute(a, event).to_string())
-        .collect()
+    argv.iter().skip(1).map(|a| substitute(a, event)).collect()
 }
+
+/// `PATH` for alert programs when the agent has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why an alert failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +180,10 @@ pub async fn run_alert(argv: &[String], event: &AlertEvent, timeout: Duration) -
         return AlertOutcome::failed(AlertFailure::NoProgram, started);
     };
     let mut cmd = Command::new(program);
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
     cmd.args(arguments(argv, event))
+        .env_clear()
+        .env("PATH", path)
         .envs(event.env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -196,27 +207,36 @@ pub async fn run_alert(argv: &[String], event: &AlertEvent, timeout: Duration) -
     };
     let stdout = capture(child.stdout.take());
     let stderr = capture(child.stderr.take());
+    // The group's id is the program's pid: it runs in its own group.
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(nix::unistd::Pid::from_raw);
     let result = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => exit_result(status),
         Ok(Err(e)) => Err(AlertFailure::Wait(e.to_string())),
         Err(_) => {
-            if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-                // The group's id is the program's pid: it runs in its own group.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_group(group);
             let _ = child.start_kill();
             let _ = child.wait().await;
             Err(AlertFailure::TimedOut(timeout))
         }
     };
+    // Whatever the program left running in its group ends with it.
+    kill_group(group);
     AlertOutcome {
         result,
         stdout: collect(stdout).await,
         stderr: collect(stderr).await,
         elapsed: started.elapsed(),
+    }
+}
+
+/// Kills every process left in the program's process group (nothing when
+/// none is).
+fn kill_group(group: Option<nix::unistd::Pid>) {
+    if let Some(group) = group {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -387,6 +407,67 @@ mod tests {
         assert_eq!(out.result, Err(AlertFailure::NoProgram));
         let out = run_alert(&[String::new()], &event(), Duration::from_secs(1)).await;
         assert_eq!(out.result, Err(AlertFailure::NoProgram));
+    }
+
+    #[test]
+    fn values_never_become_options() {
+        let e = AlertEvent {
+            component: "-rf".into(),
+            detail: "--exec=/bin/sh".into(),
+            ..event()
+        };
+        let argv: Vec<String> = ["/usr/bin/notify", "--to", "{component}", "{detail}"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(arguments(&argv, &e), ["--to", "_-rf", "_--exec=/bin/sh"]);
+        assert!(e.env().contains(&("MCP_COMPONENT", "-rf")));
+    }
+
+    #[tokio::test]
+    async fn the_program_gets_path_and_the_event_only() {
+        // This process has variables of its own (cargo's, HOME, ...), which
+        // the program must not see.
+        assert!(
+            std::env::vars().any(|(k, _)| k != "PATH" && !k.starts_with("MCP_")),
+            "nothing to keep from the program"
+        );
+        let argv: Vec<String> = ["/usr/bin/env"].map(String::from).to_vec();
+        let out = run_alert(&argv, &event(), Duration::from_secs(10)).await;
+        assert!(out.is_sent(), "{out:?}");
+        let names: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
+        assert!(names.contains(&"PATH"), "{}", out.stdout);
+        for name in &names {
+            assert!(
+                *name == "PATH" || name.starts_with("MCP_"),
+                "the program got {name}: {}",
+                out.stdout
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_program_leaves_behind_is_killed_with_it() {
+        let argv: Vec<String> = ["/bin/sh", "-c", "sleep 60 & echo $!"]
+            .map(String::from)
+            .to_vec();
+        let out = run_alert(&argv, &event(), Duration::from_secs(10)).await;
+        assert!(out.is_sent(), "{out:?}");
+        let pid = out.stdout.trim().to_string();
+        assert!(!pid.is_empty(), "{out:?}");
+        let gone = (0..100).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or dead and waiting for its new parent to reap it.
+            let dead = state.is_empty() || state.contains(") Z ");
+            if !dead {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            dead
+        });
+        assert!(gone, "the program's background sleep ({pid}) outlived it");
     }
 
     #[tokio::test]

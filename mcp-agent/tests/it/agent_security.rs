@@ -841,3 +841,26 @@ async fn insecure_agents_speak_plaintext_with_auth_still_on() {
     assert_eq!(c.node_info().await.unwrap().node_name, "local");
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_others_may_write_keeps_the_agent_from_starting() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
+    let mut config = AgentConfig::dev_defaults(dir.path());
+    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.podman.socket = dir.path().join("no-podman.sock");
+    config.tls.cert = Some(pki.server_cert.clone());
+    config.tls.key = Some(pki.server_key.clone());
+    TokenStore::new(&config.auth.token_file)
+        .add("ops", Role::Admin, None)
+        .unwrap();
+    let path = config.auth.token_file.clone();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Agent::open(config).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("writable by everyone"),
+        "{text}"
+    );
+}

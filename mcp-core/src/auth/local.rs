@@ -272,8 +272,8 @@ struct Known {
 
 struct Loaded {
     by_digest: HashMap<String, Arc<Known>>,
-    /// Modification time and length of the file when read; `None` when absent.
-    stamp: Option<(SystemTime, u64)>,
+    /// The file's [`Stamp`] when read; `None` when absent.
+    stamp: Option<Stamp>,
     checked: Instant,
 }
 
@@ -284,15 +284,64 @@ pub struct LocalTokens {
     loaded: Mutex<Loaded>,
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells that the token file changed: its modification time, length,
+/// mode and owner.
+type Stamp = (SystemTime, u64, u32, u32);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.mode(), meta.uid()))
+}
+
+/// Refuses a token file another user could rewrite (and so grant
+/// themselves a role): one writable by its group or by others, or owned by
+/// another user than the one reading it. A missing file is fine (no tokens).
+pub fn check_ownership(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(invalid(format!(
+            "the token file is writable by {} (mode {mode:04o}), so anyone there could add a token: `chmod 600 {}`",
+            if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "its group"
+            },
+            path.display()
+        )));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(invalid(format!(
+            "the token file is owned by uid {}, not by the user reading it (uid {me}): `chown {me} {}`",
+            meta.uid(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 impl LocalTokens {
     /// Loads the token file at `path`; a missing file means no tokens yet.
+    /// A file others could rewrite is refused ([`check_ownership`]).
     pub fn open(path: impl Into<PathBuf>) -> Result<LocalTokens, ConfigError> {
         let store = TokenStore::new(path);
+        check_ownership(store.path())?;
         let stamp = stamp(store.path());
         let by_digest = index(store.list()?);
         Ok(LocalTokens {
@@ -326,16 +375,19 @@ impl LocalTokens {
             loaded.checked = Instant::now();
             let now = stamp(self.store.path());
             if now != loaded.stamp {
-                match self.store.list() {
+                loaded.stamp = now;
+                match check_ownership(self.store.path()).and_then(|()| self.store.list()) {
                     Ok(tokens) => {
                         loaded.by_digest = index(tokens);
-                        loaded.stamp = now;
                         tracing::info!(path = %self.store.path().display(), tokens = loaded.by_digest.len(), "reloaded local tokens");
                     }
-                    // Keep serving the last good set: a half-edited file must
-                    // not lock everyone out.
+                    // Fail closed: a file that no longer parses (or that
+                    // others may now write) may have been edited to revoke
+                    // a token, so no token of it is trusted until it is
+                    // fixed.
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot reload local tokens; keeping the previous set")
+                        loaded.by_digest.clear();
+                        tracing::error!(error = %e, "the local token file changed and cannot be used: every local token is refused until it is fixed");
                     }
                 }
             }
@@ -476,13 +528,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_broken_edit_keeps_the_previous_tokens() {
+    async fn a_broken_edit_revokes_every_token_until_fixed() {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::new(dir.path().join("t.toml"));
         let t = store.add("a", Role::Admin, None).unwrap();
+        let good = std::fs::read_to_string(store.path()).unwrap();
         let v = LocalTokens::open(store.path()).unwrap();
-        std::fs::write(store.path(), "not toml [").unwrap();
+        assert!(v.validate(&t).await.is_ok());
+        crate::fsutil::write_private(store.path(), b"not toml [").unwrap();
+        tokio::time::sleep(RELOAD_CHECK + Duration::from_millis(50)).await;
+        assert_eq!(v.validate(&t).await.unwrap_err(), AuthError::Invalid);
+        assert!(v.is_empty());
+        crate::fsutil::write_private(store.path(), good.as_bytes()).unwrap();
         tokio::time::sleep(RELOAD_CHECK + Duration::from_millis(50)).await;
         assert!(v.validate(&t).await.is_ok());
+    }
+
+    #[test]
+    fn a_file_owned_by_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = if rustix::process::geteuid().is_root() {
+            let path = dir.path().join("t.toml");
+            TokenStore::new(&path).add("a", Role::Admin, None).unwrap();
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            path
+        } else {
+            // Not root: a file root owns and keeps to itself will do.
+            PathBuf::from("/etc/passwd")
+        };
+        let owner = std::fs::metadata(&path).unwrap().uid();
+        let err = LocalTokens::open(&path).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains(&format!("owned by uid {owner}, not by the user reading it")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_others_may_write_is_refused_at_start_and_on_reload() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path().join("t.toml"));
+        let t = store.add("a", Role::Admin, None).unwrap();
+        for (mode, who) in [(0o620, "its group"), (0o602, "everyone")] {
+            std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = LocalTokens::open(store.path()).err().expect("refused");
+            let text = err.to_string();
+            assert!(text.contains(&format!("writable by {who}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+        }
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let v = LocalTokens::open(store.path()).unwrap();
+        assert!(v.validate(&t).await.is_ok());
+        // Made group-writable while in use: refused from the next reload.
+        std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o660)).unwrap();
+        tokio::time::sleep(RELOAD_CHECK + Duration::from_millis(50)).await;
+        assert_eq!(v.validate(&t).await.unwrap_err(), AuthError::Invalid);
     }
 }
