@@ -49,6 +49,17 @@ pub struct AgentConfig {
     pub auth: AuthSettings,
     /// TLS settings of the gRPC port.
     pub tls: TlsSettings,
+    /// What definitions may ask of the host.
+    pub security: SecuritySettings,
+}
+
+/// What definitions may ask of the host (`[security]`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct SecuritySettings {
+    /// Directories the host side of a volume must lie in; empty for no
+    /// restriction. Named volumes (podman's own) are not host paths and are
+    /// always allowed.
+    pub allowed_volume_roots: Vec<PathBuf>,
 }
 
 /// How the agent authenticates callers and where it writes the audit log.
@@ -219,6 +230,14 @@ struct AgentConfigFile {
     auth: AuthFile,
     #[serde(default)]
     tls: TlsFile,
+    #[serde(default)]
+    security: SecurityFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFile {
+    allowed_volume_roots: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +388,7 @@ impl AgentConfig {
                 insecure: false,
                 handshake_timeout: Duration::from_secs(10),
             },
+            security: SecuritySettings::default(),
         }
     }
 
@@ -504,6 +524,15 @@ impl AgentConfig {
         }
         if let Some(v) = file.unikernel.state_dir {
             self.unikernel.state_dir = v;
+        }
+        if let Some(v) = file.security.allowed_volume_roots {
+            if let Some(bad) = v.iter().find(|d| !d.is_absolute()) {
+                return Err(invalid(format!(
+                    "security.allowed_volume_roots: {} is not an absolute path",
+                    bad.display()
+                )));
+            }
+            self.security.allowed_volume_roots = v;
         }
         if let Some(v) = file.unikernel.images_dirs {
             if let Some(bad) = v.iter().find(|d| !d.is_absolute()) {

@@ -543,6 +543,9 @@ record! {
         accel: Option<String>,
         /// Whether the `ops` unikernel builder is installed.
         ops: bool,
+        /// Directories the host side of a volume must lie in (the agent's
+        /// `[security] allowed_volume_roots`); empty for anywhere.
+        allowed_volume_roots: Vec<String>,
     }
 }
 
@@ -558,6 +561,7 @@ impl From<pb::NodeInfoResponse> for NodeInfo {
             qemu: non_empty(n.qemu),
             accel: non_empty(n.accel),
             ops: n.ops,
+            allowed_volume_roots: n.allowed_volume_roots,
         }
     }
 }

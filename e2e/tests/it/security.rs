@@ -510,3 +510,80 @@ fn readonly_callers_never_see_environment_values() {
         .stdout;
     assert!(!shown.contains(&secret), "{shown}");
 }
+
+/// `[security] allowed_volume_roots`: a volume whose host side is outside
+/// them is refused before anything changes, at its place in the file; one
+/// inside deploys; `node info` shows the policy.
+#[test]
+fn volumes_outside_the_allowed_roots_are_refused_at_their_place() {
+    let mut node = Node::start();
+    let root = node.dir.path().join("volumes");
+    std::fs::create_dir_all(root.join("data")).expect("mkdir");
+    let root_text = root.display().to_string();
+    node.reconfigure(|text| {
+        text.push_str(&format!(
+            "\n[security]\nallowed_volume_roots = [\"{root_text}\"]\n"
+        ));
+    });
+    let info = node.mcp_json(&["node", "info"]);
+    assert_eq!(
+        info["nodes"][0]["allowed_volume_roots"],
+        serde_json::json!([root_text]),
+        "{info}"
+    );
+
+    let service = unique("vols");
+    let image = node.env.image_v1.clone();
+    let definition = |volumes: &str| {
+        format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image}\"\ncmd = [\"sleep\", \"3600\"]\nvolumes = [{volumes}]\n"
+        )
+    };
+    let path = node.write_service(
+        &service,
+        &definition(&format!(
+            "\"{root_text}/data:/data\", \"/etc:/host-etc:ro\""
+        )),
+    );
+    let err = node.mcp(&["deploy", &service]).failure();
+    // Line 7 of the file, the second string of the array.
+    let col = definition(&format!(
+        "\"{root_text}/data:/data\", \"/etc:/host-etc:ro\""
+    ))
+    .lines()
+    .nth(6)
+    .and_then(|l| l.find("\"/etc"))
+    .expect("the volume's column")
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "{}:7:{col}: {service}/web: host path /etc is outside [security] allowed_volume_roots ({root_text})",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        node.instances_of(&service).is_empty(),
+        "something was created"
+    );
+    let status = node.mcp_json(&["status"]);
+    assert!(!status.to_string().contains(&service), "{status}");
+
+    // A path that climbs out by name, or through a symlink, is outside too.
+    std::os::unix::fs::symlink("/etc", root.join("etc")).expect("symlink");
+    for bad in [format!("{root_text}/../x"), format!("{root_text}/etc")] {
+        node.write_service(&service, &definition(&format!("\"{bad}:/x\"")));
+        let err = node.mcp(&["deploy", &service]).failure();
+        assert!(
+            err.contains("is outside [security] allowed_volume_roots"),
+            "{bad}: {err}"
+        );
+    }
+
+    node.write_service(
+        &service,
+        &definition(&format!("\"{root_text}/data:/data\"")),
+    );
+    node.mcp(&["deploy", &service]).success();
+    assert_eq!(node.instances_of(&service).len(), 1);
+}

@@ -204,7 +204,8 @@ impl Reconciler {
 
     /// Checks, before anything changes, what would make the node refuse any
     /// of `targets` for a reason it can know now: a unikernel on a node
-    /// without QEMU, the files a VM boots from (missing, or where they may
+    /// without QEMU, a volume outside `[security] allowed_volume_roots`,
+    /// the files a VM boots from (missing, or where they may
     /// not be), an instance name another service's component also has, a
     /// host port an active service's component already publishes, an
     /// instance of the name that belongs to another service or that MCP
@@ -225,6 +226,7 @@ impl Reconciler {
                 def.name, c.name
             )));
         }
+        self.volume_roots.check(def, targets)?;
         let specs = targets
             .iter()
             .map(|c| {

@@ -44,6 +44,7 @@ mod history;
 pub mod ownership;
 
 pub mod plan;
+pub mod policy;
 
 use crate::files::VmFiles;
 use observe::{CHANGES_BUFFER, ObservedCache};
@@ -125,6 +126,7 @@ pub struct Reconciler {
     observed: ObservedCache,
     changes: broadcast::Sender<RuntimeChange>,
     vm_files: VmFiles,
+    volume_roots: policy::VolumeRoots,
     deploy: crate::config::DeploySettings,
     health: Arc<crate::health::HealthBoard>,
 }
@@ -158,6 +160,7 @@ impl Reconciler {
             observed: ObservedCache::default(),
             changes: broadcast::channel(CHANGES_BUFFER).0,
             vm_files: VmFiles::default(),
+            volume_roots: policy::VolumeRoots::default(),
             deploy: crate::config::DeploySettings::default(),
             health: Arc::default(),
         }
@@ -173,6 +176,19 @@ impl Reconciler {
     pub fn with_deploy_settings(mut self, deploy: crate::config::DeploySettings) -> Self {
         self.deploy = deploy;
         self
+    }
+
+    /// Where the host side of volumes may be (`[security]
+    /// allowed_volume_roots`; see [`policy::VolumeRoots`]).
+    pub fn with_volume_roots(mut self, roots: Vec<std::path::PathBuf>) -> Self {
+        self.volume_roots = policy::VolumeRoots::new(roots);
+        self
+    }
+
+    /// The directories the host side of a volume must lie in; empty for
+    /// anywhere.
+    pub fn volume_roots(&self) -> &[std::path::PathBuf] {
+        self.volume_roots.roots()
     }
 
     /// Where the files VMs boot from may be (see [`VmFiles`]).

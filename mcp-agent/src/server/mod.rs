@@ -211,6 +211,7 @@ impl Agent {
         let reconciler = Arc::new(
             Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout)
                 .with_vm_files(vm_files(&config))
+                .with_volume_roots(config.security.allowed_volume_roots.clone())
                 .with_deploy_settings(config.deploy),
         );
         let listener = TcpListener::bind(addr)

@@ -475,6 +475,12 @@ impl AgentServiceApi for AgentService {
             qemu: vms.as_ref().map(|v| v.qemu.clone()).unwrap_or_default(),
             accel: vms.map(|v| v.accel).unwrap_or_default(),
             ops: crate::config::on_path("ops").is_some(),
+            allowed_volume_roots: self
+                .reconciler
+                .volume_roots()
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect(),
         }))
     }
 

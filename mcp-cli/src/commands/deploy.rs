@@ -43,7 +43,11 @@ pub async fn run(ctx: &Ctx, args: Deploy) -> anyhow::Result<()> {
             options,
             &mut |p| out.deploy_progress(&def.name, &p),
         )
-        .await?;
+        .await
+        .map_err(|e| match ctx.session.locate_refusal(&args.target, e) {
+            Ok(located) => anyhow::Error::from(located),
+            Err(e) => e.into(),
+        })?;
     out.results(&node.name, &res.service, &res.results)?;
     output::check_results(&res.service, &res.results)
 }

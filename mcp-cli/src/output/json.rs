@@ -221,6 +221,7 @@ pub fn node_info(node: &str, i: &pb::NodeInfoResponse) -> Value {
         "qemu": opt(&i.qemu),
         "accel": opt(&i.accel),
         "ops": i.ops,
+        "allowed_volume_roots": i.allowed_volume_roots,
     })
 }
 

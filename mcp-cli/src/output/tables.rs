@@ -424,7 +424,14 @@ pub fn nodes(nodes: &[NodeEntry]) -> anyhow::Result<()> {
 pub fn node_info(
     infos: &[(NodeEntry, anyhow::Result<pb::NodeInfoResponse>)],
 ) -> anyhow::Result<()> {
-    let mut t = table(&["NODE", "ADDRESS", "AGENT", "RUNTIME", "UNIKERNELS"]);
+    let mut t = table(&[
+        "NODE",
+        "ADDRESS",
+        "AGENT",
+        "RUNTIME",
+        "UNIKERNELS",
+        "VOLUMES",
+    ]);
     for (n, r) in infos {
         let unikernels = |i: &pb::NodeInfoResponse| {
             if !i.unikernels {
@@ -432,6 +439,11 @@ pub fn node_info(
             }
             let ops = if i.ops { ", ops" } else { "" };
             format!("qemu, {}{ops}", i.accel)
+        };
+        let volumes = match r {
+            Ok(i) if i.allowed_volume_roots.is_empty() => "anywhere".to_string(),
+            Ok(i) => format!("under {}", i.allowed_volume_roots.join(", ")),
+            Err(_) => "-".to_string(),
         };
         let (agent, runtime, vms) = match r {
             Ok(i) if i.runtime_available => (
@@ -450,7 +462,14 @@ pub fn node_info(
                 "-".to_string(),
             ),
         };
-        t.add_row(vec![n.name.clone(), n.address.clone(), agent, runtime, vms]);
+        t.add_row(vec![
+            n.name.clone(),
+            n.address.clone(),
+            agent,
+            runtime,
+            vms,
+            volumes,
+        ]);
     }
     print_table(&t, "no nodes")
 }

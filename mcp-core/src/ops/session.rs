@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::OpsError;
-use crate::client::{Client, ConnectOptions, sync_sets};
+use crate::client::{Client, ClientError, ConnectOptions, sync_sets};
 use crate::config::{CliConfig, ConfigError, NodeEntry, cli_config_path};
 use crate::servicedef::{self, ServiceDef, ServiceDefError};
 
@@ -52,6 +52,30 @@ impl Session {
     /// ([`CliConfig::load_definition`]).
     pub fn definition(&self, target: &str) -> Result<ServiceDef, ServiceDefError> {
         self.config.load_definition(target)
+    }
+
+    /// `err`, a node's refusal of the definition `target` names, at the
+    /// `file:line:col` of the value it is about
+    /// ([`servicedef::locate_refusal`]);
+    /// `err` itself when it names none.
+    pub fn locate_refusal(
+        &self,
+        target: &str,
+        err: ClientError,
+    ) -> Result<ServiceDefError, ClientError> {
+        let ClientError::Rpc {
+            code: tonic::Code::InvalidArgument,
+            message,
+            ..
+        } = &err
+        else {
+            return Err(err);
+        };
+        let path = self.config.definition_path(target);
+        let located = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|source| crate::servicedef::locate_refusal(&path, &source, message));
+        located.ok_or(err)
     }
 
     /// The node a command about `def` goes to: the session's node, else the

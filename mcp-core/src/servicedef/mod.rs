@@ -431,6 +431,37 @@ pub fn load_named(path: &Path) -> Result<ServiceDef, ServiceDefError> {
     Ok(def)
 }
 
+/// A node's refusal of the definition in `source` (from `origin`), when
+/// its `message` begins with the field path it is about
+/// (`components[1].volumes[0]: ...`, as the agent names what only it can
+/// judge): the same refusal at that value's `file:line:col`. `None` when
+/// the message names no field of this file.
+pub fn locate_refusal(origin: &Path, source: &str, message: &str) -> Option<ServiceDefError> {
+    let (field, rest) = message.split_once(": ")?;
+    let (component, field) = field.strip_prefix("components[")?.split_once("].")?;
+    let component: usize = component.parse().ok()?;
+    let raw = raw::from_toml(source).ok()?;
+    let c = raw.components.get(component)?;
+    let (name, index) = match field.split_once('[') {
+        Some((name, index)) => (name, Some(index.strip_suffix(']')?.parse::<usize>().ok()?)),
+        None => (field, None),
+    };
+    let loc = match (name, index) {
+        ("volumes", Some(i)) => c.volumes.get(i)?.loc.clone(),
+        ("ports", Some(i)) => c.ports.get(i)?.loc.clone(),
+        ("image", None) => c.image.as_ref()?.loc.clone(),
+        ("kernel", None) => c.kernel.as_ref()?.loc.clone(),
+        ("initrd", None) => c.initrd.as_ref()?.loc.clone(),
+        ("name", None) => c.name.as_ref()?.loc.clone(),
+        _ => return None,
+    };
+    Some(ServiceDefError::from_issue(
+        origin,
+        source,
+        raw::Issue::new(&loc, rest.to_string()),
+    ))
+}
+
 /// An error in the valid definition `source` (from `origin`) at the value
 /// of its `name`, or with `component`, of that component's `name`.
 fn at_name(
