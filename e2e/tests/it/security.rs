@@ -587,3 +587,69 @@ fn volumes_outside_the_allowed_roots_are_refused_at_their_place() {
     node.mcp(&["deploy", &service]).success();
     assert_eq!(node.instances_of(&service).len(), 1);
 }
+
+/// `mcp logs -f` with a token that is removed while it follows: the agent
+/// ends the follow with `Unauthenticated` within 30 s, the CLI says so, and
+/// the audit records it.
+#[test]
+fn a_followed_log_ends_when_its_token_is_removed() {
+    let mut node = Node::start();
+    let service = unique("follow");
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n[[components]]\nname = \"web\"\nimage = \"{}\"\ncmd = [\"sh\", \"-c\", \"while true; do echo tick; sleep 1; done\"]\n",
+            node.env.image_v1
+        ),
+    );
+    node.mcp(&["deploy", &service]).success();
+    let store = mcp_core::auth::local::TokenStore::new(node.dir.path().join("tokens.toml"));
+    let token = store
+        .add("follower", mcp_core::auth::Role::ReadOnly, None)
+        .expect("add a token");
+    let with_token = [("MCP_TOKEN", token.as_str())];
+    // The agent picks the new token up within a second.
+    let accepted = mcp_e2e::wait_for(Duration::from_secs(5), || {
+        (node.mcp_with_env(&["list"], &with_token).code == 0).then_some(())
+    });
+    assert!(accepted.is_some(), "the new token was never accepted");
+
+    let mut follow = node
+        .mcp_command(&["logs", "-f", &service, "web"])
+        .env("MCP_TOKEN", &token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn mcp logs -f");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        follow.try_wait().expect("try_wait").is_none(),
+        "logs -f ended by itself"
+    );
+    assert!(store.remove("follower").expect("remove"));
+    let removed = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = follow.try_wait().expect("try_wait") {
+            break status;
+        }
+        if removed.elapsed() > Duration::from_secs(30) {
+            let _ = follow.kill();
+            panic!("logs -f outlived its token by 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = removed.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follow.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_ne!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not authenticated"), "{stderr}");
+    eprintln!("logs -f ended {took:?} after its token was removed");
+    let record = mcp_e2e::wait_for(Duration::from_secs(10), || {
+        node.audit_records()
+            .into_iter()
+            .find(|r| r["method"] == "/mcp.v1.AgentService/Logs" && r["caller"] == "follower")
+    })
+    .expect("the follow was not audited");
+    assert_eq!(record["outcome"], "Unauthenticated", "{record}");
+}

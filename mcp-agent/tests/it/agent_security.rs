@@ -864,3 +864,81 @@ async fn a_token_file_others_may_write_keeps_the_agent_from_starting() {
         "{text}"
     );
 }
+
+/// A call that stays open ends with its token: the token is removed from
+/// the file while a health watch runs, and the watch ends with
+/// `Unauthenticated` within the recheck period, audited so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_ends_when_its_token_is_removed() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let agent = TestAgent::start().await;
+    let store = TokenStore::new(AgentConfig::dev_defaults(agent.dir.path()).auth.token_file);
+    let token = store.add("watcher", Role::ReadOnly, None).unwrap();
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let mut health =
+        HealthClient::with_interceptor(agent.channel().await, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", value.clone());
+            Ok(r)
+        });
+    // The agent picks the new token up within a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new token was never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first answer comes at once; the watch then stays open.
+    watch.message().await.unwrap().unwrap();
+    let quiet = tokio::time::timeout(Duration::from_secs(2), watch.message()).await;
+    assert!(quiet.is_err(), "the watch ended by itself: {quiet:?}");
+
+    assert!(store.remove("watcher").unwrap());
+    let removed = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("the watch outlived its token by 30 s");
+    let status = ended.expect_err("the watch ended without an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("no longer valid"), "{status:?}");
+    let took = removed.elapsed();
+    assert!(took <= Duration::from_secs(30), "{took:?}");
+    eprintln!("the watch ended {took:?} after its token was removed");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let found = agent
+            .audit_lines()
+            .into_iter()
+            .find(|l| l["method"] == "/grpc.health.v1.Health/Watch" && l["caller"] == "watcher");
+        if found.is_some() || tokio::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let record = record.expect("the watch was not audited");
+    assert_eq!(record["outcome"], "Unauthenticated", "{record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no longer valid"),
+        "{record}"
+    );
+    agent.stop().await;
+}

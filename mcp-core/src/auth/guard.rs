@@ -9,6 +9,11 @@
 //! [`HandlerEnd`], through which a streaming handler records that it
 //! finished.
 //!
+//! A call that stays open has its token validated again as it runs
+//! ([`super::recheck`]): once the token is removed, revoked or expired, its
+//! response ends with `Unauthenticated` (and its request stream fails so),
+//! and the audit record says why.
+//!
 //! An RPC's outcome is the gRPC status its response ends with. A caller that
 //! goes away before that is recorded as `Cancelled`, except when the handler
 //! had already finished: a caller may close a stream as soon as it has read
@@ -25,6 +30,7 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::audit::{AuditLog, AuditRecord};
+use super::recheck::{Credential, Recheck, Revoked};
 use crate::auth::{AuthError, Caller, TokenValidator, bearer_token, policy};
 
 /// The layer: wraps the server's routes in a [`GuardService`].
@@ -110,12 +116,13 @@ impl From<AuthError> for Rejection {
     }
 }
 
-/// Authenticates and authorises one request for `path`.
+/// Authenticates and authorises one request for `path`: the caller and the
+/// token it presented.
 async fn authorize(
     validator: &Arc<dyn TokenValidator>,
     path: &str,
     headers: &http::HeaderMap,
-) -> Result<Caller, Rejection> {
+) -> Result<(Caller, Arc<str>), Rejection> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let first = values.next();
     let token = if values.next().is_some() {
@@ -123,13 +130,11 @@ async fn authorize(
     } else {
         bearer_token(first.map(|v| v.as_bytes()))
     };
-    let caller = match token {
-        Ok(token) => validator.validate(token).await,
-        Err(e) => Err(e),
-    }?;
+    let token = token?;
+    let caller = validator.validate(token).await?;
     let needed = policy::required_role(path);
     let message = match caller.role {
-        Some(role) if role.permits(needed) => return Ok(caller),
+        Some(role) if role.permits(needed) => return Ok((caller, Arc::from(token))),
         Some(role) => format!(
             "{} ({role}) may not call {}: it needs the {needed} role",
             caller.name,
@@ -163,7 +168,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         // The clone is not ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -185,9 +190,19 @@ where
                     audit.record(record);
                     Ok(status.into_http())
                 }
-                Ok(caller) => {
+                Ok((caller, token)) => {
                     record.caller = caller.name.clone();
                     record.auth = caller.source;
+                    let revoked = Revoked::default();
+                    let credential = Credential {
+                        validator: auth,
+                        token,
+                        path: Arc::from(path.as_str()),
+                        expires_at: caller.expires_at,
+                        revoked: revoked.clone(),
+                    };
+                    let recheck = Recheck::new(credential.clone());
+                    let mut req = req.map(|inner| Body::new(RecheckedRequest { inner, recheck }));
                     req.extensions_mut().insert(caller);
                     let end = HandlerEnd::default();
                     req.extensions_mut().insert(end.clone());
@@ -201,9 +216,10 @@ where
                             audit,
                         }),
                         end,
+                        revoked,
                     };
                     let response = inner.call(req).await?;
-                    Ok(audit_response(response, pending))
+                    Ok(audit_response(response, pending, Recheck::new(credential)))
                 }
             }
         })
@@ -221,15 +237,20 @@ fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// Records at once for a trailers-only response (the status is in the
 /// headers); otherwise wraps the body so the record is written when the
 /// trailers pass, the stream fails, or the client goes away.
-fn audit_response(response: http::Response<Body>, mut pending: Unwritten) -> http::Response<Body> {
+fn audit_response(
+    response: http::Response<Body>,
+    mut pending: Unwritten,
+    recheck: Recheck,
+) -> http::Response<Body> {
     if let Some(code) = status_of(response.headers()) {
         pending.finish(code);
         return response;
     }
     let (parts, body) = response.into_parts();
     let body = AuditBody {
-        inner: body,
+        inner: Some(body),
         pending,
+        recheck,
     };
     http::Response::from_parts(parts, Body::new(body))
 }
@@ -241,7 +262,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn finish(mut self, code: tonic::Code) {
+    fn finish(mut self, code: tonic::Code, revoked: &Revoked) {
+        if let Some(reason) = revoked.reason() {
+            self.record.reason = Some(reason.to_string());
+        }
         self.record.finish(code, self.started.elapsed());
         self.audit.record(self.record);
     }
@@ -254,12 +278,14 @@ impl Pending {
 struct Unwritten {
     pending: Option<Pending>,
     end: HandlerEnd,
+    /// Why the call's token stopped being good enough, if it did.
+    revoked: Revoked,
 }
 
 impl Unwritten {
     fn finish(&mut self, code: tonic::Code) {
         if let Some(p) = self.pending.take() {
-            p.finish(code);
+            p.finish(code, &self.revoked);
         }
     }
 }
@@ -271,10 +297,55 @@ impl Drop for Unwritten {
     }
 }
 
-/// A response body that writes the audit record when the RPC ends.
+/// A response body that writes the audit record when the RPC ends, and
+/// ends the RPC with `Unauthenticated` once its token no longer validates
+/// (the handler's stream, dropped, ends with it).
 struct AuditBody {
-    inner: Body,
+    /// `None` once the RPC was ended for its token.
+    inner: Option<Body>,
     pending: Unwritten,
+    recheck: Recheck,
+}
+
+/// The trailers that end an RPC whose token stopped validating.
+fn revoked_trailers(reason: &str) -> http::HeaderMap {
+    let status = tonic::Status::unauthenticated(reason.to_string());
+    let mut trailers = http::HeaderMap::new();
+    // Only the status's own headers (grpc-status, grpc-message), which
+    // cannot fail for an ASCII message.
+    let _ = status.add_header(&mut trailers);
+    trailers
+}
+
+/// A request body that fails with `Unauthenticated` once the call's token
+/// no longer validates (a long upload ends with its token).
+struct RecheckedRequest {
+    inner: Body,
+    recheck: Recheck,
+}
+
+impl http_body::Body for RecheckedRequest {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        if let Poll::Ready(reason) = this.recheck.poll_revoked(cx) {
+            return Poll::Ready(Some(Err(tonic::Status::unauthenticated(reason))));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl http_body::Body for AuditBody {
@@ -286,7 +357,15 @@ impl http_body::Body for AuditBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(reason) = this.recheck.poll_revoked(cx) {
+            this.inner = None;
+            this.pending.finish(tonic::Code::Unauthenticated);
+            return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers(&reason)))));
+        }
+        let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
@@ -302,10 +381,15 @@ impl http_body::Body for AuditBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or_else(
+            || http_body::SizeHint::with_exact(0),
+            http_body::Body::size_hint,
+        )
     }
 }

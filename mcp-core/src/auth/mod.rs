@@ -15,6 +15,7 @@ pub mod guard;
 pub mod local;
 pub mod mcias;
 pub mod policy;
+pub mod recheck;
 
 use std::time::SystemTime;
 
