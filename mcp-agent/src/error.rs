@@ -40,6 +40,9 @@ pub enum AgentError {
         /// Whether the previous instance was put back.
         rolled_back: bool,
     },
+    /// A task of the agent's own failed (a blocking query panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn not_ready_text(reason: &crate::reconcile::gate::NotReady, rolled_back: bool) -> String {
@@ -65,7 +68,7 @@ impl From<AgentError> for tonic::Status {
                 RuntimeError::Invalid(_) => Code::InvalidArgument,
                 RuntimeError::Api { .. } | RuntimeError::Protocol(_) => Code::Internal,
             },
-            AgentError::Registry(_) => Code::Internal,
+            AgentError::Registry(_) | AgentError::Internal(_) => Code::Internal,
             AgentError::Files(e) => files_code(e),
             AgentError::NotReady { .. } => Code::FailedPrecondition,
         };

@@ -24,7 +24,9 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::error::AgentError;
-use crate::registry::{ComponentRecord, EventFilter, EventRecord, Registry, ServiceRecord};
+use crate::registry::{
+    ComponentRecord, EventCursor, EventFilter, EventPage, Registry, ServiceRecord,
+};
 use mcp_core::wire::{Action, PullPolicy};
 
 mod adopt;
@@ -256,9 +258,20 @@ impl Reconciler {
         Ok((record, comps))
     }
 
-    /// The registry's event history, oldest first.
-    pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, AgentError> {
-        Ok(self.registry.events(filter)?)
+    /// One page of the registry's event history, oldest first (see
+    /// [`Registry::events_page`]), read on a blocking thread: the async
+    /// workers never wait for the registry's lock or a query.
+    pub async fn events_page(
+        &self,
+        filter: EventFilter,
+        cursor: Option<EventCursor>,
+        size: usize,
+    ) -> Result<EventPage, AgentError> {
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || registry.events_page(&filter, cursor.as_ref(), size))
+            .await
+            .map_err(|e| AgentError::Internal(format!("reading events: {e}")))?
+            .map_err(AgentError::from)
     }
 
     /// Deletes events older than `retention`; returns how many.

@@ -304,6 +304,64 @@ pub struct EventFilter {
     pub limit: Option<usize>,
 }
 
+/// The most events one page holds.
+pub const MAX_EVENTS_PAGE: usize = 1000;
+
+/// Where the next page of events starts: after the event at `ts` with
+/// `id`, with `remaining` events left of a `limit`. Opaque to clients (see
+/// [`EventCursor::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    /// The last event's time.
+    pub ts: String,
+    /// The last event's id.
+    pub id: i64,
+    /// How many more events a `limit` allows; `None` without one.
+    pub remaining: Option<usize>,
+}
+
+impl EventCursor {
+    fn after(last: &EventRecord, remaining: Option<usize>) -> EventCursor {
+        EventCursor {
+            ts: last.ts.clone(),
+            id: last.id,
+            remaining,
+        }
+    }
+
+    /// The cursor as a page token: `<id>.<remaining>.<ts>`.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.id,
+            self.remaining.map_or_else(String::new, |r| r.to_string()),
+            self.ts
+        )
+    }
+
+    /// The cursor a page token holds; `None` when it is not one.
+    pub fn decode(token: &str) -> Option<EventCursor> {
+        let mut parts = token.splitn(3, '.');
+        let id = parts.next()?.parse().ok()?;
+        let remaining = match parts.next()? {
+            "" => None,
+            r => Some(r.parse().ok()?),
+        };
+        let ts = parts.next()?.to_string();
+        chrono::DateTime::parse_from_rfc3339(&ts).ok()?;
+        Some(EventCursor { ts, id, remaining })
+    }
+}
+
+/// One page of events and where the next starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventPage {
+    /// The events, oldest first.
+    pub events: Vec<EventRecord>,
+    /// The next page's cursor; `None` on the last page.
+    pub next: Option<EventCursor>,
+}
+
 /// How many revisions of each component the registry keeps: recording one
 /// more deletes the oldest.
 pub const REVISIONS_KEPT: u64 = 50;
@@ -750,29 +808,79 @@ impl Registry {
     /// Events matching `filter`, oldest first. With a `limit`, the most
     /// recent `limit` of them.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, RegistryError> {
-        let mut sql =
-            String::from("SELECT id, ts, service, component, kind, detail FROM events WHERE 1 = 1");
-        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.events_page(filter, cursor.as_ref(), MAX_EVENTS_PAGE)?;
+            all.extend(page.events);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the events matching `filter`, oldest first: at most
+    /// `size` (capped at [`MAX_EVENTS_PAGE`]) of them, starting after
+    /// `cursor` (from the page before), and the cursor of the next page
+    /// when there is one. With a `limit`, the pages together hold the most
+    /// recent `limit` events as they were at the first page. Each page is
+    /// one bounded query over an index, the lock held only for it.
+    pub fn events_page(
+        &self,
+        filter: &EventFilter,
+        cursor: Option<&EventCursor>,
+        size: usize,
+    ) -> Result<EventPage, RegistryError> {
+        let size = size.clamp(1, MAX_EVENTS_PAGE);
+        let mut cond = String::from(" WHERE 1 = 1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(service) = &filter.service {
-            args.push(Box::new(service.clone()));
-            sql.push_str(&format!(" AND service = ?{}", args.len()));
+            args.push(service.clone().into());
+            cond.push_str(&format!(" AND service = ?{}", args.len()));
         }
         if let Some(since) = filter.since {
-            args.push(Box::new(timestamp(since.trunc_subsecs(3))));
-            sql.push_str(&format!(" AND ts >= ?{}", args.len()));
+            args.push(timestamp(since.trunc_subsecs(3)).into());
+            cond.push_str(&format!(" AND ts >= ?{}", args.len()));
         }
-        let sql = match filter.limit {
-            Some(limit) => {
-                args.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
-                format!(
-                    "SELECT * FROM ({sql} ORDER BY ts DESC, id DESC LIMIT ?{}) ORDER BY ts, id",
-                    args.len()
-                )
-            }
-            None => format!("{sql} ORDER BY ts, id"),
-        };
         let conn = self.conn();
         let what = || "reading events".to_string();
+        // Where the pages start, and how many events they may still hold.
+        let (from, remaining) = match cursor {
+            Some(c) => (Some((c.ts.clone(), c.id, false)), c.remaining),
+            None => match filter.limit {
+                Some(limit) => {
+                    let first: Option<(String, i64)> = conn
+                        .query_row(
+                            &format!(
+                                "SELECT ts, id FROM events{cond} ORDER BY ts DESC, id DESC LIMIT 1 OFFSET {}",
+                                limit.saturating_sub(1)
+                            ),
+                            rusqlite::params_from_iter(args.iter()),
+                            |row| Ok((row.get(0)?, row.get(1)?)),
+                        )
+                        .optional()
+                        .context(what)?;
+                    (first.map(|(ts, id)| (ts, id, true)), Some(limit))
+                }
+                None => (None, None),
+            },
+        };
+        if let Some((ts, id, inclusive)) = from {
+            args.push(ts.into());
+            args.push(id.into());
+            cond.push_str(&format!(
+                " AND (ts, id) {} (?{}, ?{})",
+                if inclusive { ">=" } else { ">" },
+                args.len() - 1,
+                args.len()
+            ));
+        }
+        let take = remaining.map_or(size, |r| r.min(size));
+        let sql = format!(
+            "SELECT id, ts, service, component, kind, detail FROM events{cond} ORDER BY ts, id LIMIT {}",
+            take + 1
+        );
         let mut stmt = conn.prepare(&sql).context(what)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args.iter()), |row| {
@@ -786,7 +894,18 @@ impl Registry {
                 })
             })
             .context(what)?;
-        rows.collect::<Result<Vec<_>, _>>().context(what)
+        let mut events = rows.collect::<Result<Vec<_>, _>>().context(what)?;
+        let more = events.len() > take;
+        events.truncate(take);
+        let left = remaining.map(|r| r - events.len());
+        let next = match (more, left, events.last()) {
+            (true, None, Some(last)) => Some(EventCursor::after(last, None)),
+            (true, Some(left), Some(last)) if left > 0 => {
+                Some(EventCursor::after(last, Some(left)))
+            }
+            _ => None,
+        };
+        Ok(EventPage { events, next })
     }
 
     /// Deletes events older than `older_than`; returns how many.

@@ -726,3 +726,96 @@ fn corrupt_revisions_are_reported() {
     );
     assert_eq!(RevisionOutcome::parse("maybe"), None);
 }
+
+#[test]
+fn events_come_in_bounded_pages_that_resume_where_they_stopped() {
+    use crate::registry::{EventCursor, MAX_EVENTS_PAGE};
+    let (_dir, reg) = open();
+    let t0 = Utc
+        .with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .expect("time");
+    // Two services interleaved, several events per timestamp.
+    for i in 0..2_500i64 {
+        let service = if i % 2 == 0 { "web" } else { "db" };
+        reg.record_event_at(
+            t0 + ChronoDuration::seconds(i / 3),
+            service,
+            None,
+            "e",
+            &i.to_string(),
+        )
+        .expect("event");
+    }
+    let pages = |filter: &EventFilter, size: usize| {
+        let (mut seen, mut cursor, mut count) = (Vec::new(), None::<EventCursor>, 0);
+        loop {
+            let page = reg
+                .events_page(filter, cursor.as_ref(), size)
+                .expect("page");
+            assert!(page.events.len() <= size.min(MAX_EVENTS_PAGE));
+            seen.extend(page.events.into_iter().map(|e| e.detail));
+            count += 1;
+            // Through its text, as a client hands it back.
+            match page.next {
+                Some(next) => cursor = Some(EventCursor::decode(&next.encode()).expect("decode")),
+                None => return (seen, count),
+            }
+        }
+    };
+    let all: Vec<String> = (0..2_500).map(|i| i.to_string()).collect();
+    assert_eq!(pages(&EventFilter::default(), 1_000), (all.clone(), 3));
+    // A page larger than the most is cut to it.
+    assert_eq!(pages(&EventFilter::default(), 1_000_000).1, 3);
+    assert_eq!(pages(&EventFilter::default(), 7).0, all);
+    let web = EventFilter {
+        service: Some("web".into()),
+        ..EventFilter::default()
+    };
+    let evens: Vec<String> = (0..2_500).step_by(2).map(|i: i64| i.to_string()).collect();
+    assert_eq!(pages(&web, 100), (evens.clone(), 13));
+    // The most recent 1,200, across pages, oldest first.
+    let last = EventFilter {
+        limit: Some(1_200),
+        ..EventFilter::default()
+    };
+    assert_eq!(pages(&last, 500), (all[1_300..].to_vec(), 3));
+    assert_eq!(reg.events(&last).expect("events").len(), 1_200);
+    let web_last = EventFilter {
+        limit: Some(5),
+        ..web
+    };
+    assert_eq!(pages(&web_last, 2).0, evens[evens.len() - 5..].to_vec());
+    // Events recorded between pages come after, never in between.
+    let first = reg
+        .events_page(&EventFilter::default(), None, 1_000)
+        .expect("page");
+    reg.record_event_at(
+        t0 + ChronoDuration::seconds(5_000),
+        "web",
+        None,
+        "e",
+        "late",
+    )
+    .expect("event");
+    let (mut seen, mut cursor) = (first.events, first.next);
+    while let Some(c) = cursor {
+        let page = reg
+            .events_page(&EventFilter::default(), Some(&c), 1_000)
+            .expect("page");
+        seen.extend(page.events);
+        cursor = page.next;
+    }
+    assert_eq!(seen.len(), 2_501);
+    assert_eq!(seen.last().map(|e| e.detail.as_str()), Some("late"));
+    for bad in [
+        "",
+        "x",
+        "12",
+        "12..",
+        "12.x.2024-05-01T12:00:00.000Z",
+        "12..not-a-time",
+    ] {
+        assert!(EventCursor::decode(bad).is_none(), "{bad}");
+    }
+}

@@ -17,7 +17,7 @@ use crate::error::AgentError;
 use crate::files::serve::{FileWriter, ReadItem, list_entries, read_file};
 use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions};
 use crate::reconcile::{ComponentOutcome, ComponentStatus, Reconciler, plan};
-use crate::registry::EventFilter;
+use crate::registry::{EventCursor, EventFilter};
 use crate::server::activity::Activity;
 use mcp_core::auth::guard::HandlerEnd;
 use mcp_core::auth::{Caller, Role};
@@ -142,6 +142,10 @@ fn action_response(
         results: results(outcomes),
     })
 }
+
+/// Events per page when the request does not say
+/// ([`crate::registry::MAX_EVENTS_PAGE`] at most).
+pub const DEFAULT_EVENTS_PAGE: usize = 500;
 
 /// Whether the caller of `request` may see secrets (environment values):
 /// an admin. A readonly caller, or none at all (the guard turned off for a
@@ -506,9 +510,21 @@ impl AgentServiceApi for AgentService {
             since,
             limit: (req.limit > 0).then_some(req.limit as usize),
         };
-        let events = self
-            .reconciler
-            .events(&filter)?
+        let cursor = match req.page_token.as_str() {
+            "" => None,
+            token => Some(EventCursor::decode(token).ok_or_else(|| {
+                AgentError::InvalidArgument(format!(
+                    "page_token {token:?} is not a next_page_token of Events"
+                ))
+            })?),
+        };
+        let size = match req.page_size {
+            0 => DEFAULT_EVENTS_PAGE,
+            n => n as usize,
+        };
+        let page = self.reconciler.events_page(filter, cursor, size).await?;
+        let events = page
+            .events
             .into_iter()
             .map(|e| pb::Event {
                 id: e.id,
@@ -519,7 +535,10 @@ impl AgentServiceApi for AgentService {
                 detail: e.detail,
             })
             .collect();
-        Ok(Response::new(pb::EventsResponse { events }))
+        Ok(Response::new(pb::EventsResponse {
+            events,
+            next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
     }
 
     async fn sync(

@@ -942,3 +942,59 @@ async fn an_open_stream_ends_when_its_token_is_removed() {
     );
     agent.stop().await;
 }
+
+/// `Events` answers a bounded page with a cursor; MCP's client (the CLI's
+/// and Python's) pages through to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_answered_in_pages_and_the_client_reads_them_all() {
+    let agent = TestAgent::start_with(|config, _| {
+        let registry = mcp_agent::registry::Registry::open(&config.db).unwrap();
+        for i in 0..1_200 {
+            registry
+                .record_event("app", Some("web"), "e", &i.to_string())
+                .unwrap();
+        }
+    })
+    .await;
+    let mut client = agent.client(Some(&agent.tokens.readonly)).await.unwrap();
+    let all = client.events(Some("app"), None, None).await.unwrap();
+    let details: Vec<String> = all.events.iter().map(|e| e.detail.clone()).collect();
+    assert_eq!(
+        details,
+        (0..1_200).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    let last = client.events(None, None, Some(700)).await.unwrap();
+    assert_eq!(last.events.len(), 700);
+    assert_eq!(last.events[0].detail, "500");
+
+    // One call answers one page.
+    let channel = agent.channel().await;
+    let mut raw = mcp_proto::v1::agent_service_client::AgentServiceClient::new(channel);
+    let request = |page_token: &str, page_size: u32| {
+        let mut r = tonic::Request::new(mcp_proto::v1::EventsRequest {
+            page_token: page_token.to_string(),
+            page_size,
+            ..Default::default()
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", agent.tokens.readonly).parse().unwrap(),
+        );
+        r
+    };
+    let first = raw.events(request("", 0)).await.unwrap().into_inner();
+    assert_eq!(first.events.len(), 500);
+    assert!(!first.next_page_token.is_empty());
+    let big = raw.events(request("", 100_000)).await.unwrap().into_inner();
+    assert_eq!(big.events.len(), 1_000);
+    let second = raw
+        .events(request(&first.next_page_token, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.events[0].detail, "500");
+    let bad = raw.events(request("nonsense", 0)).await.unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("page_token"), "{bad:?}");
+    agent.stop().await;
+}

@@ -700,24 +700,37 @@ impl Client {
     }
 
     /// The node's event history, oldest first: of one service when given,
-    /// from `since` on when given, the last `limit` when given.
+    /// from `since` on when given, the last `limit` when given. The agent
+    /// answers a page at a time; this asks for every page and returns them
+    /// together (`next_page_token` empty).
     pub async fn events(
         &mut self,
         service: Option<&str>,
         since: Option<chrono::DateTime<chrono::Utc>>,
         limit: Option<u32>,
     ) -> Result<pb::EventsResponse, ClientError> {
-        let req = self.request(pb::EventsRequest {
-            service: service.unwrap_or_default().to_string(),
-            since: since.map(crate::wire::timestamp).unwrap_or_default(),
-            limit: limit.unwrap_or(0),
-        });
-        let res = self
-            .inner
-            .events(req)
-            .await
-            .map_err(|s| self.status_err(s))?;
-        Ok(res.into_inner())
+        let mut all = pb::EventsResponse::default();
+        let mut page_token = String::new();
+        loop {
+            let req = self.request(pb::EventsRequest {
+                service: service.unwrap_or_default().to_string(),
+                since: since.map(crate::wire::timestamp).unwrap_or_default(),
+                limit: limit.unwrap_or(0),
+                page_size: 0,
+                page_token,
+            });
+            let page = self
+                .inner
+                .events(req)
+                .await
+                .map_err(|s| self.status_err(s))?
+                .into_inner();
+            all.events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// The revisions of a service's components (of one when given), newest
