@@ -51,7 +51,47 @@ pub struct AgentConfig {
     pub tls: TlsSettings,
     /// What definitions may ask of the host.
     pub security: SecuritySettings,
+    /// How much of the agent one connection, one peer and all of them may
+    /// hold, before any authentication.
+    pub limits: LimitSettings,
 }
+
+/// `[limits]`: bounds on connections and streams, enforced before a
+/// caller is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LimitSettings {
+    /// Connections held open at once, from everyone; more are closed as
+    /// soon as they are accepted.
+    pub max_connections: usize,
+    /// Connections held open at once from one IP address.
+    pub max_connections_per_peer: usize,
+    /// Streams (RPCs) open at once on one connection (HTTP/2
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams_per_connection: u32,
+    /// File transfers and listings (`PullFile`, `PushFile`, `ListFiles`)
+    /// in flight at once; more are refused with `ResourceExhausted`.
+    pub max_file_streams: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> LimitSettings {
+        LimitSettings {
+            max_connections: 1024,
+            max_connections_per_peer: 64,
+            max_streams_per_connection: 100,
+            max_file_streams: 32,
+        }
+    }
+}
+
+/// `[limits] max_connections`.
+pub const MAX_CONNECTIONS_BOUNDS: Bounds = Bounds::new(1, 1_000_000, "connections");
+/// `[limits] max_connections_per_peer`.
+pub const MAX_CONNECTIONS_PER_PEER_BOUNDS: Bounds = Bounds::new(1, 1_000_000, "connections");
+/// `[limits] max_streams_per_connection`.
+pub const MAX_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
+/// `[limits] max_file_streams`.
+pub const MAX_FILE_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
 
 /// What definitions may ask of the host (`[security]`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -232,6 +272,17 @@ struct AgentConfigFile {
     tls: TlsFile,
     #[serde(default)]
     security: SecurityFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_connections: Option<Spanned<u64>>,
+    max_connections_per_peer: Option<Spanned<u64>>,
+    max_streams_per_connection: Option<Spanned<u64>>,
+    max_file_streams: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,6 +440,7 @@ impl AgentConfig {
                 handshake_timeout: Duration::from_secs(10),
             },
             security: SecuritySettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 
@@ -585,6 +637,35 @@ impl AgentConfig {
         }
         if let Some(v) = file.tls.insecure {
             self.tls.insecure = v;
+        }
+        let count = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
+            bounded(path, text, key, v, bounds).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        let l = &file.limits;
+        if let Some(v) = &l.max_connections {
+            self.limits.max_connections =
+                count("limits.max_connections", v, MAX_CONNECTIONS_BOUNDS)?;
+        }
+        if let Some(v) = &l.max_connections_per_peer {
+            self.limits.max_connections_per_peer = count(
+                "limits.max_connections_per_peer",
+                v,
+                MAX_CONNECTIONS_PER_PEER_BOUNDS,
+            )?;
+        }
+        if let Some(v) = &l.max_streams_per_connection {
+            let n = bounded(
+                path,
+                text,
+                "limits.max_streams_per_connection",
+                v,
+                MAX_STREAMS_BOUNDS,
+            )?;
+            self.limits.max_streams_per_connection = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = &l.max_file_streams {
+            self.limits.max_file_streams =
+                count("limits.max_file_streams", v, MAX_FILE_STREAMS_BOUNDS)?;
         }
         if let Some(v) = &file.tls.handshake_timeout {
             self.tls.handshake_timeout =

@@ -5,6 +5,7 @@
 mod cli;
 mod deploys;
 mod files;
+mod flood;
 mod health;
 mod history;
 mod isolation;

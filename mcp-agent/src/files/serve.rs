@@ -19,6 +19,21 @@ use super::{
 /// Chunks queued between the blocking thread and the network, each way.
 const QUEUE: usize = 8;
 
+/// How long a transfer's blocking thread waits for the network to take or
+/// give the next chunk (a reader with a closed window, a sender that went
+/// quiet) before the transfer is abandoned: no blocking thread is parked
+/// longer by a stalled peer.
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hands `item` to the async side from a blocking thread, waiting at most
+/// [`STALL_TIMEOUT`]; `false` when it was not taken (the receiver is gone
+/// or stalled), and the blocking work should stop.
+fn hand_over<T>(runtime: &tokio::runtime::Handle, tx: &mpsc::Sender<T>, item: T) -> bool {
+    runtime
+        .block_on(tx.send_timeout(item, STALL_TIMEOUT))
+        .is_ok()
+}
+
 /// An item of a download, after its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadItem {
@@ -37,6 +52,7 @@ pub async fn read_file(
 ) -> Result<(Metadata, mpsc::Receiver<Result<ReadItem, FilesError>>), FilesError> {
     let (opened_tx, opened_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(QUEUE);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut file = match tree.open_read(&path) {
             Ok(f) => f,
@@ -54,21 +70,22 @@ pub async fn read_file(
             let n = match mcp_core::fsutil::read_full(&mut file, &mut buf) {
                 Ok(n) => n,
                 Err(source) => {
-                    let _ = tx.blocking_send(Err(FilesError::Io {
+                    let error = FilesError::Io {
                         op: "read",
                         path: path.to_string(),
                         source,
-                    }));
+                    };
+                    hand_over(&runtime, &tx, Err(error));
                     return;
                 }
             };
             if n == 0 {
-                let _ = tx.blocking_send(Ok(ReadItem::Done(hasher.finalize().into())));
+                hand_over(&runtime, &tx, Ok(ReadItem::Done(hasher.finalize().into())));
                 return;
             }
             buf.truncate(n);
             hasher.update(&buf);
-            if tx.blocking_send(Ok(ReadItem::Data(buf.freeze()))).is_err() {
+            if !hand_over(&runtime, &tx, Ok(ReadItem::Data(buf.freeze()))) {
                 return;
             }
         }
@@ -105,6 +122,7 @@ impl FileWriter {
         let (opened_tx, opened_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel::<WriteItem>(QUEUE);
         let (done_tx, done) = oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut upload = match tree.upload(&path, options) {
                 Ok(u) => u,
@@ -117,7 +135,11 @@ impl FileWriter {
                 return;
             }
             let result = loop {
-                match rx.blocking_recv() {
+                let next = runtime.block_on(tokio::time::timeout(STALL_TIMEOUT, rx.recv()));
+                let Ok(next) = next else {
+                    break Err(FilesError::Interrupted);
+                };
+                match next {
                     Some(WriteItem::Data(chunk)) => {
                         if let Err(e) = upload.write_chunk(&chunk) {
                             break Err(e);
@@ -174,16 +196,17 @@ pub fn list_entries(
     batch: usize,
 ) -> mpsc::Receiver<Result<Vec<(RemotePath, Metadata)>, FilesError>> {
     let (tx, rx) = mpsc::channel(2);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let fail = |e: FilesError| {
-            let _ = tx.blocking_send(Err(e));
+            hand_over(&runtime, &tx, Err(e));
         };
         let top = match tree.stat(&path) {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
         if top.kind != FileKind::Dir {
-            let _ = tx.blocking_send(Ok(vec![(path, top)]));
+            hand_over(&runtime, &tx, Ok(vec![(path, top)]));
             return;
         }
         let entries: Box<dyn Iterator<Item = Result<(RemotePath, Metadata), FilesError>>> =
@@ -207,13 +230,13 @@ pub fn list_entries(
                 Ok(entry) => pending.push(entry),
                 Err(e) => return fail(e),
             }
-            if pending.len() == batch && tx.blocking_send(Ok(std::mem::take(&mut pending))).is_err()
+            if pending.len() == batch && !hand_over(&runtime, &tx, Ok(std::mem::take(&mut pending)))
             {
                 return;
             }
         }
         if !pending.is_empty() {
-            let _ = tx.blocking_send(Ok(pending));
+            hand_over(&runtime, &tx, Ok(pending));
         }
     });
     rx

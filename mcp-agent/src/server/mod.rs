@@ -32,6 +32,7 @@ use mcp_core::auth::local::LocalTokens;
 use mcp_core::auth::mcias::Mcias;
 use mcp_core::auth::{ChainValidator, TokenValidator};
 use mcp_core::config::ConfigError;
+use mcp_core::tls::admit::ConnectionLimits;
 use mcp_core::tls::{self, TlsError};
 use mcp_core::wire::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST_SIZE, STREAM_WINDOW};
 
@@ -54,6 +55,20 @@ pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
+
+/// Streams one connection may see the server reset for its protocol
+/// errors before the connection is closed (tonic leaves it unbounded
+/// unless set).
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Streams one connection may open and reset before the server accepted
+/// them, at once, before the connection is closed.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// How often an idle connection is pinged (HTTP/2 PING, and TCP
+/// keepalive); a peer that does not answer within [`KEEPALIVE_TIMEOUT`] is
+/// dropped, and its place with it.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long read-only RPCs in flight may take to finish once the agent is
 /// asked to stop and its changes in flight are done: a followed log (or
@@ -282,7 +297,8 @@ impl Agent {
             config.srv_root.clone(),
             config.files.clone(),
         )
-        .with_activity(activity.clone());
+        .with_activity(activity.clone())
+        .with_file_streams(config.limits.max_file_streams);
 
         // When `shutdown` fires, the server stops accepting and waits for
         // its connections; the grace bounds that wait.
@@ -297,7 +313,17 @@ impl Agent {
             changes.idle().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
+        let limits = config.limits;
         let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            // Streams the server itself resets for a client's protocol
+            // error ("MadeYouReset"), and streams a client opens and resets
+            // at once ("Rapid Reset"): past these, the connection is closed.
+            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
             .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -308,6 +334,8 @@ impl Agent {
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(AgentServiceServer::new(service));
+        let connection_limits =
+            ConnectionLimits::new(limits.max_connections, limits.max_connections_per_peer);
         match tls {
             Some(tls_config) => {
                 tracing::info!(addr = ?addr, node = %config.node_name, client_certificates = config.tls.client_ca.is_some(), "mcp-agent listening (TLS)");
@@ -316,6 +344,7 @@ impl Agent {
                     tls_config,
                     config.tls.handshake_timeout,
                     tls::DEFAULT_MAX_PENDING_HANDSHAKES,
+                    connection_limits,
                 );
                 tokio::select! {
                     served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
@@ -324,7 +353,7 @@ impl Agent {
             }
             None => {
                 tracing::warn!(addr = ?addr, node = %config.node_name, "mcp-agent listening WITHOUT TLS (tls.insecure = true): tokens cross the network in plain text");
-                let incoming = tls::plain_incoming(listener);
+                let incoming = tls::plain_incoming(listener, connection_limits);
                 tokio::select! {
                     served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
                     () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping with RPCs still in flight (a followed log, say)"),

@@ -31,6 +31,8 @@ pub struct AgentService {
     srv_root: PathBuf,
     files: FilesSettings,
     activity: Activity,
+    /// Places for file transfers and listings in flight, and how many.
+    file_streams: (Arc<tokio::sync::Semaphore>, usize),
 }
 
 impl AgentService {
@@ -48,7 +50,26 @@ impl AgentService {
             srv_root,
             files,
             activity: Activity::new(),
+            file_streams: file_streams(crate::config::LimitSettings::default().max_file_streams),
         }
+    }
+
+    /// At most `max` file transfers and listings in flight at once
+    /// (`[limits] max_file_streams`).
+    pub fn with_file_streams(mut self, max: usize) -> Self {
+        self.file_streams = file_streams(max);
+        self
+    }
+
+    /// A place for one more file transfer or listing, held until it ends;
+    /// `ResourceExhausted` when all are taken.
+    fn file_stream_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let (places, max) = &self.file_streams;
+        places.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many file transfers in flight on this node (at most {max}, [limits] max_file_streams); try again shortly"
+            ))
+        })
     }
 
     /// Counts work that outlives its RPC (a deploy the caller stopped
@@ -76,6 +97,12 @@ impl AgentService {
         .map_err(AgentError::from)?;
         Ok(Arc::new(tree))
     }
+}
+
+/// `max` places for file transfers.
+fn file_streams(max: usize) -> (Arc<tokio::sync::Semaphore>, usize) {
+    let max = max.max(1);
+    (Arc::new(tokio::sync::Semaphore::new(max)), max)
 }
 
 /// Runs a file system call of `tree` on a blocking thread.
@@ -636,6 +663,7 @@ impl AgentServiceApi for AgentService {
         request: Request<tonic::Streaming<pb::PushFileRequest>>,
     ) -> Result<Response<pb::PushFileResponse>, Status> {
         use pb::push_file_request::Part;
+        let _place = self.file_stream_place()?;
         let mut stream = request.into_inner();
         let header = match stream.message().await? {
             Some(pb::PushFileRequest {
@@ -695,6 +723,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::FileRequest>,
     ) -> Result<Response<Self::PullFileStream>, Status> {
         use pb::pull_file_response::Part;
+        let place = self.file_stream_place()?;
         let req = request.into_inner();
         let path = remote_path(&req.path)?;
         let tree = self.tree(service_name(&req.service)?, false).await?;
@@ -704,7 +733,12 @@ impl AgentServiceApi for AgentService {
         let header = pb::PullFileResponse {
             part: Some(Part::Header(file_entry(&path, &metadata))),
         };
-        let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+        let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item| {
+            // The place is given back when the stream ends.
+            let _held = &place;
+            item
+        });
+        let body = body.map(|item| match item {
             Ok(ReadItem::Data(chunk)) => Ok(pb::PullFileResponse {
                 part: Some(Part::Data(chunk)),
             }),
@@ -724,11 +758,13 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<Self::ListFilesStream>, Status> {
+        let place = self.file_stream_place()?;
         let req = request.into_inner();
         let path = remote_path(&req.path)?;
         let tree = self.tree(service_name(&req.service)?, false).await?;
         let batches = list_entries(tree, path, req.recursive, LIST_BATCH);
-        let out = tokio_stream::wrappers::ReceiverStream::new(batches).map(|batch| {
+        let out = tokio_stream::wrappers::ReceiverStream::new(batches).map(move |batch| {
+            let _held = &place;
             batch
                 .map(|entries| pb::ListFilesResponse {
                     entries: entries.iter().map(|(p, m)| file_entry(p, m)).collect(),

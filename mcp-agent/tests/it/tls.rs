@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
+use mcp_core::tls::admit::ConnectionLimits;
 use mcp_core::tls::{
     ClientTlsFiles, ConnectError, ConnectErrorKind, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_PENDING_HANDSHAKES, ServerTlsFiles, TlsConnector, client_config, ensure_dev_pki,
@@ -41,6 +42,7 @@ async fn echo_server(
         config,
         handshake_timeout,
         max_pending,
+        ConnectionLimits::unlimited(),
     ));
     tokio::spawn(async move {
         while let Some(conn) = incoming.next().await {
@@ -462,10 +464,10 @@ async fn pending_handshakes_are_bounded() {
 async fn plain_incoming_sets_nodelay_and_ends_with_its_consumer() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut incoming = Box::pin(plain_incoming(listener));
+    let mut incoming = Box::pin(plain_incoming(listener, ConnectionLimits::unlimited()));
     let _client = TcpStream::connect(addr).await.unwrap();
     let accepted = incoming.next().await.unwrap().unwrap();
-    assert!(accepted.nodelay().unwrap());
+    assert!(accepted.get_ref().nodelay().unwrap());
     drop(incoming);
     // The accept task notices and drops the listener.
     let mut refused = false;
@@ -507,6 +509,7 @@ async fn tonic_over_tls_incoming_and_tls_connector() {
         server_files(&pki.server_cert, &pki.server_key, Some(&pki.ca_cert)),
         DEFAULT_HANDSHAKE_TIMEOUT,
         DEFAULT_MAX_PENDING_HANDSHAKES,
+        ConnectionLimits::unlimited(),
     );
     tokio::spawn(
         tonic::transport::Server::builder()

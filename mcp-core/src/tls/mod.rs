@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
+pub mod admit;
 pub mod client;
 pub mod dev;
 pub mod pem;

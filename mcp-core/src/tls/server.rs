@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::admit::{Admitted, ConnectionLimits};
 use super::pem::{certified_key, load_certs, load_key, load_roots};
 use super::{ALPN_H2, TlsError, provider};
 
@@ -93,12 +94,18 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
 /// wait in the kernel's accept queue. The accept task, and with it the
 /// listener, ends when the stream is dropped. Must be called within a Tokio
 /// runtime (it spawns the accept task).
+///
+/// A connection `limits` has no place for is closed as soon as it is
+/// accepted, before its handshake; an admitted one holds its place for as
+/// long as it is open.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
     max_pending: usize,
-) -> impl Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> + Send + 'static {
+    limits: ConnectionLimits,
+) -> impl Stream<Item = io::Result<Admitted<tokio_rustls::server::TlsStream<TcpStream>>>> + Send + 'static
+{
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let permits = Arc::new(Semaphore::new(max_pending.max(1)));
@@ -115,6 +122,9 @@ pub fn tls_incoming(
                 _ = tx.closed() => break,
                 accepted = accept_one(&listener) => accepted,
             };
+            let Some(place) = limits.admit(peer.ip()) else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -122,7 +132,7 @@ pub fn tls_incoming(
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         // An error means the consumer is gone; the stream is dropped.
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(Admitted::new(tls, place))).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %peer, error = %e, "TLS handshake failed; connection dropped");
@@ -143,17 +153,22 @@ pub fn tls_incoming(
 /// example `EMFILE`) are logged at warn level and retried after 100 ms;
 /// they never end the stream. The accept task, and with it the listener,
 /// ends when the stream is dropped. Must be called within a Tokio runtime.
+/// `limits` as for [`tls_incoming`].
 pub fn plain_incoming(
     listener: TcpListener,
-) -> impl Stream<Item = io::Result<TcpStream>> + Send + 'static {
+    limits: ConnectionLimits,
+) -> impl Stream<Item = io::Result<Admitted<TcpStream>>> + Send + 'static {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, _peer) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 _ = tx.closed() => break,
                 accepted = accept_one(&listener) => accepted,
             };
-            if tx.send(Ok(tcp)).await.is_err() {
+            let Some(place) = limits.admit(peer.ip()) else {
+                continue;
+            };
+            if tx.send(Ok(Admitted::new(tcp, place))).await.is_err() {
                 break;
             }
         }
