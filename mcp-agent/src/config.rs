@@ -109,6 +109,9 @@ pub struct AuthSettings {
     pub token_file: PathBuf,
     /// A file to append audit records to, as JSON lines, besides the log.
     pub audit_file: Option<PathBuf>,
+    /// Refuse state-changing RPCs while the audit file cannot be written
+    /// (rather than serving on with an error in the log).
+    pub audit_required: bool,
     /// MCIAS, when tokens are also validated by the identity service.
     pub mcias: Option<MciasConfig>,
 }
@@ -210,6 +213,9 @@ pub struct UnikernelSettings {
     /// Directories VM images, kernels and initrds may be named in by
     /// absolute path; relative paths are in the service's own directory.
     pub images_dirs: Vec<PathBuf>,
+    /// The most bytes of a VM's `serial.log` before it is rotated to
+    /// `serial.log.1`.
+    pub log_max_size: u64,
 }
 
 /// `[podman] stop_timeout`, seconds.
@@ -296,6 +302,7 @@ struct SecurityFile {
 struct AuthFile {
     token_file: Option<PathBuf>,
     audit_file: Option<PathBuf>,
+    audit_required: Option<bool>,
     mcias: Option<MciasFile>,
 }
 
@@ -368,6 +375,7 @@ struct UnikernelFile {
     accel: Option<String>,
     state_dir: Option<PathBuf>,
     images_dirs: Option<Vec<PathBuf>>,
+    log_max_size: Option<SizeValue>,
 }
 
 fn default_podman_socket() -> PathBuf {
@@ -425,11 +433,13 @@ impl AgentConfig {
                 accel: "auto".to_string(),
                 state_dir: PathBuf::from("/var/lib/mcp/vms"),
                 images_dirs: Vec::new(),
+                log_max_size: mcp_runtime::qemu::serial::DEFAULT_MAX_SIZE,
             },
             log_format: LogFormat::Text,
             auth: AuthSettings {
                 token_file: PathBuf::from("/var/lib/mcp/tokens.toml"),
                 audit_file: None,
+                audit_required: false,
                 mcias: None,
             },
             tls: TlsSettings {
@@ -556,23 +566,31 @@ impl AgentConfig {
             )?;
             self.monitor.event_retention = Duration::from_secs(days * DAY);
         }
-        if let Some(v) = file.files.max_file_size {
+        let size = |key: &str, v: SizeValue, min: u64| {
             let bytes = match v {
                 SizeValue::Bytes(b) => b,
                 SizeValue::Text(text) => mcp_core::servicedef::Memory::parse(&text)
                     .map(|m| m.bytes())
                     .map_err(|_| {
                         invalid(format!(
-                            "files.max_file_size = {text:?}: expected a number of bytes or a size such as \"512M\" or \"4G\""
+                            "{key} = {text:?}: expected a number of bytes or a size such as \"512M\" or \"4G\""
                         ))
                     })?,
             };
-            if bytes == 0 {
-                return Err(invalid(
-                    "files.max_file_size must be at least 1 byte".into(),
-                ));
+            if bytes < min {
+                return Err(invalid(format!("{key} must be at least {min} bytes")));
             }
-            self.files.max_file_size = bytes;
+            Ok(bytes)
+        };
+        if let Some(v) = file.unikernel.log_max_size {
+            self.unikernel.log_max_size = size(
+                "unikernel.log_max_size",
+                v,
+                mcp_runtime::qemu::serial::MIN_MAX_SIZE,
+            )?;
+        }
+        if let Some(v) = file.files.max_file_size {
+            self.files.max_file_size = size("files.max_file_size", v, 1)?;
         }
         if let Some(v) = file.unikernel.state_dir {
             self.unikernel.state_dir = v;
@@ -608,6 +626,9 @@ impl AgentConfig {
         }
         if let Some(v) = file.auth.token_file {
             self.auth.token_file = v;
+        }
+        if let Some(v) = file.auth.audit_required {
+            self.auth.audit_required = v;
         }
         if let Some(v) = file.auth.audit_file {
             self.auth.audit_file = Some(v);

@@ -546,6 +546,11 @@ record! {
         /// Directories the host side of a volume must lie in (the agent's
         /// `[security] allowed_volume_roots`); empty for anywhere.
         allowed_volume_roots: Vec<String>,
+        /// Whether the agent's last write to its audit file failed.
+        audit_file_failing: bool,
+        /// Audit records that never reached the file since the agent
+        /// started.
+        audit_records_lost: u64,
     }
 }
 
@@ -562,6 +567,8 @@ impl From<pb::NodeInfoResponse> for NodeInfo {
             accel: non_empty(n.accel),
             ops: n.ops,
             allowed_volume_roots: n.allowed_volume_roots,
+            audit_file_failing: n.audit_file_failing,
+            audit_records_lost: n.audit_records_lost,
         }
     }
 }

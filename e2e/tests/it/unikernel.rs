@@ -33,7 +33,13 @@ fn vm_config(node: &Node) -> String {
 
 /// Restarts the node's agent with the QEMU runtime configured.
 fn enable_vms(node: &mut Node) -> std::path::PathBuf {
-    let vms = vm_config(node);
+    enable_vms_with(node, "")
+}
+
+/// Restarts the node's agent with the QEMU runtime configured, and `extra`
+/// lines in its `[unikernel]` table.
+fn enable_vms_with(node: &mut Node, extra: &str) -> std::path::PathBuf {
+    let vms = format!("{}{extra}\n", vm_config(node));
     node.reconfigure(|text| text.push_str(&vms));
     state_dir(node)
 }
@@ -557,4 +563,94 @@ fn a_boot_file_swapped_for_a_symlink_never_reaches_qemu() {
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .collect();
     assert!(opened.contains(&disk), "{opened:?}");
+}
+
+/// A guest that floods its console (busybox `yes` as its init) while two
+/// `logs -f` follow it: the agent keeps answering, the followers get the
+/// output across rotations, and `serial.log` (and `serial.log.1`) stay
+/// within `[unikernel] log_max_size`.
+#[test]
+fn a_flooding_guest_cannot_fill_the_disk_nor_stall_the_agent() {
+    const CAP: u64 = 64 * 1024;
+    let mut node = Node::start();
+    let state_dir = enable_vms_with(&mut node, "log_max_size = \"64K\"");
+    let service = unique("flood");
+    for (local, remote) in [
+        (require("MCP_TEST_KERNEL"), "vm/vmlinuz"),
+        (require("MCP_TEST_INITRD"), "vm/initrd.gz"),
+    ] {
+        node.mcp(&["push", &service, &local, remote]).success();
+    }
+    node.write_service(
+        &service,
+        &format!(
+            "name = \"{service}\"\n\n[[components]]\nname = \"vm\"\nruntime = \"unikernel\"\nkernel = \"vm/vmlinuz\"\ninitrd = \"vm/initrd.gz\"\nappend = \"console=ttyS0 quiet rdinit=/bin/busybox -- yes flood\"\nmemory = \"128M\"\n"
+        ),
+    );
+    node.mcp(&["deploy", &service, "--no-wait"]).success();
+    let log_dir = state_dir.join(format!("{service}-vm"));
+
+    // Two followers, each counting what it gets.
+    let follow = || {
+        let mut child = node
+            .mcp_command(&["logs", "-f", &service, "vm"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mcp logs -f");
+        let mut out = child.stdout.take().expect("stdout");
+        let counter = std::thread::spawn(move || {
+            let (mut total, mut floods) = (0usize, 0usize);
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+                floods += buf[..n].windows(5).filter(|w| w == b"flood").count();
+            }
+            (total, floods)
+        });
+        (child, counter)
+    };
+    let followers = [follow(), follow()];
+
+    // The operator's status, while the guest floods.
+    let mut latencies = Vec::new();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        let asked = std::time::Instant::now();
+        node.mcp(&["status", &service]).ran();
+        latencies.push(asked.elapsed());
+        let size = std::fs::metadata(log_dir.join("serial.log")).map_or(0, |m| m.len());
+        assert!(
+            size <= CAP,
+            "serial.log grew to {size} bytes, past its cap of {CAP}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rotated = std::fs::metadata(log_dir.join("serial.log.1")).map(|m| m.len());
+    let mut got = Vec::new();
+    for (mut child, counter) in followers {
+        let _ = child.kill();
+        let _ = child.wait();
+        got.push(counter.join().expect("counter"));
+    }
+    latencies.sort();
+    eprintln!(
+        "flooding guest: status median {:?}, max {:?} over {} asks; followers got {got:?} (bytes, lines); serial.log.1 {rotated:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    let rotated = rotated.expect("the log was never rotated: the guest did not flood");
+    assert!(rotated <= CAP, "serial.log.1 is {rotated} bytes");
+    for (total, floods) in got {
+        assert!(floods > 0, "a follower got none of the flood");
+        assert!(
+            total as u64 > CAP,
+            "a follower got only {total} bytes, less than one rotation"
+        );
+    }
+    node.mcp(&["remove", &service]).success();
 }

@@ -130,6 +130,8 @@ pub struct Agent {
     listener: TcpListener,
     /// The interceptor; `None` only when a benchmark turned it off.
     guard: Option<GuardLayer>,
+    /// Where audit records go (the guard's), for `NodeInfo` to report on.
+    audit: Arc<AuditLog>,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -169,6 +171,7 @@ fn vm_runtime(config: &AgentConfig) -> Option<Arc<Qemu>> {
             qemu: binary,
             state_dir: config.unikernel.state_dir.clone(),
             accel,
+            log_max_size: config.unikernel.log_max_size,
         })
         .with_boot_files(Arc::new(vm_files(config))),
     ))
@@ -232,11 +235,13 @@ impl Agent {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
+        let guard = GuardLayer::new(auth, audit.clone()).audit_required(config.auth.audit_required);
         Ok(Agent {
             config,
             reconciler,
             listener,
-            guard: Some(GuardLayer::new(auth, audit)),
+            guard: Some(guard),
+            audit,
             tls,
         })
     }
@@ -271,6 +276,7 @@ impl Agent {
             reconciler,
             listener,
             guard,
+            audit,
             tls,
         } = self;
         let addr = listener.local_addr().ok();
@@ -298,7 +304,8 @@ impl Agent {
             config.files.clone(),
         )
         .with_activity(activity.clone())
-        .with_file_streams(config.limits.max_file_streams);
+        .with_file_streams(config.limits.max_file_streams)
+        .with_audit(audit);
 
         // When `shutdown` fires, the server stops accepting and waits for
         // its connections; the grace bounds that wait.

@@ -19,6 +19,7 @@ use crate::files::{FilesError, Metadata, RemotePath, ServiceTree, UploadOptions}
 use crate::reconcile::{ComponentOutcome, ComponentStatus, Reconciler, plan};
 use crate::registry::{EventCursor, EventFilter};
 use crate::server::activity::Activity;
+use mcp_core::auth::audit::AuditLog;
 use mcp_core::auth::guard::HandlerEnd;
 use mcp_core::auth::{Caller, Role};
 use mcp_core::servicedef::ServiceDef;
@@ -33,6 +34,8 @@ pub struct AgentService {
     activity: Activity,
     /// Places for file transfers and listings in flight, and how many.
     file_streams: (Arc<tokio::sync::Semaphore>, usize),
+    /// The audit log, for `NodeInfo` to report on.
+    audit: Arc<AuditLog>,
 }
 
 impl AgentService {
@@ -51,7 +54,14 @@ impl AgentService {
             files,
             activity: Activity::new(),
             file_streams: file_streams(crate::config::LimitSettings::default().max_file_streams),
+            audit: Arc::new(AuditLog::log_only()),
         }
+    }
+
+    /// Reports on `audit` (the guard's) in `NodeInfo`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// At most `max` file transfers and listings in flight at once
@@ -506,6 +516,8 @@ impl AgentServiceApi for AgentService {
             qemu: vms.as_ref().map(|v| v.qemu.clone()).unwrap_or_default(),
             accel: vms.map(|v| v.accel).unwrap_or_default(),
             ops: crate::config::on_path("ops").is_some(),
+            audit_file_failing: self.audit.is_failing(),
+            audit_records_lost: self.audit.unwritten(),
             allowed_volume_roots: self
                 .reconciler
                 .volume_roots()

@@ -1000,3 +1000,243 @@ async fn events_are_answered_in_pages_and_the_client_reads_them_all() {
     assert!(bad.message().contains("page_token"), "{bad:?}");
     agent.stop().await;
 }
+
+/// A flood of made-up tokens from one address: MCP-shaped ones are refused
+/// without asking MCIAS, the others reach it only while the address has
+/// failure budget left; meanwhile a valid MCIAS token nobody used yet,
+/// from another address, validates at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_made_up_tokens_spares_mcias_and_real_callers() {
+    use mcp_core::auth::budget::{BURST, PER_SECOND};
+    const NODE_INFO: &str = "/mcp.v1.AgentService/NodeInfo";
+    let double = Double::start().await;
+    let real = "mcias-real-user-token-0123456789";
+    double.add_user(real, "alice", &["admin"], None);
+    let mcias = MciasConfig {
+        url: double.url(),
+        ca_cert: Some(double.ca.pem_path.clone()),
+        cache_ttl: Duration::from_secs(60),
+        cache_size: 1024,
+        timeout: Duration::from_secs(5),
+        admin_roles: vec!["admin".into()],
+        readonly_roles: vec!["readonly".into()],
+    };
+    let agent = TestAgent::start_with(move |config, _| config.auth.mcias = Some(mcias)).await;
+    // The attacker's connection comes from an address of its own.
+    let config = tls::client_config(&agent.tls_files()).unwrap();
+    let addr = agent.addr;
+    let from_elsewhere = tower::service_fn(move |_: http::Uri| {
+        let config = config.clone();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind("127.0.0.6:0".parse().unwrap())?;
+            let tcp = socket.connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let attacker = Endpoint::from_shared(format!("http://{}", agent.addr))
+        .unwrap()
+        .connect_with_connector(from_elsewhere)
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let flood = {
+        let attacker = attacker.clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..50 {
+                let channel = attacker.clone();
+                tasks.spawn(async move {
+                    let (mut refused, mut busy) = (0, 0);
+                    for i in 0..200 {
+                        let token = if i % 2 == 0 {
+                            mcp_core::auth::local::generate_token()
+                        } else {
+                            format!(
+                                "made-up-{worker}-{i}-{}",
+                                mcp_core::auth::local::generate_token()
+                            )
+                        };
+                        match call(&channel, NODE_INFO, Some(&bearer(&token))).await {
+                            Outcome::Code(Code::Unauthenticated) => refused += 1,
+                            // Every MCIAS slot taken: refused at once.
+                            Outcome::Code(Code::Unavailable) => busy += 1,
+                            other => panic!("a made-up token got {other:?}"),
+                        }
+                    }
+                    (refused, busy)
+                });
+            }
+            let (mut refused, mut busy) = (0, 0);
+            while let Some(n) = tasks.join_next().await {
+                let (r, b) = n.unwrap();
+                refused += r;
+                busy += b;
+            }
+            (refused, busy)
+        })
+    };
+    // In the middle of it, the operator's first call with a real token.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = tokio::time::Instant::now();
+    let mut operator = agent.client(Some(real)).await.unwrap();
+    let info = operator.node_info().await;
+    let took = asked.elapsed();
+    assert!(info.is_ok(), "the real token was refused: {info:?}");
+    let (refused, busy) = flood.await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(refused + busy, 10_000);
+    let asked_mcias = double.requests();
+    eprintln!(
+        "10,000 made-up tokens in {elapsed:?}: {refused} refused, {busy} refused at once as MCIAS was busy; MCIAS asked {asked_mcias} times; a real uncached MCIAS token validated in {took:?} during the flood"
+    );
+    // What the budget allows over the flood's time, and the real token.
+    let allowed = BURST + PER_SECOND * elapsed.as_secs_f64() + 1.0;
+    assert!(
+        (asked_mcias as f64) <= allowed,
+        "MCIAS was asked {asked_mcias} times; the failure budget allows {allowed:.0}"
+    );
+    agent.stop().await;
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &std::path::Path) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (this test needs root)"
+        );
+        SmallFs(dir.to_path_buf())
+    }
+
+    /// Fills the file system up; returns the filler.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 1]);
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The audit file on a full disk: no half line is ever left in it; with
+/// `audit_required`, changes are refused until it takes records again
+/// (queries are served); without, everything is served and the failure
+/// shows in `NodeInfo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_audit_file() {
+    const DEPLOY: &str = "/mcp.v1.AgentService/Deploy";
+    for required in [true, false] {
+        let root = tempfile::tempdir().unwrap();
+        let fs = SmallFs::mount(&root.path().join("audit"));
+        let audit_file = fs.0.join("audit.jsonl");
+        let file = audit_file.clone();
+        let agent = TestAgent::start_with(move |config, _| {
+            config.auth.audit_file = Some(file);
+            config.auth.audit_required = required;
+        })
+        .await;
+        let channel = agent.channel().await;
+        let mut client = agent.client(Some(&agent.tokens.admin)).await.unwrap();
+        assert!(!client.node_info().await.unwrap().audit_file_failing);
+
+        let filler = fs.fill();
+        // Records keep coming; the writer finds the disk full.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = client.node_info().await.unwrap();
+            if info.audit_file_failing {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the failure never showed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = call(&channel, DEPLOY, Some(&bearer(&agent.tokens.admin))).await;
+        if required {
+            assert_eq!(
+                refused,
+                Outcome::Code(Code::Unavailable),
+                "a change while the audit fails"
+            );
+        } else {
+            assert_eq!(refused, Outcome::Code(Code::InvalidArgument), "served on");
+        }
+        // A query is served either way.
+        assert!(client.node_info().await.is_ok());
+        let text = std::fs::read_to_string(&audit_file).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("a half-written line {line:?}: {e}"));
+        }
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "the file ends in half a line"
+        );
+
+        // Room again: the kept records are written, changes pass again.
+        std::fs::remove_file(filler).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while client.node_info().await.unwrap().audit_file_failing {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the audit file never recovered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            call(&channel, DEPLOY, Some(&bearer(&agent.tokens.admin))).await,
+            Outcome::Code(Code::InvalidArgument)
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deploys = loop {
+            let deploys: Vec<String> = std::fs::read_to_string(&audit_file)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|l| l["method"] == DEPLOY)
+                .map(|l| l["outcome"].as_str().unwrap_or_default().to_string())
+                .collect();
+            if deploys.len() == 2 || tokio::time::Instant::now() > deadline {
+                break deploys;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let first = if required {
+            "Unavailable"
+        } else {
+            "InvalidArgument"
+        };
+        assert_eq!(deploys, [first, "InvalidArgument"], "required = {required}");
+        assert_eq!(client.node_info().await.unwrap().audit_records_lost, 0);
+        agent.stop().await;
+        drop(fs);
+    }
+}

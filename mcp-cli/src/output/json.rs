@@ -222,6 +222,8 @@ pub fn node_info(node: &str, i: &pb::NodeInfoResponse) -> Value {
         "accel": opt(&i.accel),
         "ops": i.ops,
         "allowed_volume_roots": i.allowed_volume_roots,
+        "audit_file_failing": i.audit_file_failing,
+        "audit_records_lost": i.audit_records_lost,
     })
 }
 

@@ -7,11 +7,20 @@
 //! so an RPC never waits on the disk nor wakes a thread. A `kill -9` can
 //! lose at most that interval of file lines; the log records are written
 //! at once.
+//!
+//! The queue holds at most [`MAX_QUEUED`] records; more are dropped and
+//! counted. When the file cannot take a write (a full disk), the file is
+//! cut back to where it was, so it never holds half a line; the records
+//! stay queued and are tried again each interval; the failure is logged
+//! loudly (once per spell) and counted ([`AuditLog::unwritten`]), and
+//! [`AuditLog::is_failing`] says so until a write succeeds again, for the
+//! agent to refuse changes meanwhile when `[auth] audit_required`.
 
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +35,8 @@ pub const FILE_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Queued records that wake the writer before its interval ends.
 const WAKE_AT: usize = 4096;
+/// Most records queued for the file; more are dropped (and counted).
+pub const MAX_QUEUED: usize = 65_536;
 
 /// One RPC as the audit log records it.
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +136,17 @@ struct Queue {
 struct FileWriter {
     queue: Arc<(Mutex<Queue>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
+    health: Arc<Health>,
+}
+
+/// How the file is faring, shared with its writer.
+#[derive(Debug, Default)]
+struct Health {
+    /// The last write failed.
+    failing: AtomicBool,
+    /// Records that never reach the file: dropped from a full queue, or
+    /// still unwritten when the log closed.
+    unwritten: AtomicU64,
 }
 
 /// Where audit records go.
@@ -137,6 +159,23 @@ impl AuditLog {
     /// Records go to the `tracing` log only.
     pub fn log_only() -> AuditLog {
         AuditLog { file: None }
+    }
+
+    /// Whether the audit file's last write failed (and none succeeded
+    /// since); `false` without a file.
+    pub fn is_failing(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_some_and(|w| w.health.failing.load(Ordering::Relaxed))
+    }
+
+    /// How many records never reached the file since the log opened:
+    /// dropped from a full queue (a write that failed keeps its records
+    /// queued and tries again).
+    pub fn unwritten(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(0, |w| w.health.unwritten.load(Ordering::Relaxed))
     }
 
     /// Records also go to `path`, appended as JSON lines (created with mode
@@ -155,16 +194,18 @@ impl AuditLog {
             .open(path)
             .map_err(err)?;
         let queue = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
+        let health = Arc::new(Health::default());
         let owned = path.to_path_buf();
-        let shared = queue.clone();
+        let (shared, writer_health) = (queue.clone(), health.clone());
         let thread = std::thread::Builder::new()
             .name("mcp-audit".into())
-            .spawn(move || write_lines(owned, file, &shared))
+            .spawn(move || write_lines(owned, file, &shared, &writer_health))
             .map_err(err)?;
         Ok(AuditLog {
             file: Some(FileWriter {
                 queue,
                 thread: Some(thread),
+                health,
             }),
         })
     }
@@ -189,6 +230,16 @@ impl AuditLog {
         if let Some(w) = &self.file {
             let (lock, wake) = &*w.queue;
             let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if q.records.len() >= MAX_QUEUED {
+                let lost = w.health.unwritten.fetch_add(1, Ordering::Relaxed) + 1;
+                if lost.is_power_of_two() {
+                    tracing::error!(
+                        lost,
+                        "the audit queue is full: records are dropped from the audit file"
+                    );
+                }
+                return;
+            }
             q.records.push(record);
             if q.records.len() == WAKE_AT {
                 wake.notify_one();
@@ -212,8 +263,10 @@ impl Drop for AuditLog {
 }
 
 /// The file writer: every interval (or when woken), takes what is queued
-/// and appends it in one write; ends after a final write once closed.
-fn write_lines(path: PathBuf, mut file: File, queue: &(Mutex<Queue>, Condvar)) {
+/// and appends it in one write; ends after a final write once closed. A
+/// write that fails is undone (the file cut back to its length before) and
+/// its records put back at the head of the queue for the next try.
+fn write_lines(path: PathBuf, mut file: File, queue: &(Mutex<Queue>, Condvar), health: &Health) {
     let (lock, wake) = queue;
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
@@ -233,15 +286,48 @@ fn write_lines(path: PathBuf, mut file: File, queue: &(Mutex<Queue>, Condvar)) {
                     buf.push(b'\n');
                 }
             }
-            // With O_APPEND each write lands whole at the end of the file.
-            if let Err(e) = file.write_all(&buf) {
-                tracing::error!(path = %path.display(), error = %e, "cannot append to the audit file");
+            match append_whole(&mut file, &buf) {
+                Ok(()) => {
+                    if health.failing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(path = %path.display(), "the audit file takes records again");
+                    }
+                }
+                Err(e) => {
+                    let pending = records.len();
+                    if !health.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(path = %path.display(), error = %e, pending, "cannot append to the audit file; records are kept and tried again");
+                    }
+                    if closed {
+                        health
+                            .unwritten
+                            .fetch_add(pending as u64, Ordering::Relaxed);
+                    } else {
+                        let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let newer = std::mem::replace(&mut q.records, records);
+                        let room = MAX_QUEUED.saturating_sub(q.records.len());
+                        let dropped = newer.len().saturating_sub(room);
+                        q.records.extend(newer.into_iter().take(room));
+                        health
+                            .unwritten
+                            .fetch_add(dropped as u64, Ordering::Relaxed);
+                    }
+                }
             }
         }
         if closed {
             return;
         }
     }
+}
+
+/// Appends `buf` as one write; on failure (a full disk), cuts the file
+/// back to its length before, so that no half line stays.
+fn append_whole(file: &mut File, buf: &[u8]) -> std::io::Result<()> {
+    let before = file.metadata()?.len();
+    // With O_APPEND each write lands whole at the end of the file.
+    file.write_all(buf).inspect_err(|_| {
+        let _ = file.set_len(before);
+    })
 }
 
 #[cfg(test)]

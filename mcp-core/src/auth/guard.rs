@@ -9,6 +9,10 @@
 //! [`HandlerEnd`], through which a streaming handler records that it
 //! finished.
 //!
+//! A peer whose tokens keep failing (unknown, expired) spends its failure
+//! budget ([`super::budget`]); until it refills, its tokens are checked
+//! only locally, so a flood of made-up tokens never reaches MCIAS.
+//!
 //! A call that stays open has its token validated again as it runs
 //! ([`super::recheck`]): once the token is removed, revoked or expired, its
 //! response ends with `Unauthenticated` (and its request stream fails so),
@@ -30,6 +34,7 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::audit::{AuditLog, AuditRecord};
+use super::budget::FailureBudget;
 use super::recheck::{Credential, Recheck, Revoked};
 use crate::auth::{AuthError, Caller, TokenValidator, bearer_token, policy};
 
@@ -38,12 +43,27 @@ use crate::auth::{AuthError, Caller, TokenValidator, bearer_token, policy};
 pub struct GuardLayer {
     auth: Arc<dyn TokenValidator>,
     audit: Arc<AuditLog>,
+    budget: Arc<FailureBudget>,
+    audit_required: bool,
 }
 
 impl GuardLayer {
     /// A layer authenticating with `auth` and recording to `audit`.
     pub fn new(auth: Arc<dyn TokenValidator>, audit: Arc<AuditLog>) -> GuardLayer {
-        GuardLayer { auth, audit }
+        GuardLayer {
+            auth,
+            audit,
+            budget: Arc::default(),
+            audit_required: false,
+        }
+    }
+
+    /// With `required`, state-changing RPCs (those needing the admin role)
+    /// are refused with `Unavailable` while the audit file cannot be
+    /// written (`[auth] audit_required`); queries are served either way.
+    pub fn audit_required(mut self, required: bool) -> GuardLayer {
+        self.audit_required = required;
+        self
     }
 }
 
@@ -54,6 +74,8 @@ impl<S> tower_layer::Layer<S> for GuardLayer {
             inner,
             auth: self.auth.clone(),
             audit: self.audit.clone(),
+            budget: self.budget.clone(),
+            audit_required: self.audit_required,
         }
     }
 }
@@ -64,6 +86,10 @@ pub struct GuardService<S> {
     inner: S,
     auth: Arc<dyn TokenValidator>,
     audit: Arc<AuditLog>,
+    /// Failed validations per peer ([`super::budget`]).
+    budget: Arc<FailureBudget>,
+    /// Refuse changes while the audit file cannot be written.
+    audit_required: bool,
 }
 
 /// Where a handler records that it finished and how, before it sends its
@@ -105,6 +131,9 @@ fn peer(req: &http::Request<Body>) -> Option<std::net::SocketAddr> {
 struct Rejection {
     status: tonic::Status,
     caller: Option<Caller>,
+    /// Whether a token was checked and found wanting (unknown, expired):
+    /// what spends a peer's failure budget.
+    failed_validation: bool,
 }
 
 impl From<AuthError> for Rejection {
@@ -112,16 +141,19 @@ impl From<AuthError> for Rejection {
         Rejection {
             status: tonic::Status::new(e.code(), e.to_string()),
             caller: None,
+            failed_validation: matches!(e, AuthError::Invalid | AuthError::Expired),
         }
     }
 }
 
 /// Authenticates and authorises one request for `path`: the caller and the
-/// token it presented.
+/// token it presented. With `locally`, the token is checked only against
+/// local validators (the peer spent its failure budget).
 async fn authorize(
     validator: &Arc<dyn TokenValidator>,
     path: &str,
     headers: &http::HeaderMap,
+    locally: bool,
 ) -> Result<(Caller, Arc<str>), Rejection> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let first = values.next();
@@ -131,7 +163,21 @@ async fn authorize(
         bearer_token(first.map(|v| v.as_bytes()))
     };
     let token = token?;
-    let caller = validator.validate(token).await?;
+    let caller = if locally {
+        validator.validate_locally(token).await.map_err(|e| {
+            let mut r = Rejection::from(e);
+            r.status = tonic::Status::new(
+                r.status.code(),
+                format!(
+                    "{} (too many failed authentications from this address: only this node's own tokens are checked for a while)",
+                    r.status.message()
+                ),
+            );
+            r
+        })?
+    } else {
+        validator.validate(token).await?
+    };
     let needed = policy::required_role(path);
     let message = match caller.role {
         Some(role) if role.permits(needed) => return Ok((caller, Arc::from(token))),
@@ -145,6 +191,7 @@ async fn authorize(
     Err(Rejection {
         status: tonic::Status::permission_denied(message),
         caller: Some(caller),
+        failed_validation: false,
     })
 }
 
@@ -174,13 +221,42 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         let audit = self.audit.clone();
+        let budget = self.budget.clone();
+        let audit_required = self.audit_required;
         Box::pin(async move {
             let started = Instant::now();
             let path = req.uri().path().to_string();
             let mut record = AuditRecord::new(&path, SystemTime::now());
             record.peer = peer(&req);
-            match authorize(&auth, &path, req.headers()).await {
-                Err(Rejection { status, caller }) => {
+            let from = record.peer.map(|p| p.ip());
+            let locally = from.is_some_and(|ip| !budget.allows(ip));
+            let authorized = authorize(&auth, &path, req.headers(), locally)
+                .await
+                .and_then(|ok| {
+                    if audit_required
+                        && audit.is_failing()
+                        && policy::required_role(&path) == super::Role::Admin
+                    {
+                        Err(Rejection {
+                            status: tonic::Status::unavailable(
+                                "the audit file cannot be written, and [auth] audit_required refuses changes until it can",
+                            ),
+                            caller: Some(ok.0),
+                            failed_validation: false,
+                        })
+                    } else {
+                        Ok(ok)
+                    }
+                });
+            match authorized {
+                Err(Rejection {
+                    status,
+                    caller,
+                    failed_validation,
+                }) => {
+                    if failed_validation && let Some(ip) = from {
+                        budget.spend(ip);
+                    }
                     if let Some(caller) = caller {
                         record.caller = caller.name;
                         record.auth = caller.source;
@@ -188,6 +264,7 @@ where
                     record.reason = Some(status.message().to_string());
                     record.finish(status.code(), started.elapsed());
                     audit.record(record);
+                    drain(req.into_body()).await;
                     Ok(status.into_http())
                 }
                 Ok((caller, token)) => {
@@ -224,6 +301,30 @@ where
             }
         })
     }
+}
+
+/// Most of a refused request's body read before the refusal is sent.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// Longest wait for a refused request's body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reads what a refused request is still sending, within [`DRAIN_LIMIT`]
+/// and [`DRAIN_TIME`]. A request answered before its body arrived makes
+/// HTTP/2 reset the stream when the body comes, and the server counts such
+/// resets against the connection (the "MadeYouReset" limit): a client whose
+/// calls are refused must not lose its connection for it.
+async fn drain(mut body: Body) {
+    use http_body_util::BodyExt as _;
+    let read = async {
+        let mut seen = 0;
+        while seen < DRAIN_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, bytes::Bytes::len),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 fn status_of(headers: &http::HeaderMap) -> Option<tonic::Code> {

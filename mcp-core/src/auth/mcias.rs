@@ -33,9 +33,12 @@
 //!   default protocol versions). The roots are the PEM file
 //!   [`MciasConfig::ca_cert`], else the system's roots. Connections are
 //!   pooled (HTTP/1.1).
-//! - Every request is bounded by [`MciasConfig::timeout`], including the
-//!   wait for one of the 16 request slots (at most 16 requests to MCIAS are
-//!   in flight).
+//! - Every request is bounded by [`MciasConfig::timeout`]. At most 16
+//!   requests to MCIAS are in flight; a validation that finds every slot
+//!   taken fails at once with `Unavailable` (never cached) rather than
+//!   waiting into the timeout.
+//! - Tokens that cannot be MCIAS tokens ([`could_be_mcias_token`]: MCP's
+//!   own `mcp_` tokens) are refused (`Invalid`) without asking.
 //! - Concurrent validations of the same uncached token share one request.
 //! - Results are cached, keyed by [`super::token_digest`] (the plaintext
 //!   token is never kept): a valid caller for [`MciasConfig::cache_ttl`],
@@ -75,8 +78,16 @@ use super::{AuthError, Caller, Role, TokenValidator};
 
 /// Path appended to [`MciasConfig::url`] for validation requests.
 const VALIDATE_PATH: &str = "/v1/token/validate";
-/// Most requests to MCIAS in flight at once.
+/// Most requests to MCIAS in flight at once; one more fails at once with
+/// `Unavailable`.
 const MAX_IN_FLIGHT: usize = 16;
+
+/// Whether `token` could be an MCIAS token at all: not one of MCP's own
+/// local tokens (`mcp_...`, which MCIAS never issues; one the token file
+/// does not hold is refused without asking).
+pub fn could_be_mcias_token(token: &str) -> bool {
+    !token.starts_with(super::local::TOKEN_PREFIX)
+}
 /// Largest answer read from MCIAS, in bytes.
 const MAX_ANSWER: usize = 64 * 1024;
 /// Longest time an invalid or expired token is remembered.
@@ -227,7 +238,14 @@ impl Mcias {
 
 #[async_trait]
 impl TokenValidator for Mcias {
+    async fn validate_locally(&self, _token: &str) -> Result<Caller, AuthError> {
+        Err(AuthError::Invalid)
+    }
+
     async fn validate(&self, token: &str) -> Result<Caller, AuthError> {
+        if !could_be_mcias_token(token) {
+            return Err(AuthError::Invalid);
+        }
         let digest = super::token_digest(token);
         let mut answer = {
             let mut in_flight = lock(&self.inner.in_flight);
@@ -307,11 +325,13 @@ impl Inner {
 
     /// One validation request, without the time limit.
     async fn ask(&self, token: &str) -> Outcome {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| AuthError::Unavailable("the mcias client is shut down".into()))?;
+        // Full slots fail at once: queueing would only turn a flood into
+        // every caller's timeout.
+        let _slot = self.slots.try_acquire().map_err(|_| {
+            AuthError::Unavailable(format!(
+                "mcias is busy: {MAX_IN_FLIGHT} validations are in flight"
+            ))
+        })?;
         let body = serde_json::to_vec(&ValidateRequest { token })
             .map_err(|e| AuthError::Unavailable(format!("cannot encode the request: {e}")))?;
         let request = http::Request::post(self.endpoint.clone())

@@ -11,6 +11,7 @@
 //!   applies all of this to every RPC and writes the [`audit`] record.
 
 pub mod audit;
+pub mod budget;
 pub mod guard;
 pub mod local;
 pub mod mcias;
@@ -124,6 +125,14 @@ pub trait TokenValidator: Send + Sync + 'static {
     /// Validates `token` (already stripped of `Bearer ` and checked by
     /// [`check_token_syntax`]).
     async fn validate(&self, token: &str) -> Result<Caller, AuthError>;
+
+    /// Validates `token` without asking any service over the network (for
+    /// a peer whose failed attempts are being rate-limited): local
+    /// validators answer as [`TokenValidator::validate`] does; a remote one
+    /// says [`AuthError::Invalid`] without asking.
+    async fn validate_locally(&self, token: &str) -> Result<Caller, AuthError> {
+        self.validate(token).await
+    }
 }
 
 /// Tries validators in order: the first that recognises the token wins.
@@ -151,6 +160,16 @@ impl TokenValidator for ChainValidator {
             }
         }
         Err(last)
+    }
+
+    async fn validate_locally(&self, token: &str) -> Result<Caller, AuthError> {
+        for v in &self.validators {
+            match v.validate_locally(token).await {
+                Err(AuthError::Invalid) => {}
+                other => return other,
+            }
+        }
+        Err(AuthError::Invalid)
     }
 }
 

@@ -297,3 +297,31 @@ async fn plain_http_is_refused() {
     let err = Mcias::new(config).err().unwrap().to_string();
     assert!(err.contains("must be https://"), "{err}");
 }
+
+#[tokio::test]
+async fn full_slots_fail_at_once_and_local_shaped_tokens_are_never_sent() {
+    let double = Double::start().await;
+    double.add_user("slow", "kyle", &["admin"], None);
+    double.set_delay(Duration::from_millis(1500));
+    let mcias = Arc::new(double.mcias());
+    // Sixteen different tokens fill every slot for 1.5 s.
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let mcias = Arc::clone(&mcias);
+        tasks.spawn(async move { mcias.validate(&format!("filler-{i}")).await });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The seventeenth fails at once ("busy": no slot was free when it
+    // asked) rather than waiting for one.
+    let reason = unavailable_reason(mcias.validate("slow").await);
+    assert!(reason.contains("busy"), "{reason}");
+    while tasks.join_next().await.is_some() {}
+    // A slot free again, it is asked.
+    assert!(mcias.validate("slow").await.is_ok());
+
+    // MCP's own token shape is never MCIAS's: refused without asking.
+    let before = double.requests();
+    let local = mcp_core::auth::local::generate_token();
+    assert_eq!(mcias.validate(&local).await, Err(AuthError::Invalid));
+    assert_eq!(double.requests(), before);
+}

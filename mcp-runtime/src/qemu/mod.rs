@@ -30,6 +30,7 @@
 
 pub mod boot;
 pub mod qmp;
+pub mod serial;
 pub mod vm;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,17 @@ const EXIT_POLL: Duration = Duration::from_millis(50);
 const EVENT_POLL: Duration = Duration::from_millis(250);
 /// How often a followed log looks for new output.
 const LOG_POLL: Duration = Duration::from_millis(200);
+/// Most bytes of console output in one log chunk (and read at once).
+const LOG_CHUNK: usize = 64 * 1024;
+
+/// Runs file work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
 /// How long the KVM probe may take before KVM is judged unusable.
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A KVM probe slower than this fails: a working KVM runs the probe VM in
@@ -117,6 +129,8 @@ pub struct QemuConfig {
     pub state_dir: PathBuf,
     /// The accelerator.
     pub accel: Accel,
+    /// The most bytes of each VM's `serial.log` (see [`serial`]).
+    pub log_max_size: u64,
 }
 
 impl Default for QemuConfig {
@@ -125,6 +139,7 @@ impl Default for QemuConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             state_dir: PathBuf::from("/var/lib/mcp/vms"),
             accel: Accel::Auto,
+            log_max_size: serial::DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -136,12 +151,14 @@ pub struct Qemu {
     config: QemuConfig,
     accel: OnceCell<ResolvedAccel>,
     boot_files: Arc<dyn BootFiles>,
+    serial: serial::SerialLogs,
 }
 
 impl Qemu {
     /// A backend over `config.state_dir`. Touches nothing until called.
     pub fn new(config: QemuConfig) -> Qemu {
         Qemu {
+            serial: serial::SerialLogs::new(config.log_max_size),
             config,
             accel: OnceCell::new(),
             boot_files: Arc::new(OpenAsNamed),
@@ -240,8 +257,14 @@ impl Qemu {
     /// The instance info of a VM; `details` adds the configuration.
     async fn info(&self, dir: &VmDir, record: &VmRecord, details: bool) -> InstanceInfo {
         let name = dir_name(dir);
-        let (state, status, exit_code) = match dir.live_pid(&record.id) {
-            Some(_) => match query_status(dir).await {
+        let alive = dir.live_pid(&record.id).is_some();
+        if alive {
+            // A VM found running (after an agent restart, say) gets its
+            // console copied again.
+            self.serial.ensure(&dir.dir, &record.id);
+        }
+        let (state, status, exit_code) = match alive {
+            true => match query_status(dir).await {
                 Ok(s) => {
                     let state = match s.status.as_str() {
                         "running" => InstanceState::Running,
@@ -261,8 +284,10 @@ impl Qemu {
                     None,
                 ),
             },
-            None if record.started_at == 0 => (InstanceState::Created, "Created".to_string(), None),
-            None => {
+            false if record.started_at == 0 => {
+                (InstanceState::Created, "Created".to_string(), None)
+            }
+            false => {
                 let status = match record.exit_code {
                     Some(code) => format!("Exited ({code})"),
                     None => "Exited (QEMU process gone)".to_string(),
@@ -389,6 +414,7 @@ impl Qemu {
                 ),
             });
         }
+        self.serial.ensure(&dir.dir, &record.id);
         record.started_at = now();
         record.finished_at = 0;
         record.exit_code = None;
@@ -458,6 +484,7 @@ impl Qemu {
                 message: format!("qemu (pid {pid}) did not exit after SIGKILL"),
             });
         }
+        self.serial.drained(&record.id, EXIT_WAIT).await;
         dir.clear_runtime_files();
         record.finished_at = now();
         record.exit_code = Some(code);
@@ -642,61 +669,64 @@ impl Runtime for Qemu {
         Ok(futures::future::join_all(infos).await)
     }
 
-    /// The serial console. `tail` counts lines; `follow` keeps reading as
-    /// the log grows, until the VM is removed (or renamed) or the stream is
-    /// dropped. Carriage returns before newlines are dropped.
+    /// The serial console (`serial.log.1` then `serial.log`). `tail`
+    /// counts lines; `follow` keeps reading what is appended (across
+    /// rotations), a bounded piece at a time, until the VM is removed (or
+    /// renamed) or the stream is dropped. Files are read on blocking
+    /// threads. Carriage returns before newlines are dropped.
     async fn logs(&self, name: &str, options: &LogOptions) -> RuntimeResult<LogStream> {
         let (dir, _) = self.get(name)?;
-        let path = dir.serial();
-        let content = match std::fs::read(&path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(vm::io_error("read", &path, &e)),
-        };
-        let mut offset = content.len() as u64;
+        let path = dir.dir.clone();
+        let (content, position) = blocking(move || serial::read_history(&path))
+            .await
+            .map_err(|e| vm::io_error("read", &dir.serial(), &e))?;
         // Only whole lines: a partial last line comes with the next read.
         let whole = content
             .iter()
             .rposition(|b| *b == b'\n')
             .map_or(0, |i| i + 1);
         let (head, rest) = content.split_at(if options.follow { whole } else { content.len() });
-        offset -= rest.len() as u64;
+        let pending = rest.to_vec();
         let mut first = tail_lines(head, options.tail);
         normalize_newlines(&mut first);
-        let first: Vec<RuntimeResult<LogChunk>> = if first.is_empty() {
-            Vec::new()
-        } else {
-            vec![Ok(chunk(first))]
-        };
+        let first: Vec<RuntimeResult<LogChunk>> = first
+            .chunks(LOG_CHUNK)
+            .map(|c| Ok(chunk(c.to_vec())))
+            .collect();
         if !options.follow {
             return Ok(Box::pin(stream::iter(first)));
         }
-        let follow = stream::unfold((dir, offset), |(dir, mut offset)| async move {
-            loop {
-                tokio::time::sleep(LOG_POLL).await;
-                if !dir.dir.exists() {
-                    return None;
+        let follow = stream::unfold(
+            (dir, position, pending),
+            |(dir, mut at, mut pending)| async move {
+                loop {
+                    tokio::time::sleep(LOG_POLL).await;
+                    if !dir.dir.exists() {
+                        return None;
+                    }
+                    let path = dir.dir.clone();
+                    let Ok((new, next)) =
+                        blocking(move || serial::read_from(&path, at, LOG_CHUNK)).await
+                    else {
+                        continue;
+                    };
+                    at = next;
+                    pending.extend_from_slice(&new);
+                    let Some(end) = pending.iter().rposition(|b| *b == b'\n') else {
+                        // A line longer than a chunk goes out as it is.
+                        if pending.len() >= LOG_CHUNK {
+                            let mut data = std::mem::take(&mut pending);
+                            normalize_newlines(&mut data);
+                            return Some((Ok(chunk(data)), (dir, at, pending)));
+                        }
+                        continue;
+                    };
+                    let mut data: Vec<u8> = pending.drain(..=end).collect();
+                    normalize_newlines(&mut data);
+                    return Some((Ok(chunk(data)), (dir, at, pending)));
                 }
-                let Ok(content) = std::fs::read(dir.serial()) else {
-                    continue;
-                };
-                let len = content.len() as u64;
-                if len < offset {
-                    offset = 0;
-                }
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(content.len());
-                let new = &content[start..];
-                let Some(end) = new.iter().rposition(|b| *b == b'\n') else {
-                    continue;
-                };
-                let mut data = new[..=end].to_vec();
-                offset += (end + 1) as u64;
-                normalize_newlines(&mut data);
-                return Some((Ok(chunk(data)), (dir, offset)));
-            }
-        });
+            },
+        );
         Ok(Box::pin(stream::iter(first).chain(follow)))
     }
 

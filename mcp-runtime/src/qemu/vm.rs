@@ -6,7 +6,10 @@
 //!   times, how it last ended);
 //! - `qmp.sock`: QEMU's QMP socket while it runs;
 //! - `pid`: QEMU's pidfile while it runs;
-//! - `serial.log`: the guest's serial console, appended across runs.
+//! - `serial.sock`: the socket QEMU serves the serial console on while it
+//!   runs (see [`super::serial`]);
+//! - `serial.log`, `serial.log.1`: the guest's serial console, appended
+//!   across runs, each at most the configured size.
 
 use std::io::Write;
 use std::net::{TcpListener, UdpSocket};
@@ -24,6 +27,10 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const PID_FILE: &str = "pid";
 /// The serial console log in a VM's state directory.
 pub const SERIAL_LOG: &str = "serial.log";
+/// The serial console log before the last rotation.
+pub const SERIAL_ROTATED: &str = "serial.log.1";
+/// The socket QEMU serves the serial console on.
+pub const SERIAL_SOCKET: &str = "serial.sock";
 
 pub use mcp_core::instance::MIN_VM_MEMORY_BYTES as MIN_MEMORY_BYTES;
 /// Memory when the spec sets none.
@@ -135,9 +142,10 @@ impl VmDir {
         process_is_vm(pid, id).then_some(pid)
     }
 
-    /// Removes what only a running QEMU needs (pidfile, QMP socket).
+    /// Removes what only a running QEMU needs (pidfile, QMP and console
+    /// sockets).
     pub fn clear_runtime_files(&self) {
-        for path in [self.pidfile(), self.qmp()] {
+        for path in [self.pidfile(), self.qmp(), self.dir.join(SERIAL_SOCKET)] {
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -362,8 +370,8 @@ pub fn qemu_args(record: &VmRecord, dir: &VmDir, accel: ResolvedAccel) -> Vec<St
         "-no-reboot".into(),
         "-chardev".into(),
         format!(
-            "file,id=serial0,path={},append=on",
-            comma_escape(&dir.serial().to_string_lossy())
+            "socket,id=serial0,path={},server=on,wait=off",
+            comma_escape(&dir.dir.join(SERIAL_SOCKET).to_string_lossy())
         ),
         "-serial".into(),
         "chardev:serial0".into(),

@@ -79,6 +79,7 @@ impl Env {
             qemu: self.qemu.clone(),
             state_dir: self.state_dir.clone(),
             accel: Accel::Tcg,
+            ..QemuConfig::default()
         })
     }
 
@@ -347,11 +348,13 @@ async fn a_new_backend_reattaches_to_running_vms() {
         first.start("keep-vm").await.expect("start");
         // The first backend goes away, as with an agent restart.
     }
-    env.wait_serial("keep-vm", GUEST_UP, 1).await;
     let pid = env.pid("keep-vm").expect("pid");
 
+    // The second finds the VM and copies its console again (what the guest
+    // wrote while no backend was there is not kept).
     let second = env.backend();
     let list = second.list().await.expect("list");
+    env.wait_serial("keep-vm", GUEST_UP, 1).await;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].state, InstanceState::Running);
     second.start("keep-vm").await.expect("start is a no-op");
