@@ -71,6 +71,9 @@ pub struct LimitSettings {
     /// File transfers and listings (`PullFile`, `PushFile`, `ListFiles`)
     /// in flight at once; more are refused with `ResourceExhausted`.
     pub max_file_streams: usize,
+    /// How long a connection may stay open without any call before it is
+    /// closed (a client reconnects when it next calls).
+    pub idle_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -80,6 +83,7 @@ impl Default for LimitSettings {
             max_connections_per_peer: 64,
             max_streams_per_connection: 100,
             max_file_streams: 32,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -92,6 +96,8 @@ pub const MAX_CONNECTIONS_PER_PEER_BOUNDS: Bounds = Bounds::new(1, 1_000_000, "c
 pub const MAX_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
 /// `[limits] max_file_streams`.
 pub const MAX_FILE_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
+/// `[limits] idle_timeout`, seconds.
+pub const IDLE_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
 
 /// What definitions may ask of the host (`[security]`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -289,6 +295,7 @@ struct LimitsFile {
     max_connections_per_peer: Option<Spanned<u64>>,
     max_streams_per_connection: Option<Spanned<u64>>,
     max_file_streams: Option<Spanned<u64>>,
+    idle_timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -683,6 +690,9 @@ impl AgentConfig {
                 MAX_STREAMS_BOUNDS,
             )?;
             self.limits.max_streams_per_connection = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = &l.idle_timeout {
+            self.limits.idle_timeout = secs("limits.idle_timeout", v, IDLE_TIMEOUT_BOUNDS)?;
         }
         if let Some(v) = &l.max_file_streams {
             self.limits.max_file_streams =

@@ -32,7 +32,7 @@ use mcp_core::auth::local::LocalTokens;
 use mcp_core::auth::mcias::Mcias;
 use mcp_core::auth::{ChainValidator, TokenValidator};
 use mcp_core::config::ConfigError;
-use mcp_core::tls::admit::ConnectionLimits;
+use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
 use mcp_core::tls::{self, TlsError};
 use mcp_core::wire::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST_SIZE, STREAM_WINDOW};
 
@@ -321,6 +321,9 @@ impl Agent {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         let limits = config.limits;
+        let connection_limits =
+            ConnectionLimits::new(limits.max_connections, limits.max_connections_per_peer)
+                .with_idle_timeout(limits.idle_timeout);
         let router = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_streams_per_connection)
             // Streams the server itself resets for a client's protocol
@@ -335,14 +338,13 @@ impl Agent {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
+            .layer(CountStreams::new(connection_limits.clone()))
             .layer(tower::util::option_layer(guard))
             .layer(activity.layer())
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
             .add_service(AgentServiceServer::new(service));
-        let connection_limits =
-            ConnectionLimits::new(limits.max_connections, limits.max_connections_per_peer);
         match tls {
             Some(tls_config) => {
                 tracing::info!(addr = ?addr, node = %config.node_name, client_certificates = config.tls.client_ca.is_some(), "mcp-agent listening (TLS)");

@@ -1240,3 +1240,65 @@ async fn a_full_disk_under_the_audit_file() {
         drop(fs);
     }
 }
+
+/// `[limits] idle_timeout`: a connection that opens no call is closed once
+/// the timeout passes; one with a call open (a health watch) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let agent = TestAgent::start_with(|c, _| c.limits.idle_timeout = Duration::from_secs(2)).await;
+
+    // An HTTP/2 connection that never calls.
+    let config = tls::client_config(&agent.tls_files()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(agent.addr.ip().into());
+    let mut idle = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+    idle.write_all(&preface).await.unwrap();
+    let opened = tokio::time::Instant::now();
+
+    // Meanwhile a watch stays open past the timeout on another connection.
+    let value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", agent.tokens.readonly).parse().unwrap();
+    let mut health =
+        HealthClient::with_interceptor(agent.channel().await, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", value.clone());
+            Ok(r)
+        });
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().unwrap();
+
+    // The idle one is closed: its reads end.
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 1024];
+        while matches!(idle.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after 30 s"
+    );
+    let lasted = opened.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(2),
+        "closed after {lasted:?}, before its timeout"
+    );
+    eprintln!("an idle connection was closed after {lasted:?}");
+
+    // The watch is still there, past the timeout too.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), watch.message()).await;
+    assert!(quiet.is_err(), "the open watch ended: {quiet:?}");
+    drop((watch, health));
+    agent.stop().await;
+}

@@ -31,7 +31,6 @@ use std::time::{Instant, SystemTime};
 
 use http_body::Frame;
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::audit::{AuditLog, AuditRecord};
 use super::budget::FailureBudget;
@@ -113,17 +112,6 @@ impl HandlerEnd {
     fn code(&self) -> Option<tonic::Code> {
         self.0.get().copied()
     }
-}
-
-/// The peer address from the connection info tonic attaches.
-fn peer(req: &http::Request<Body>) -> Option<std::net::SocketAddr> {
-    let ext = req.extensions();
-    ext.get::<TcpConnectInfo>()
-        .and_then(|i| i.remote_addr())
-        .or_else(|| {
-            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        })
 }
 
 /// A refused request: the status to answer and, when the token was valid
@@ -227,7 +215,7 @@ where
             let started = Instant::now();
             let path = req.uri().path().to_string();
             let mut record = AuditRecord::new(&path, SystemTime::now());
-            record.peer = peer(&req);
+            record.peer = crate::tls::admit::peer_of(&req);
             let from = record.peer.map(|p| p.ip());
             let locally = from.is_some_and(|ip| !budget.allows(ip));
             let authorized = authorize(&auth, &path, req.headers(), locally)

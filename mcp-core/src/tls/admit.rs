@@ -1,17 +1,22 @@
 //! Which accepted connections a server keeps ([`ConnectionLimits`]), and
 //! for how long it counts them: for the connection's whole life, not only
-//! its handshake ([`Admitted`] holds the place until it is dropped).
+//! its handshake ([`Admitted`] holds the place until it is dropped). A
+//! connection with no call open for the idle timeout is closed
+//! ([`CountStreams`] counts the calls of each connection).
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tonic::transport::server::Connected;
+use tokio::time::Sleep;
+use tonic::body::Body;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 /// How often a refusal is logged at warn level at most (the rest at debug).
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -27,6 +32,7 @@ pub struct ConnectionLimits {
 struct Inner {
     max_total: usize,
     max_per_peer: usize,
+    idle_timeout: Option<Duration>,
     state: Mutex<State>,
 }
 
@@ -35,6 +41,15 @@ struct State {
     total: usize,
     per_peer: HashMap<IpAddr, usize>,
     last_warning: Option<Instant>,
+    /// The calls of each open connection, by its peer's address and port.
+    open: HashMap<SocketAddr, Arc<Calls>>,
+}
+
+/// How many calls a connection has open, and since when it has none.
+#[derive(Debug)]
+struct Calls {
+    open: AtomicUsize,
+    idle_since: Mutex<Instant>,
 }
 
 impl ConnectionLimits {
@@ -45,9 +60,33 @@ impl ConnectionLimits {
             inner: Arc::new(Inner {
                 max_total: max_total.max(1),
                 max_per_peer: max_per_peer.max(1),
+                idle_timeout: None,
                 state: Mutex::new(State::default()),
             }),
         }
+    }
+
+    /// These limits, closing a connection that has had no call open for
+    /// `timeout` (calls counted by [`CountStreams`]).
+    pub fn with_idle_timeout(self, timeout: Duration) -> ConnectionLimits {
+        let inner = Inner {
+            max_total: self.inner.max_total,
+            max_per_peer: self.inner.max_per_peer,
+            idle_timeout: Some(timeout),
+            state: Mutex::new(State::default()),
+        };
+        ConnectionLimits {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Counts a call of the connection from `peer` until the returned
+    /// handle is dropped; `None` for a connection these limits do not hold.
+    pub fn call_started(&self, peer: SocketAddr) -> Option<OpenCall> {
+        let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = state.open.get(&peer)?.clone();
+        calls.open.fetch_add(1, Ordering::SeqCst);
+        Some(OpenCall(calls))
     }
 
     /// No limit worth the name: for tests and tools.
@@ -55,9 +94,10 @@ impl ConnectionLimits {
         ConnectionLimits::new(usize::MAX, usize::MAX)
     }
 
-    /// A place for a connection from `peer`, or `None` (logged) when all
-    /// places, or all of that peer's, are taken.
-    pub fn admit(&self, peer: IpAddr) -> Option<Place> {
+    /// A place for a connection from `addr`, or `None` (logged) when all
+    /// places, or all of that address's, are taken.
+    pub fn admit(&self, addr: SocketAddr) -> Option<Place> {
+        let peer = addr.ip();
         let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
         let mine = state.per_peer.get(&peer).copied().unwrap_or(0);
         let refused = if state.total >= self.inner.max_total {
@@ -82,9 +122,15 @@ impl ConnectionLimits {
         }
         state.total += 1;
         *state.per_peer.entry(peer).or_insert(0) += 1;
+        let calls = Arc::new(Calls {
+            open: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        });
+        state.open.insert(addr, calls.clone());
         Some(Place {
             limits: self.clone(),
-            peer,
+            addr,
+            calls,
         })
     }
 
@@ -98,7 +144,21 @@ impl ConnectionLimits {
 #[derive(Debug)]
 pub struct Place {
     limits: ConnectionLimits,
-    peer: IpAddr,
+    addr: SocketAddr,
+    calls: Arc<Calls>,
+}
+
+/// One call counted against its connection's idleness; the connection is
+/// idle again from when the last is dropped.
+#[derive(Debug)]
+pub struct OpenCall(Arc<Calls>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
 }
 
 impl Drop for Place {
@@ -110,26 +170,60 @@ impl Drop for Place {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         state.total = state.total.saturating_sub(1);
-        if let Some(n) = state.per_peer.get_mut(&self.peer) {
+        let peer = self.addr.ip();
+        if let Some(n) = state.per_peer.get_mut(&peer) {
             *n -= 1;
             if *n == 0 {
-                state.per_peer.remove(&self.peer);
+                state.per_peer.remove(&peer);
             }
         }
+        state.open.remove(&self.addr);
     }
 }
 
-/// A connection and the place it holds, for as long as it is open.
+/// A connection and the place it holds, for as long as it is open; with
+/// an idle timeout, it reads as ended once it has had no call open for
+/// that long (the server then closes it).
 #[derive(Debug)]
 pub struct Admitted<T> {
     io: T,
-    _place: Place,
+    place: Place,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 impl<T> Admitted<T> {
     /// `io`, holding `place` until dropped.
     pub fn new(io: T, place: Place) -> Admitted<T> {
-        Admitted { io, _place: place }
+        let idle = place
+            .limits
+            .inner
+            .idle_timeout
+            .map(|t| (t, Box::pin(tokio::time::sleep(t))));
+        Admitted { io, place, idle }
+    }
+
+    /// Whether the connection has been idle for its timeout; otherwise
+    /// sets the timer for the next moment it could be.
+    fn idle_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((timeout, sleep)) = self.idle.as_mut() else {
+            return false;
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            let calls = &self.place.calls;
+            let now = tokio::time::Instant::now();
+            let next = if calls.open.load(Ordering::SeqCst) > 0 {
+                now + *timeout
+            } else {
+                let since = *calls.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+                let idle_for = since.elapsed();
+                if idle_for >= *timeout {
+                    return true;
+                }
+                now + (*timeout - idle_for)
+            };
+            sleep.as_mut().reset(next);
+        }
+        false
     }
 
     /// The connection.
@@ -144,6 +238,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Admitted<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.idle_out(cx) {
+            tracing::debug!(peer = %self.place.addr, "closing an idle connection");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no call for the idle timeout",
+            )));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -188,6 +289,102 @@ impl<T: Connected> Connected for Admitted<T> {
     }
 }
 
+/// The peer's address of a request that came over a connection from
+/// [`super::tls_incoming`] or [`super::plain_incoming`].
+pub fn peer_of<B>(req: &http::Request<B>) -> Option<SocketAddr> {
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(|i| i.remote_addr())
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+}
+
+/// A tower layer counting each call against its connection's idleness
+/// (see [`ConnectionLimits::with_idle_timeout`]), from its arrival to the
+/// end of its response.
+#[derive(Debug, Clone)]
+pub struct CountStreams {
+    limits: ConnectionLimits,
+}
+
+impl CountStreams {
+    /// Counts calls for `limits`.
+    pub fn new(limits: ConnectionLimits) -> CountStreams {
+        CountStreams { limits }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CountStreams {
+    type Service = CountStreamsService<S>;
+    fn layer(&self, inner: S) -> CountStreamsService<S> {
+        CountStreamsService {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// The service [`CountStreams`] makes.
+#[derive(Debug, Clone)]
+pub struct CountStreamsService<S> {
+    inner: S,
+    limits: ConnectionLimits,
+}
+
+impl<S> tower_service::Service<http::Request<Body>> for CountStreamsService<S>
+where
+    S: tower_service::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let open = peer_of(&req).and_then(|p| self.limits.call_started(p));
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match open {
+                Some(open) => response.map(|inner| Body::new(Counted { inner, _open: open })),
+                None => response,
+            })
+        })
+    }
+}
+
+/// A response body that keeps its call counted until it is dropped.
+struct Counted {
+    inner: Body,
+    _open: OpenCall,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,17 +392,21 @@ mod tests {
     #[test]
     fn places_are_counted_per_peer_and_in_all_and_given_back() {
         let limits = ConnectionLimits::new(3, 2);
-        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let a1 = limits.admit(a).expect("a1");
-        let a2 = limits.admit(a).expect("a2");
-        assert!(limits.admit(a).is_none(), "a third from a");
-        let b1 = limits.admit(b).expect("b1");
-        assert!(limits.admit(b).is_none(), "a fourth in all");
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let a1 = limits.admit(addr("10.0.0.1:1")).expect("a1");
+        let a2 = limits.admit(addr("10.0.0.1:2")).expect("a2");
+        assert!(limits.admit(addr("10.0.0.1:3")).is_none(), "a third from a");
+        let b1 = limits.admit(addr("10.0.0.2:1")).expect("b1");
+        assert!(
+            limits.admit(addr("10.0.0.2:2")).is_none(),
+            "a fourth in all"
+        );
         assert_eq!(limits.open(), 3);
         drop(a1);
-        let a3 = limits.admit(a).expect("a's place back");
+        let a3 = limits.admit(addr("10.0.0.1:4")).expect("a's place back");
         drop((a2, a3, b1));
         assert_eq!(limits.open(), 0);
-        assert!(limits.inner.state.lock().unwrap().per_peer.is_empty());
+        let state = limits.inner.state.lock().unwrap();
+        assert!(state.per_peer.is_empty() && state.open.is_empty());
     }
 }

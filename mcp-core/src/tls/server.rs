@@ -122,7 +122,7 @@ pub fn tls_incoming(
                 _ = tx.closed() => break,
                 accepted = accept_one(&listener) => accepted,
             };
-            let Some(place) = limits.admit(peer.ip()) else {
+            let Some(place) = limits.admit(peer) else {
                 continue;
             };
             let acceptor = acceptor.clone();
@@ -165,7 +165,7 @@ pub fn plain_incoming(
                 _ = tx.closed() => break,
                 accepted = accept_one(&listener) => accepted,
             };
-            let Some(place) = limits.admit(peer.ip()) else {
+            let Some(place) = limits.admit(peer) else {
                 continue;
             };
             if tx.send(Ok(Admitted::new(tcp, place))).await.is_err() {
