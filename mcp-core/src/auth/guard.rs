@@ -425,7 +425,11 @@ impl http_body::Body for RecheckedRequest {
         if let Poll::Ready(reason) = this.recheck.poll_revoked(cx) {
             return Poll::Ready(Some(Err(tonic::Status::unauthenticated(reason))));
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_pending() {
+            this.recheck.arm(cx);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -455,6 +459,9 @@ impl http_body::Body for AuditBody {
             return Poll::Ready(Some(Ok(Frame::trailers(revoked_trailers(&reason)))));
         }
         let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_pending() {
+            this.recheck.arm(cx);
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {

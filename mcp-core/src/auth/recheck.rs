@@ -51,9 +51,14 @@ pub struct Credential {
     pub revoked: Revoked,
 }
 
-/// The timer and the validation in flight of one body of an RPC.
+/// When one body of an RPC checks its token next, and the validation in
+/// flight. Cheap for the calls that end quickly: no timer is set until the
+/// body waits (a quiet stream), and the clock is read once per frame.
 pub struct Recheck {
     credential: Credential,
+    /// When the next check is due.
+    due: Instant,
+    /// Wakes a waiting body when the check is due.
     sleep: Option<Pin<Box<Sleep>>>,
     checking: Option<BoxFuture<'static, Result<(), String>>>,
 }
@@ -61,71 +66,89 @@ pub struct Recheck {
 impl Recheck {
     /// Starts watching `credential`.
     pub fn new(credential: Credential) -> Recheck {
+        let due = next_check(credential.expires_at);
         Recheck {
             credential,
+            due,
             sleep: None,
             checking: None,
         }
     }
 
-    /// When the next check is due: [`RECHECK_EVERY`] from now, or the
-    /// token's expiry when that comes first.
-    fn next_check(&self) -> Instant {
-        let every = Instant::now() + RECHECK_EVERY;
-        match self.credential.expires_at {
-            Some(at) => {
-                let left = at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                every.min(Instant::now() + left)
-            }
-            None => every,
+    /// `Ready` with the reason once the token no longer validates for the
+    /// method (or the other side of the RPC found so). Starts a validation
+    /// when one is due and drives it; sets no timer (see
+    /// [`Recheck::arm`]).
+    pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+        if let Some(reason) = self.credential.revoked.reason() {
+            return Poll::Ready(reason.to_string());
         }
+        if self.checking.is_none() && Instant::now() >= self.due {
+            self.checking = Some(validate_again(self.credential.clone()));
+        }
+        if let Some(check) = self.checking.as_mut() {
+            match check.as_mut().poll(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => {
+                    self.checking = None;
+                    self.due = next_check(self.credential.expires_at);
+                    self.sleep = None;
+                }
+                Poll::Ready(Err(reason)) => {
+                    self.checking = None;
+                    return Poll::Ready(self.credential.revoked.set(reason).to_string());
+                }
+            }
+        }
+        Poll::Pending
     }
 
-    /// `Ready` with the reason once the token no longer validates for the
-    /// method (or the other side of the RPC found so); `Pending` otherwise,
-    /// with a wake-up registered for the next check.
-    pub fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<String> {
-        loop {
-            if let Some(reason) = self.credential.revoked.reason() {
-                return Poll::Ready(reason.to_string());
-            }
-            if let Some(check) = self.checking.as_mut() {
-                match check.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => {
-                        self.checking = None;
-                        if let Err(reason) = result {
-                            let reason = self.credential.revoked.set(reason).to_string();
-                            return Poll::Ready(reason);
-                        }
-                        self.sleep = None;
-                    }
-                }
-            }
-            let due = self.next_check();
-            let sleep = self
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let c = self.credential.clone();
-            self.checking = Some(Box::pin(async move {
-                let caller = c
-                    .validator
-                    .validate(&c.token)
-                    .await
-                    .map_err(|e| format!("the call's token is no longer valid: {e}"))?;
-                let needed = policy::required_role(&c.path);
-                match caller.role {
-                    Some(role) if role.permits(needed) => Ok(()),
-                    _ => Err(format!(
-                        "the call's token no longer grants the {needed} role"
-                    )),
-                }
-            }));
+    /// For a body about to wait: makes sure it is woken when the next check
+    /// is due.
+    pub fn arm(&mut self, cx: &mut Context<'_>) {
+        if self.checking.is_some() {
+            return; // the validation in flight wakes it
+        }
+        let due = self.due;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
         }
     }
+}
+
+/// When a check made now is next due: [`RECHECK_EVERY`] from now, or the
+/// token's expiry when that comes first.
+fn next_check(expires_at: Option<SystemTime>) -> Instant {
+    let now = Instant::now();
+    let every = now + RECHECK_EVERY;
+    match expires_at {
+        Some(at) => {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            every.min(now + left)
+        }
+        None => every,
+    }
+}
+
+/// Validates the credential's token again for its method.
+fn validate_again(c: Credential) -> BoxFuture<'static, Result<(), String>> {
+    Box::pin(async move {
+        let caller = c
+            .validator
+            .validate(&c.token)
+            .await
+            .map_err(|e| format!("the call's token is no longer valid: {e}"))?;
+        let needed = policy::required_role(&c.path);
+        match caller.role {
+            Some(role) if role.permits(needed) => Ok(()),
+            _ => Err(format!(
+                "the call's token no longer grants the {needed} role"
+            )),
+        }
+    })
 }
