@@ -205,6 +205,17 @@ fn a_thousand_unread_file_streams_on_one_connection_hold_a_bounded_share() {
                 .await
                 .expect("h2 handshake");
             let driver = tokio::spawn(connection);
+            // Until the server's SETTINGS arrive the client may open any
+            // number of streams, and the server refuses those past its
+            // limit (refusals it counts against the connection): wait for
+            // them, as a real client's connection settles.
+            let settled = tokio::time::timeout(Duration::from_secs(10), async {
+                while client.current_max_send_streams() > 100 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert!(settled.is_ok(), "the server's SETTINGS never came");
             let request = grpc_frame(&mcp_proto::v1::FileRequest {
                 service: service.clone(),
                 path: "bulk.bin".into(),
