@@ -19,14 +19,14 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::fs::{self as rfs, Mode, OFlags};
 use tokio::io::AsyncReadExt;
 
-use super::vm::{SERIAL_LOG, SERIAL_ROTATED, SERIAL_SOCKET};
+use super::vm::{SERIAL_LOG, SERIAL_ROTATED, VmDir};
 
 /// The cap of `serial.log` when none is configured.
 pub const DEFAULT_MAX_SIZE: u64 = 8 << 20;
@@ -123,7 +123,10 @@ impl SerialLogs {
 /// Connects to the VM's console socket and copies it into the log until
 /// QEMU closes it.
 async fn copy(dir: &Path, max: u64) -> std::io::Result<()> {
-    let socket = dir.join(SERIAL_SOCKET);
+    let socket = VmDir {
+        dir: dir.to_path_buf(),
+    }
+    .serial_socket();
     let mut stream = None;
     for _ in 0..CONNECT_TRIES {
         match tokio::net::UnixStream::connect(&socket).await {
@@ -289,11 +292,6 @@ fn read_some(
     file.seek(SeekFrom::Start(offset))?;
     file.take(limit as u64).read_to_end(out)?;
     Ok(())
-}
-
-/// The socket path QEMU serves the console on, for the command line.
-pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join(SERIAL_SOCKET)
 }
 
 #[cfg(test)]

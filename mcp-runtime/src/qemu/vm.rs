@@ -89,6 +89,11 @@ impl VmDir {
         self.dir.join(QMP_SOCKET)
     }
 
+    /// The socket QEMU serves the serial console on.
+    pub fn serial_socket(&self) -> PathBuf {
+        self.dir.join(SERIAL_SOCKET)
+    }
+
     /// The pidfile.
     pub fn pidfile(&self) -> PathBuf {
         self.dir.join(PID_FILE)
@@ -145,7 +150,7 @@ impl VmDir {
     /// Removes what only a running QEMU needs (pidfile, QMP and console
     /// sockets).
     pub fn clear_runtime_files(&self) {
-        for path in [self.pidfile(), self.qmp(), self.dir.join(SERIAL_SOCKET)] {
+        for path in [self.pidfile(), self.qmp(), self.serial_socket()] {
             if let Err(e) = std::fs::remove_file(&path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -371,7 +376,7 @@ pub fn qemu_args(record: &VmRecord, dir: &VmDir, accel: ResolvedAccel) -> Vec<St
         "-chardev".into(),
         format!(
             "socket,id=serial0,path={},server=on,wait=off",
-            comma_escape(&dir.dir.join(SERIAL_SOCKET).to_string_lossy())
+            comma_escape(&dir.serial_socket().to_string_lossy())
         ),
         "-serial".into(),
         "chardev:serial0".into(),
