@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use tonic::body::Body;
@@ -26,13 +27,13 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     inner: Arc<Inner>,
+    idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
 struct Inner {
     max_total: usize,
     max_per_peer: usize,
-    idle_timeout: Option<Duration>,
     state: Mutex<State>,
 }
 
@@ -60,24 +61,17 @@ impl ConnectionLimits {
             inner: Arc::new(Inner {
                 max_total: max_total.max(1),
                 max_per_peer: max_per_peer.max(1),
-                idle_timeout: None,
                 state: Mutex::new(State::default()),
             }),
+            idle_timeout: None,
         }
     }
 
     /// These limits, closing a connection that has had no call open for
     /// `timeout` (calls counted by [`CountStreams`]).
-    pub fn with_idle_timeout(self, timeout: Duration) -> ConnectionLimits {
-        let inner = Inner {
-            max_total: self.inner.max_total,
-            max_per_peer: self.inner.max_per_peer,
-            idle_timeout: Some(timeout),
-            state: Mutex::new(State::default()),
-        };
-        ConnectionLimits {
-            inner: Arc::new(inner),
-        }
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> ConnectionLimits {
+        self.idle_timeout = Some(timeout);
+        self
     }
 
     /// Counts a call of the connection from `peer` until the returned
@@ -196,7 +190,6 @@ impl<T> Admitted<T> {
     pub fn new(io: T, place: Place) -> Admitted<T> {
         let idle = place
             .limits
-            .inner
             .idle_timeout
             .map(|t| (t, Box::pin(tokio::time::sleep(t))));
         Admitted { io, place, idle }
@@ -352,36 +345,16 @@ where
         Box::pin(async move {
             let response = response.await?;
             Ok(match open {
-                Some(open) => response.map(|inner| Body::new(Counted { inner, _open: open })),
+                // The call stays counted until its response body is dropped.
+                Some(open) => response.map(|body| {
+                    Body::new(body.map_frame(move |frame| {
+                        let _held = &open;
+                        frame
+                    }))
+                }),
                 None => response,
             })
         })
-    }
-}
-
-/// A response body that keeps its call counted until it is dropped.
-struct Counted {
-    inner: Body,
-    _open: OpenCall,
-}
-
-impl http_body::Body for Counted {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, tonic::Status>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
