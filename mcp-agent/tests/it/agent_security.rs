@@ -867,22 +867,36 @@ async fn a_token_file_others_may_write_keeps_the_agent_from_starting() {
     );
 }
 
+/// A gRPC health-checking client of `agent` that sends `token`.
+async fn health_client(
+    agent: &TestAgent,
+    token: &str,
+) -> tonic_health::pb::health_client::HealthClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    tonic_health::pb::health_client::HealthClient::with_interceptor(
+        agent.channel().await,
+        move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", value.clone());
+            Ok(r)
+        },
+    )
+}
+
 /// A call that stays open ends with its token: the token is removed from
 /// the file while a health watch runs, and the watch ends with
 /// `Unauthenticated` within the recheck period, audited so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_stream_ends_when_its_token_is_removed() {
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
     let agent = TestAgent::start().await;
     let store = TokenStore::new(AgentConfig::dev_defaults(agent.dir.path()).auth.token_file);
     let token = store.add("watcher", Role::ReadOnly, None).unwrap();
-    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
-    let mut health =
-        HealthClient::with_interceptor(agent.channel().await, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", value.clone());
-            Ok(r)
-        });
+    let mut health = health_client(&agent, &token).await;
     // The agent picks the new token up within a second.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while health
@@ -1246,7 +1260,6 @@ async fn a_full_disk_under_the_audit_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_busy_ones_kept() {
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
     let agent = TestAgent::start_with(|c, _| c.limits.idle_timeout = Duration::from_secs(2)).await;
 
     // An HTTP/2 connection that never calls.
@@ -1263,13 +1276,7 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
     let opened = tokio::time::Instant::now();
 
     // Meanwhile a watch stays open past the timeout on another connection.
-    let value: tonic::metadata::MetadataValue<_> =
-        format!("Bearer {}", agent.tokens.readonly).parse().unwrap();
-    let mut health =
-        HealthClient::with_interceptor(agent.channel().await, move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", value.clone());
-            Ok(r)
-        });
+    let mut health = health_client(&agent, &agent.tokens.readonly).await;
     let mut watch = health
         .watch(HealthCheckRequest {
             service: String::new(),
