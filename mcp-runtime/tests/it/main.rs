@@ -2,4 +2,5 @@
 //! each against the real thing (podman's API service, QEMU under TCG).
 
 mod podman;
+mod ports;
 mod qemu;

@@ -23,6 +23,8 @@ use mcp_runtime::{
     RuntimeError, VolumeMount, labels,
 };
 
+use crate::ports::free_port;
+
 /// The test environment, from `.test-env/env`.
 struct TestEnv {
     registry: String,
@@ -234,12 +236,6 @@ fn podman_at(socket: &Path, insecure: &[&str]) -> Podman {
         socket: socket.to_path_buf(),
         insecure_registries: insecure.iter().map(|s| s.to_string()).collect(),
     })
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// Fetches `/` from 127.0.0.1:port, retrying until the server answers.

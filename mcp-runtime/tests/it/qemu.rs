@@ -20,6 +20,8 @@ use mcp_runtime::{
     InstanceSpec, InstanceState, KernelBoot, LogOptions, PortMapping, Runtime, RuntimeError,
 };
 
+use crate::ports::free_port;
+
 const GUEST_UP: &str = "mcp-test-guest: up";
 const GUEST_POWEROFF: &str = "mcp-test-guest: power button, powering off";
 const DISK_UP: &str = "mcp-test-disk: up";
@@ -164,13 +166,6 @@ fn alive(pid: i32) -> bool {
                 .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// GET / on 127.0.0.1:port; the body, retried until the deadline.
