@@ -18,6 +18,7 @@
 //! - [`ops`]: the operations `mcp` and the Python bindings both offer, one
 //!   function each (what an argument means, stop and start through the
 //!   definition file).
+//! - [`placement`]: which node of a fleet runs each service (pure, no I/O).
 //! - [`fsutil`]: small file-system helpers (private files, durable writes).
 
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod fsutil;
 pub mod instance;
 pub mod ops;
+pub mod placement;
 pub mod servicedef;
 pub mod tls;
 pub mod wire;
