@@ -240,12 +240,16 @@ fn ps_shows_unmanaged_and_status_flags_drift() {
         true
     );
 
-    let status = node.mcp_json(&["status", &service]);
+    // A change made behind the agent's back shows once podman's event
+    // stream reports it (podman's exit clean-up sends the event a moment
+    // after the stop returned).
+    let status = wait_for(Duration::from_secs(10), || {
+        let status = node.mcp_json(&["status", &service]);
+        (component(&components(&status), "worker")["drift"] == serde_json::json!(["stopped"]))
+            .then_some(status)
+    })
+    .expect("status shows the stopped worker");
     let comps = components(&status);
-    assert_eq!(
-        component(&comps, "worker")["drift"],
-        serde_json::json!(["stopped"])
-    );
     assert_eq!(component(&comps, "web")["drift"], serde_json::json!([]));
     let unmanaged = status["nodes"][0]["unmanaged"]
         .as_array()
