@@ -1,19 +1,27 @@
 #!/bin/sh
 # The crate layers (ARCHITECTURE.md): the front ends (`mcp`, the Python
 # bindings) and `mcp-core` link neither SQLite nor a runtime backend, nor
-# the agent's library. Fails, naming the crate and what it pulls in, when
-# an arrow points the wrong way.
+# the agent's or the master's library; the master builds on `mcp-core`
+# alone (no runtime, no agent). Fails, naming the crate and what it pulls
+# in, when an arrow points the wrong way.
 set -eu
 
 status=0
 for package in mcp-core mcp-cli mcp-python; do
     found=$(cargo tree -p "$package" -e normal --prefix none --format '{p}' |
-        grep -E '^(rusqlite|libsqlite3-sys|mcp-runtime|mcp-agent) ' | sort -u || true)
+        grep -E '^(rusqlite|libsqlite3-sys|mcp-runtime|mcp-agent|mcp-master) ' | sort -u || true)
     if [ -n "$found" ]; then
         echo "check-layers: $package depends on what it must not:" >&2
         echo "$found" | sed 's/^/  /' >&2
         status=1
     fi
 done
-[ "$status" -eq 0 ] && echo "check-layers: mcp-core, mcp-cli and mcp-python link no SQLite, runtime or agent"
+found=$(cargo tree -p mcp-master -e normal --prefix none --format '{p}' |
+    grep -E '^(mcp-runtime|mcp-agent) ' | sort -u || true)
+if [ -n "$found" ]; then
+    echo "check-layers: mcp-master depends on what it must not:" >&2
+    echo "$found" | sed 's/^/  /' >&2
+    status=1
+fi
+[ "$status" -eq 0 ] && echo "check-layers: mcp-core, mcp-cli and mcp-python link no SQLite, runtime, agent or master; mcp-master no runtime or agent"
 exit "$status"

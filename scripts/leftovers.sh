@@ -4,7 +4,7 @@
 #   scripts/leftovers.sh snapshot   before the tests: what runs already
 #   scripts/leftovers.sh check      after them: fails naming whatever the
 #                                   tests started and left (processes of
-#                                   QEMU, mcp-agent, mcp, podman services,
+#                                   QEMU, mcp-agent, mcp-master, mcp, podman services,
 #                                   conmon; containers; volumes), then
 #                                   kills and removes it so the next run
 #                                   starts clean
@@ -22,7 +22,7 @@ mkdir -p "$(dirname "$state")"
 processes() {
     ps -eo pid=,stat=,args= |
         awk '$2 !~ /^Z/ { $2 = ""; print }' |
-        grep -E '(qemu-system|/mcp-agent|/mcp |podman system service|conmon|caddy run|named -c|pebble)' |
+        grep -E '(qemu-system|/mcp-agent|/mcp-master|/mcp |podman system service|conmon|caddy run|named -c|pebble)' |
         grep -vE 'grep|leftovers\.sh' || true
 }
 

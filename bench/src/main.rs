@@ -225,7 +225,7 @@ fn auth_overhead(node: &Node, rounds: usize) -> (f64, f64, f64) {
         let pki = ensure_dev_pki(&dir.path().join("tls"), &[]).expect("pki");
         let config = |with_guard: bool| {
             let mut c = AgentConfig::dev_defaults(dir.path());
-            c.listen = Some("127.0.0.1:0".parse().expect("addr"));
+            c.listen.address = Some("127.0.0.1:0".parse().expect("addr"));
             c.db = node.dir.path().join("mcp.db");
             c.podman.socket = node.socket.clone();
             c.tls.cert = Some(pki.server_cert.clone());

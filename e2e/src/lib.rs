@@ -1,5 +1,5 @@
-//! Test harness for MCP's end-to-end tests: real `mcp-agent` processes over
-//! real gRPC, each with its own podman API service, registry, port and
+//! Test harness for MCP's end-to-end tests: real `mcp-agent` processes
+//! (and `mcp-master` ones, [`master`]) over real gRPC, each with its own podman API service, registry, port and
 //! temporary directory, sharing the host's podman storage and the local
 //! image registry that `scripts/test-env.sh` sets up.
 //!
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use mcp_runtime::Runtime;
 use mcp_runtime::podman::{Podman, PodmanConfig};
+
+pub mod master;
+pub use master::Master;
 
 /// The prerequisites the test environment provides.
 #[derive(Debug, Clone)]
@@ -694,22 +697,32 @@ impl CmdResult {
 
 /// GETs `/` from `127.0.0.1:port`, retrying for a few seconds; returns the body.
 pub fn http_get(port: u16) -> String {
+    http_get_at("127.0.0.1", port)
+}
+
+/// GETs `/` from `host:port`, retrying for a few seconds; returns the body.
+pub fn http_get_at(host: &str, port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = String::new();
     while Instant::now() < deadline {
-        match try_http_get(port) {
+        match try_http_get_at(host, port) {
             Ok(body) => return body,
             Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no HTTP answer on 127.0.0.1:{port}: {last}");
+    panic!("no HTTP answer on {host}:{port}: {last}");
 }
 
 /// GETs `/` from `127.0.0.1:port` once: the body, or what went wrong.
 pub fn try_http_get(port: u16) -> Result<String, String> {
+    try_http_get_at("127.0.0.1", port)
+}
+
+/// GETs `/` from `host:port` once: the body, or what went wrong.
+pub fn try_http_get_at(host: &str, port: u16) -> Result<String, String> {
     use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
     let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let mut buf = String::new();

@@ -9,11 +9,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mcp_core::auth::mcias::MciasConfig;
+use mcp_core::config::server::{AuthFile, LimitsFile, Listen, TlsFile};
+pub use mcp_core::config::server::{AuthSettings, LimitSettings, TlsSettings};
 use mcp_core::config::{
     Bounds, ConfigError, DAY, DEFAULT_AGENT_PORT, DEPLOY_TIMEOUT_BOUNDS, bounded, parse_toml, read,
 };
+use mcp_core::placement::NodeRole;
 use serde::{Deserialize, Serialize};
+
+pub use mcp_core::daemon::LogFormat;
 use toml::Spanned;
 
 /// The agent's configuration, fully resolved.
@@ -21,14 +25,12 @@ use toml::Spanned;
 pub struct AgentConfig {
     /// This node's name, reported in status and events.
     pub node_name: String,
-    /// Address to listen on; `None` when `listen_interface` chooses it.
-    pub listen: Option<SocketAddr>,
-    /// Interface whose address to listen on (such as `wg0`).
-    pub listen_interface: Option<String>,
-    /// Port used with `listen_interface`.
-    pub port: u16,
-    /// Allow a wildcard listen address such as `0.0.0.0`.
-    pub allow_wildcard: bool,
+    /// Where to listen (`listen`, `listen_interface`, `port`,
+    /// `allow_wildcard`).
+    pub listen: Listen,
+    /// The address ports that name no host address are published on;
+    /// `None` publishes them on every address.
+    pub publish_address: Option<IpAddr>,
     /// The SQLite registry file.
     pub db: PathBuf,
     /// Root of the per-service file trees (`<srv_root>/<service>/`).
@@ -54,50 +56,34 @@ pub struct AgentConfig {
     /// How much of the agent one connection, one peer and all of them may
     /// hold, before any authentication.
     pub limits: LimitSettings,
+    /// The fleet's master this node joins (`[master]`); `None` for a node
+    /// on its own.
+    pub master: Option<MasterLink>,
 }
 
-/// `[limits]`: bounds on connections and streams, enforced before a
-/// caller is authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LimitSettings {
-    /// Connections held open at once, from everyone; more are closed as
-    /// soon as they are accepted.
-    pub max_connections: usize,
-    /// Connections held open at once from one IP address.
-    pub max_connections_per_peer: usize,
-    /// Streams (RPCs) open at once on one connection (HTTP/2
-    /// `SETTINGS_MAX_CONCURRENT_STREAMS`).
-    pub max_streams_per_connection: u32,
-    /// File transfers and listings (`PullFile`, `PushFile`, `ListFiles`)
-    /// in flight at once; more are refused with `ResourceExhausted`.
-    pub max_file_streams: usize,
-    /// How long a connection may stay open without any call before it is
-    /// closed (a client reconnects when it next calls).
-    pub idle_timeout: Duration,
+/// `[master]`: the master this node registers and heartbeats with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MasterLink {
+    /// `host:port` of the master.
+    pub address: String,
+    /// The CA that signs the master's certificate; `None` only with
+    /// `insecure`.
+    pub ca_cert: Option<PathBuf>,
+    /// Talk plaintext gRPC to the master (only when set explicitly).
+    pub insecure: bool,
+    /// The join token the master issued (`mcp-master token add NAME --role
+    /// node`), read at every registration.
+    pub token_file: PathBuf,
+    /// What this node does in the fleet.
+    pub role: NodeRole,
+    /// The address the master dials for commands; `None` for the listen
+    /// address.
+    pub advertise: Option<SocketAddr>,
+    /// Memory offered to services, in bytes; `None` for the machine's.
+    pub memory: Option<u64>,
+    /// CPUs offered to services; `None` for the machine's.
+    pub cpus: Option<u32>,
 }
-
-impl Default for LimitSettings {
-    fn default() -> LimitSettings {
-        LimitSettings {
-            max_connections: 1024,
-            max_connections_per_peer: 64,
-            max_streams_per_connection: 100,
-            max_file_streams: 32,
-            idle_timeout: Duration::from_secs(300),
-        }
-    }
-}
-
-/// `[limits] max_connections`.
-pub const MAX_CONNECTIONS_BOUNDS: Bounds = Bounds::new(1, 1_000_000, "connections");
-/// `[limits] max_connections_per_peer`.
-pub const MAX_CONNECTIONS_PER_PEER_BOUNDS: Bounds = Bounds::new(1, 1_000_000, "connections");
-/// `[limits] max_streams_per_connection`.
-pub const MAX_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
-/// `[limits] max_file_streams`.
-pub const MAX_FILE_STREAMS_BOUNDS: Bounds = Bounds::new(1, 10_000, "streams");
-/// `[limits] idle_timeout`, seconds.
-pub const IDLE_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
 
 /// What definitions may ask of the host (`[security]`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -106,36 +92,6 @@ pub struct SecuritySettings {
     /// restriction. Named volumes (podman's own) are not host paths and are
     /// always allowed.
     pub allowed_volume_roots: Vec<PathBuf>,
-}
-
-/// How the agent authenticates callers and where it writes the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuthSettings {
-    /// The local token file (hashed tokens); a missing file holds no tokens.
-    pub token_file: PathBuf,
-    /// A file to append audit records to, as JSON lines, besides the log.
-    pub audit_file: Option<PathBuf>,
-    /// Refuse state-changing RPCs while the audit file cannot be written
-    /// (rather than serving on with an error in the log).
-    pub audit_required: bool,
-    /// MCIAS, when tokens are also validated by the identity service.
-    pub mcias: Option<MciasConfig>,
-}
-
-/// TLS on the agent's gRPC port.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TlsSettings {
-    /// The agent's certificate chain (PEM).
-    pub cert: Option<PathBuf>,
-    /// The certificate's private key (PEM).
-    pub key: Option<PathBuf>,
-    /// When set, clients must present a certificate signed by this CA.
-    pub client_ca: Option<PathBuf>,
-    /// Serve plaintext gRPC. Only with this explicit setting; the agent
-    /// warns at start.
-    pub insecure: bool,
-    /// Time a client has to complete the TLS handshake.
-    pub handshake_timeout: Duration,
 }
 
 /// How the agent reaches podman.
@@ -238,23 +194,6 @@ pub const ALERT_BURST_BOUNDS: Bounds = Bounds::new(1, 1_000, "alerts");
 pub const EVENT_RETENTION_BOUNDS: Bounds = Bounds::new(1, 3_650, "days");
 /// `[deploy] settle_ms`, milliseconds.
 pub const SETTLE_BOUNDS: Bounds = Bounds::new(0, 600_000, "milliseconds");
-/// `[tls] handshake_timeout`, seconds.
-pub const HANDSHAKE_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 300, "seconds");
-/// `[auth.mcias] cache_ttl`, seconds.
-pub const MCIAS_CACHE_TTL_BOUNDS: Bounds = Bounds::new(0, DAY, "seconds");
-/// `[auth.mcias] timeout`, seconds.
-pub const MCIAS_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 300, "seconds");
-
-/// Log output format of the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// The agent configuration file: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +204,7 @@ struct AgentConfigFile {
     listen_interface: Option<String>,
     port: Option<u16>,
     allow_wildcard: Option<bool>,
+    publish_address: Option<Spanned<String>>,
     db: Option<PathBuf>,
     srv_root: Option<PathBuf>,
     log_format: Option<LogFormat>,
@@ -286,53 +226,26 @@ struct AgentConfigFile {
     security: SecurityFile,
     #[serde(default)]
     limits: LimitsFile,
+    master: Option<MasterFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LimitsFile {
-    max_connections: Option<Spanned<u64>>,
-    max_connections_per_peer: Option<Spanned<u64>>,
-    max_streams_per_connection: Option<Spanned<u64>>,
-    max_file_streams: Option<Spanned<u64>>,
-    idle_timeout: Option<Spanned<u64>>,
+struct MasterFile {
+    address: Option<String>,
+    ca_cert: Option<PathBuf>,
+    insecure: Option<bool>,
+    token_file: Option<PathBuf>,
+    role: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
+    memory: Option<SizeValue>,
+    cpus: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SecurityFile {
     allowed_volume_roots: Option<Vec<PathBuf>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuthFile {
-    token_file: Option<PathBuf>,
-    audit_file: Option<PathBuf>,
-    audit_required: Option<bool>,
-    mcias: Option<MciasFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MciasFile {
-    url: Option<String>,
-    ca_cert: Option<PathBuf>,
-    cache_ttl: Option<Spanned<u64>>,
-    cache_size: Option<usize>,
-    timeout: Option<Spanned<u64>>,
-    admin_roles: Option<Vec<String>>,
-    readonly_roles: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsFile {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
-    insecure: Option<bool>,
-    handshake_timeout: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,10 +325,8 @@ impl AgentConfig {
     pub fn defaults() -> AgentConfig {
         AgentConfig {
             node_name: hostname(),
-            listen: None,
-            listen_interface: None,
-            port: DEFAULT_AGENT_PORT,
-            allow_wildcard: false,
+            listen: Listen::nowhere(DEFAULT_AGENT_PORT),
+            publish_address: None,
             db: PathBuf::from("/var/lib/mcp/mcp.db"),
             srv_root: PathBuf::from("/srv"),
             podman: PodmanSettings {
@@ -443,21 +354,11 @@ impl AgentConfig {
                 log_max_size: mcp_runtime::qemu::serial::DEFAULT_MAX_SIZE,
             },
             log_format: LogFormat::Text,
-            auth: AuthSettings {
-                token_file: PathBuf::from("/var/lib/mcp/tokens.toml"),
-                audit_file: None,
-                audit_required: false,
-                mcias: None,
-            },
-            tls: TlsSettings {
-                cert: None,
-                key: None,
-                client_ca: None,
-                insecure: false,
-                handshake_timeout: Duration::from_secs(10),
-            },
+            auth: AuthSettings::local(PathBuf::from("/var/lib/mcp/tokens.toml")),
+            tls: TlsSettings::none(),
             security: SecuritySettings::default(),
             limits: LimitSettings::default(),
+            master: None,
         }
     }
 
@@ -466,7 +367,7 @@ impl AgentConfig {
     pub fn dev_defaults(data_dir: &Path) -> AgentConfig {
         let mut config = AgentConfig::defaults();
         config.node_name = "local".to_string();
-        config.listen = Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_AGENT_PORT)));
+        config.listen.address = Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_AGENT_PORT)));
         config.db = data_dir.join("mcp.db");
         config.srv_root = data_dir.join("srv");
         config.unikernel.state_dir = data_dir.join("vms");
@@ -499,19 +400,26 @@ impl AgentConfig {
         if let Some(v) = file.node_name {
             self.node_name = v;
         }
-        if let Some(v) = file.listen {
-            self.listen = Some(parse_listen(&v, file.port.unwrap_or(self.port)).map_err(invalid)?);
-            self.listen_interface = None;
-        }
-        if let Some(v) = file.listen_interface {
-            self.listen_interface = Some(v);
-            self.listen = None;
-        }
-        if let Some(v) = file.port {
-            self.port = v;
-        }
-        if let Some(v) = file.allow_wildcard {
-            self.allow_wildcard = v;
+        self.listen.apply_keys(
+            path,
+            file.listen.as_deref(),
+            file.listen_interface,
+            file.port,
+            file.allow_wildcard,
+        )?;
+        if let Some(v) = &file.publish_address {
+            let address = v.get_ref().trim().parse::<IpAddr>().map_err(|_| {
+                ConfigError::at(
+                    path,
+                    text,
+                    v.span(),
+                    format!(
+                        "publish_address = {:?}: expected an IP address such as \"10.0.0.5\"",
+                        v.get_ref()
+                    ),
+                )
+            })?;
+            self.publish_address = Some(address);
         }
         if let Some(v) = file.db {
             self.db = v;
@@ -631,222 +539,123 @@ impl AgentConfig {
             }
             self.unikernel.accel = v;
         }
-        if let Some(v) = file.auth.token_file {
-            self.auth.token_file = v;
-        }
-        if let Some(v) = file.auth.audit_required {
-            self.auth.audit_required = v;
-        }
-        if let Some(v) = file.auth.audit_file {
-            self.auth.audit_file = Some(v);
-        }
-        if let Some(m) = file.auth.mcias {
-            let ttl = m
-                .cache_ttl
-                .as_ref()
-                .map(|v| secs("auth.mcias.cache_ttl", v, MCIAS_CACHE_TTL_BOUNDS))
+        file.auth.apply(&mut self.auth, path, text)?;
+        file.limits.apply(&mut self.limits, path, text)?;
+        file.tls.apply(&mut self.tls, path, text)?;
+        if let Some(mut m) = file.master {
+            let memory = m
+                .memory
+                .take()
+                .map(|v| size("master.memory", v, 1))
                 .transpose()?;
-            let timeout = m
-                .timeout
-                .as_ref()
-                .map(|v| secs("auth.mcias.timeout", v, MCIAS_TIMEOUT_BOUNDS))
-                .transpose()?;
-            self.auth.mcias =
-                Some(apply_mcias(self.auth.mcias.take(), m, ttl, timeout).map_err(invalid)?);
-        }
-        if let Some(v) = file.tls.cert {
-            self.tls.cert = Some(v);
-        }
-        if let Some(v) = file.tls.key {
-            self.tls.key = Some(v);
-        }
-        if let Some(v) = file.tls.client_ca {
-            self.tls.client_ca = Some(v);
-        }
-        if let Some(v) = file.tls.insecure {
-            self.tls.insecure = v;
-        }
-        let count = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
-            bounded(path, text, key, v, bounds).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        };
-        let l = &file.limits;
-        if let Some(v) = &l.max_connections {
-            self.limits.max_connections =
-                count("limits.max_connections", v, MAX_CONNECTIONS_BOUNDS)?;
-        }
-        if let Some(v) = &l.max_connections_per_peer {
-            self.limits.max_connections_per_peer = count(
-                "limits.max_connections_per_peer",
-                v,
-                MAX_CONNECTIONS_PER_PEER_BOUNDS,
-            )?;
-        }
-        if let Some(v) = &l.max_streams_per_connection {
-            let n = bounded(
-                path,
-                text,
-                "limits.max_streams_per_connection",
-                v,
-                MAX_STREAMS_BOUNDS,
-            )?;
-            self.limits.max_streams_per_connection = u32::try_from(n).unwrap_or(u32::MAX);
-        }
-        if let Some(v) = &l.idle_timeout {
-            self.limits.idle_timeout = secs("limits.idle_timeout", v, IDLE_TIMEOUT_BOUNDS)?;
-        }
-        if let Some(v) = &l.max_file_streams {
-            self.limits.max_file_streams =
-                count("limits.max_file_streams", v, MAX_FILE_STREAMS_BOUNDS)?;
-        }
-        if let Some(v) = &file.tls.handshake_timeout {
-            self.tls.handshake_timeout =
-                secs("tls.handshake_timeout", v, HANDSHAKE_TIMEOUT_BOUNDS)?;
-        }
-        if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(invalid(
-                "tls.cert and tls.key go together: set both or neither".into(),
-            ));
+            self.master = Some(apply_master(self.master.take(), m, memory, path, text)?);
         }
         Ok(())
     }
 
     /// Applies a `--listen ADDR` flag.
     pub fn apply_listen_flag(&mut self, addr: &str) -> Result<(), ConfigError> {
-        self.listen =
-            Some(
-                parse_listen(addr, self.port).map_err(|message| ConfigError::Invalid {
-                    path: PathBuf::from("--listen"),
-                    message,
-                })?,
-            );
-        self.listen_interface = None;
-        Ok(())
+        self.listen.apply_flag(addr)
     }
 
-    /// The address to bind, after the overlay-only checks: an explicit
-    /// address or the address of `listen_interface`; a wildcard address is
-    /// refused unless `allow_wildcard` is set.
+    /// The address to bind (see [`Listen::bind_address`]).
     pub fn bind_address(&self) -> Result<SocketAddr, ConfigError> {
-        let flags = || PathBuf::from("<config>");
-        let addr = match (&self.listen, &self.listen_interface) {
-            (Some(addr), _) => *addr,
-            (None, Some(iface)) => {
-                let ip = interface_address(iface).map_err(|message| ConfigError::Invalid {
-                    path: flags(),
-                    message,
-                })?;
-                SocketAddr::new(ip, self.port)
-            }
-            (None, None) => {
-                return Err(ConfigError::Invalid {
-                    path: flags(),
-                    message: "no listen address: set `listen = \"ADDR:PORT\"` (an overlay address) or `listen_interface = \"wg0\"`".into(),
-                });
-            }
-        };
-        if addr.ip().is_unspecified() && !self.allow_wildcard {
-            return Err(ConfigError::Invalid {
-                path: flags(),
-                message: format!(
-                    "refusing to listen on the wildcard address {addr}: bind an overlay address, or set allow_wildcard = true"
-                ),
-            });
-        }
-        Ok(addr)
+        self.listen.bind_address()
     }
 }
 
-/// Layers an `[auth.mcias]` table over what earlier layers set; its
-/// `cache_ttl` and `timeout` come checked.
-fn apply_mcias(
-    base: Option<MciasConfig>,
-    file: MciasFile,
-    cache_ttl: Option<Duration>,
-    timeout: Option<Duration>,
-) -> Result<MciasConfig, String> {
-    let url = match (file.url, base.as_ref()) {
-        (Some(u), _) => u,
-        (None, Some(b)) => b.url.clone(),
+/// Layers a `[master]` table over what earlier layers set; `memory` comes
+/// checked.
+fn apply_master(
+    base: Option<MasterLink>,
+    file: MasterFile,
+    memory: Option<u64>,
+    path: &Path,
+    text: &str,
+) -> Result<MasterLink, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let address = match (file.address, base.as_ref()) {
+        (Some(a), _) => a,
+        (None, Some(b)) => b.address.clone(),
         (None, None) => {
-            return Err("auth.mcias.url is required: the MCIAS base URL, https://host:port".into());
+            return Err(invalid(
+                "master.address is required: the master's host:port".into(),
+            ));
         }
     };
-    if !url.starts_with("https://") {
-        return Err(format!(
-            "auth.mcias.url = {url:?}: MCIAS is only spoken to over https://"
+    let token_file = match (file.token_file, base.as_ref()) {
+        (Some(t), _) => t,
+        (None, Some(b)) => b.token_file.clone(),
+        (None, None) => {
+            return Err(invalid(
+                "master.token_file is required: the join token `mcp-master token add NAME --role node` printed".into(),
+            ));
+        }
+    };
+    let mut link = base.unwrap_or(MasterLink {
+        address: String::new(),
+        ca_cert: None,
+        insecure: false,
+        token_file: PathBuf::new(),
+        role: NodeRole::Worker,
+        advertise: None,
+        memory: None,
+        cpus: None,
+    });
+    link.address = address;
+    link.token_file = token_file;
+    if let Some(v) = file.ca_cert {
+        link.ca_cert = Some(v);
+    }
+    if let Some(v) = file.insecure {
+        link.insecure = v;
+    }
+    if let Some(v) = &file.role {
+        link.role = NodeRole::parse(v.get_ref()).ok_or_else(|| {
+            ConfigError::at(
+                path,
+                text,
+                v.span(),
+                format!(
+                    "master.role = {:?}: expected \"worker\", \"core\" or \"edge\"",
+                    v.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(v) = &file.advertise {
+        link.advertise = Some(v.get_ref().parse().map_err(|_| {
+            ConfigError::at(
+                path,
+                text,
+                v.span(),
+                format!(
+                    "master.advertise = {:?}: expected IP:port, the address the master dials",
+                    v.get_ref()
+                ),
+            )
+        })?);
+    }
+    if let Some(v) = memory {
+        link.memory = Some(v);
+    }
+    if let Some(v) = &file.cpus {
+        let n = bounded(path, text, "master.cpus", v, MASTER_CPUS_BOUNDS)?;
+        link.cpus = Some(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    if link.ca_cert.is_none() && !link.insecure {
+        return Err(invalid(
+            "master.ca_cert is required (the CA of the master's certificate), or `insecure = true` in [master] to talk plaintext gRPC".into(),
         ));
     }
-    let mut c = base.unwrap_or(MciasConfig {
-        url: String::new(),
-        ca_cert: None,
-        cache_ttl: Duration::from_secs(30),
-        cache_size: 1024,
-        timeout: Duration::from_secs(5),
-        admin_roles: vec!["admin".into()],
-        readonly_roles: vec!["readonly".into()],
-    });
-    c.url = url;
-    if let Some(v) = file.ca_cert {
-        c.ca_cert = Some(v);
-    }
-    if let Some(v) = cache_ttl {
-        c.cache_ttl = v;
-    }
-    if let Some(v) = file.cache_size {
-        // 0 turns the cache off: every RPC asks MCIAS.
-        c.cache_size = v;
-    }
-    if let Some(v) = timeout {
-        c.timeout = v;
-    }
-    if let Some(v) = file.admin_roles {
-        c.admin_roles = v;
-    }
-    if let Some(v) = file.readonly_roles {
-        c.readonly_roles = v;
-    }
-    Ok(c)
+    Ok(link)
 }
 
-/// Parses `ADDR:PORT`, `[V6]:PORT` or a bare address (with `default_port`).
-fn parse_listen(s: &str, default_port: u16) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
-    }
-    Err(format!(
-        "invalid listen address {s:?}: expected an IP address with an optional port, such as 100.64.0.1:{default_port}"
-    ))
-}
-
-/// The first IPv4 (else IPv6) address of a network interface.
-fn interface_address(name: &str) -> Result<IpAddr, String> {
-    let addrs =
-        nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list network interfaces: {e}"))?;
-    let mut v6 = None;
-    let mut seen = false;
-    for ifa in addrs.filter(|a| a.interface_name == name) {
-        seen = true;
-        let Some(addr) = ifa.address else { continue };
-        if let Some(sin) = addr.as_sockaddr_in() {
-            return Ok(IpAddr::V4(sin.ip()));
-        }
-        if let Some(sin6) = addr.as_sockaddr_in6() {
-            let ip = sin6.ip();
-            // Link-local addresses need a scope id and are no overlay address.
-            if (ip.segments()[0] & 0xffc0) != 0xfe80 {
-                v6.get_or_insert(IpAddr::V6(ip));
-            }
-        }
-    }
-    match (v6, seen) {
-        (Some(ip), _) => Ok(ip),
-        (None, true) => Err(format!("interface {name:?} has no usable IP address")),
-        (None, false) => Err(format!("no network interface named {name:?}")),
-    }
-}
+/// `[master] cpus`.
+pub const MASTER_CPUS_BOUNDS: Bounds = Bounds::new(0, 4096, "CPUs");
 
 /// Where `program` is: itself when it names a path (has a `/`) and is a
 /// file, else the first directory of `PATH` that holds it.
@@ -876,7 +685,7 @@ mod tests {
         assert_eq!(c.node_name, "rift");
         assert_eq!(c.podman.stop_timeout, Duration::from_secs(2));
         assert_eq!(c.db, PathBuf::from("/tmp/d/mcp.db"));
-        assert_eq!(c.listen, Some("127.0.0.1:9444".parse().unwrap()));
+        assert_eq!(c.listen.address, Some("127.0.0.1:9444".parse().unwrap()));
     }
 
     #[test]
@@ -894,6 +703,79 @@ mod tests {
     }
 
     #[test]
+    fn publish_address_is_an_ip_address() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.publish_address, None);
+        c.apply_toml(Path::new("a.toml"), "publish_address = \"127.0.0.3\"\n")
+            .unwrap();
+        assert_eq!(c.publish_address, Some("127.0.0.3".parse().unwrap()));
+        let err = c
+            .apply_toml(Path::new("a.toml"), "\npublish_address = \"wg0\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "a.toml:2:19: publish_address = \"wg0\": expected an IP address such as \"10.0.0.5\""
+        );
+        assert_eq!(c.publish_address, Some("127.0.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn master_section_joins_a_fleet() {
+        let mut c = AgentConfig::defaults();
+        assert_eq!(c.master, None);
+        c.apply_toml(
+            Path::new("a.toml"),
+            "[master]\naddress = \"10.0.0.1:9445\"\nca_cert = \"/etc/mcp/ca.pem\"\ntoken_file = \"/etc/mcp/join\"\nrole = \"core\"\nadvertise = \"10.0.0.5:9444\"\nmemory = \"4G\"\ncpus = 2\n",
+        )
+        .unwrap();
+        let link = c.master.clone().unwrap();
+        assert_eq!(link.address, "10.0.0.1:9445");
+        assert_eq!(link.role, NodeRole::Core);
+        assert_eq!(link.advertise, Some("10.0.0.5:9444".parse().unwrap()));
+        assert_eq!((link.memory, link.cpus), (Some(4 << 30), Some(2)));
+        // A later layer changes only what it names.
+        c.apply_toml(Path::new("b.toml"), "[master]\nrole = \"worker\"\n")
+            .unwrap();
+        let link = c.master.clone().unwrap();
+        assert_eq!(
+            (link.role, link.address.as_str()),
+            (NodeRole::Worker, "10.0.0.1:9445")
+        );
+
+        let err = |text: &str| {
+            AgentConfig::defaults()
+                .apply_toml(Path::new("a.toml"), text)
+                .unwrap_err()
+                .to_string()
+        };
+        let base = "[master]\naddress = \"m:9445\"\ntoken_file = \"/t\"\nca_cert = \"/ca\"\n";
+        assert!(err("[master]\ntoken_file = \"/t\"\n").contains("master.address is required"));
+        assert!(err("[master]\naddress = \"m:1\"\n").contains("master.token_file is required"));
+        assert!(
+            err("[master]\naddress = \"m:1\"\ntoken_file = \"/t\"\n")
+                .contains("master.ca_cert is required")
+        );
+        assert!(
+            err(&format!("{base}role = \"boss\"\n"))
+                .starts_with("a.toml:5:8: master.role = \"boss\"")
+        );
+        assert!(
+            err(&format!("{base}advertise = \"wg0\"\n"))
+                .starts_with("a.toml:5:13: master.advertise")
+        );
+        assert!(err(&format!("{base}cpus = 99999\n")).starts_with("a.toml:5:8:"));
+        let mut plain = AgentConfig::defaults();
+        plain
+            .apply_toml(
+                Path::new("a.toml"),
+                "[master]\naddress = \"m:1\"\ntoken_file = \"/t\"\ninsecure = true\n",
+            )
+            .unwrap();
+        assert!(plain.master.unwrap().insecure);
+    }
+
+    #[test]
     fn wildcard_refused_unless_allowed() {
         let mut c = AgentConfig::defaults();
         c.apply_listen_flag("0.0.0.0:9444").unwrap();
@@ -901,7 +783,7 @@ mod tests {
         assert!(err.contains("wildcard"), "{err}");
         c.apply_listen_flag("[::]:9444").unwrap();
         assert!(c.bind_address().is_err());
-        c.allow_wildcard = true;
+        c.listen.allow_wildcard = true;
         assert_eq!(c.bind_address().unwrap(), "[::]:9444".parse().unwrap());
     }
 

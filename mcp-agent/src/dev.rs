@@ -75,7 +75,7 @@ pub fn prepare(
     let mut ca_cert = None;
     if !config.tls.insecure && config.tls.cert.is_none() {
         let mut names = vec![crate::config::hostname()];
-        if let Some(addr) = config.listen {
+        if let Some(addr) = config.listen.address {
             names.push(addr.ip().to_string());
         }
         let pki = tls::ensure_dev_pki(&data_dir.join("tls"), &names)?;

@@ -12,6 +12,8 @@
 //! - [`monitor`]: drift detection from runtime events and sweeps, drift
 //!   events, rate-limited exec-style alerts.
 //! - [`files`]: file operations confined to `<srv_root>/<service>/`.
+//! - [`join`]: fleet membership: registering with the master (`[master]`)
+//!   with the node's inventory, and heartbeating.
 //! - [`server`]: the agent's gRPC service over the reconciler
 //!   ([`server::service`]) and the server wiring (TLS, the guard and audit
 //!   layer, the activity layer, health checking, reflection, graceful
@@ -29,6 +31,7 @@ pub mod dev;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod join;
 pub mod monitor;
 pub mod reconcile;
 pub mod registry;

@@ -7,11 +7,12 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mcp_agent::config::{AgentConfig, LogFormat};
+use mcp_agent::config::AgentConfig;
 use mcp_agent::{Agent, dev};
 use mcp_core::auth::Role;
 use mcp_core::auth::local::TokenStore;
 use mcp_core::config::cli_config_path;
+use mcp_core::daemon::{self, LogFormat};
 
 /// The MCP node agent: runs service components and answers the CLI over gRPC.
 #[derive(Debug, Parser)]
@@ -100,84 +101,30 @@ fn load_config(args: &Args) -> anyhow::Result<AgentConfig> {
     Ok(config)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers, run until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutting down");
-}
-
 fn token_command(config: &AgentConfig, command: TokenCommand) -> anyhow::Result<()> {
     let store = TokenStore::new(&config.auth.token_file);
-    match command {
+    let command = match command {
         TokenCommand::Add {
             name,
             role,
             expires,
-        } => {
-            let role = match role {
+        } => daemon::TokenCommand::Add {
+            name,
+            role: match role {
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Readonly => Role::ReadOnly,
-            };
-            let expires = expires.map(|d| SystemTime::now() + *d);
-            let token = store.add(&name, role, expires)?;
-            eprintln!(
-                "token {name:?} ({role}) stored as a hash in {}; it is shown only now:",
-                store.path().display()
-            );
-            println!("{token}");
-        }
-        TokenCommand::List => {
-            let tokens = store.list()?;
-            if tokens.is_empty() {
-                eprintln!("no tokens in {}", store.path().display());
-            }
-            println!("{:<24} {:<9} {:<21} EXPIRES", "NAME", "ROLE", "CREATED");
-            for t in tokens {
-                println!(
-                    "{:<24} {:<9} {:<21} {}",
-                    t.name,
-                    t.role,
-                    t.created,
-                    t.expires.as_deref().unwrap_or("never")
-                );
-            }
-        }
-        TokenCommand::Remove { name } => {
-            if !store.remove(&name)? {
-                anyhow::bail!("no token named {name:?} in {}", store.path().display());
-            }
-            eprintln!("removed token {name:?}");
-        }
-    }
+            },
+            expires: expires.map(|d| SystemTime::now() + *d),
+        },
+        TokenCommand::List => daemon::TokenCommand::List,
+        TokenCommand::Remove { name } => daemon::TokenCommand::Remove { name },
+    };
+    daemon::token_command(&store, command)?;
     Ok(())
 }
 
 async fn serve(args: &Args, mut config: AgentConfig) -> anyhow::Result<()> {
-    init_logging(config.log_format);
+    daemon::init_logging(config.log_format);
     if let Some(limit) = mcp_agent::server::raise_open_files_limit() {
         tracing::debug!(limit, "open files limit");
     }
@@ -213,7 +160,7 @@ async fn serve(args: &Args, mut config: AgentConfig) -> anyhow::Result<()> {
             }
         }
     }
-    agent.serve(shutdown_signal()).await?;
+    agent.serve(daemon::shutdown_signal()).await?;
     Ok(())
 }
 

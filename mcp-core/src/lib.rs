@@ -18,16 +18,22 @@
 //! - [`ops`]: the operations `mcp` and the Python bindings both offer, one
 //!   function each (what an argument means, stop and start through the
 //!   definition file).
+//! - [`serve`]: what every gRPC server sets up alike (validators, TLS, the
+//!   bounded HTTP/2 transport).
 //! - [`placement`]: which node of a fleet runs each service (pure, no I/O).
+//! - [`daemon`]: what the daemons share around their libraries (logs,
+//!   stop signals, token-file commands).
 //! - [`fsutil`]: small file-system helpers (private files, durable writes).
 
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod fsutil;
 pub mod instance;
 pub mod ops;
 pub mod placement;
+pub mod serve;
 pub mod servicedef;
 pub mod tls;
 pub mod wire;

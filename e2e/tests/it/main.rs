@@ -5,6 +5,7 @@
 mod cli;
 mod deploys;
 mod files;
+mod fleet;
 mod flood;
 mod health;
 mod history;

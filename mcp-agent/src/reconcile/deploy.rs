@@ -229,10 +229,7 @@ impl Reconciler {
         self.volume_roots.check(def, targets)?;
         let specs = targets
             .iter()
-            .map(|c| {
-                self.vm_files
-                    .resolve_spec(&def.name, &c.name, c.instance_spec(&def.name))
-            })
+            .map(|c| self.spec_for(&def.name, c))
             .collect::<Result<Vec<_>, _>>()?;
         let owners = self.owners()?;
         for c in targets {
@@ -275,11 +272,11 @@ impl Reconciler {
             })
             .collect::<Result<_, AgentError>>()?;
         for c in targets {
-            for port in &c.ports {
+            for port in &self.publish.ports(&c.ports) {
                 let taken = others.iter().find_map(|(s, comps)| {
                     comps.iter().find_map(|o| {
-                        o.definition
-                            .ports
+                        self.publish
+                            .ports(&o.definition.ports)
                             .iter()
                             .any(|p| {
                                 p.host_port == port.host_port

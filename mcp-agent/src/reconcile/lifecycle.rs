@@ -168,9 +168,7 @@ impl Reconciler {
         service: &str,
         c: &ComponentRecord,
     ) -> Result<(Action, Option<String>), AgentError> {
-        let spec =
-            self.vm_files
-                .resolve_spec(service, &c.name, c.definition.instance_spec(service))?;
+        let spec = self.spec_for(service, &c.definition)?;
         let (action, id) = self
             .converge(
                 service,

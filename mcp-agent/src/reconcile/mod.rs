@@ -129,6 +129,7 @@ pub struct Reconciler {
     changes: broadcast::Sender<RuntimeChange>,
     vm_files: VmFiles,
     volume_roots: policy::VolumeRoots,
+    publish: policy::PublishAddress,
     deploy: crate::config::DeploySettings,
     health: Arc<crate::health::HealthBoard>,
 }
@@ -163,6 +164,7 @@ impl Reconciler {
             changes: broadcast::channel(CHANGES_BUFFER).0,
             vm_files: VmFiles::default(),
             volume_roots: policy::VolumeRoots::default(),
+            publish: policy::PublishAddress::default(),
             deploy: crate::config::DeploySettings::default(),
             health: Arc::default(),
         }
@@ -185,6 +187,25 @@ impl Reconciler {
     pub fn with_volume_roots(mut self, roots: Vec<std::path::PathBuf>) -> Self {
         self.volume_roots = policy::VolumeRoots::new(roots);
         self
+    }
+
+    /// The address ports without a host address are published on
+    /// (`publish_address`; see [`policy::PublishAddress`]).
+    pub fn with_publish_address(mut self, address: Option<std::net::IpAddr>) -> Self {
+        self.publish = policy::PublishAddress(address);
+        self
+    }
+
+    /// The instance spec of component `c` of `service` on this node: its
+    /// ports on the publish address, a VM's boot files resolved.
+    fn spec_for(
+        &self,
+        service: &str,
+        c: &mcp_core::servicedef::ComponentDef,
+    ) -> Result<mcp_runtime::InstanceSpec, AgentError> {
+        let mut spec = c.instance_spec(service);
+        spec.ports = self.publish.ports(&spec.ports);
+        self.vm_files.resolve_spec(service, &c.name, spec)
     }
 
     /// The directories the host side of a volume must lie in; empty for

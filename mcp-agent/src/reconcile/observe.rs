@@ -488,7 +488,7 @@ impl Reconciler {
                     service: svc.name.clone(),
                     component: comp.name.clone(),
                     check,
-                    ports: comp.definition.ports.clone(),
+                    ports: self.publish.ports(&comp.definition.ports),
                     instance: instance.clone(),
                 });
             }

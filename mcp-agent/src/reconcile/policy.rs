@@ -1,10 +1,36 @@
-//! What definitions may ask of the host (`[security]`): [`VolumeRoots`].
+//! What definitions may ask of the host: where volumes may lie
+//! (`[security]`, [`VolumeRoots`]) and on which address ports are
+//! published ([`PublishAddress`]).
 
+use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
 use mcp_core::servicedef::{ComponentDef, ServiceDef};
+use mcp_runtime::PortMapping;
 
 use crate::error::AgentError;
+
+/// The address ports that name no host address are published on
+/// (`publish_address`); none to publish them on every address.
+///
+/// Several nodes on one host, or a node whose public interface must stay
+/// closed, publish only where intended. A port that names its host address
+/// keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishAddress(pub Option<IpAddr>);
+
+impl PublishAddress {
+    /// `ports` as this node publishes them.
+    pub fn ports(&self, ports: &[PortMapping]) -> Vec<PortMapping> {
+        let mut ports = ports.to_vec();
+        if let Some(address) = self.0 {
+            for port in ports.iter_mut().filter(|p| p.host_ip.is_empty()) {
+                port.host_ip = address.to_string();
+            }
+        }
+        ports
+    }
+}
 
 /// The directories the host side of a volume must lie in
 /// (`[security] allowed_volume_roots`); none for no restriction.
@@ -116,6 +142,33 @@ mod tests {
         let d = def(volumes);
         let targets: Vec<&ComponentDef> = d.components.iter().collect();
         roots.check(&d, &targets).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ports_without_a_host_address_go_to_the_publish_address() {
+        let ports: Vec<PortMapping> = ["8080:80", "127.0.0.1:9090:90", "53:53/udp"]
+            .iter()
+            .map(|p| mcp_core::servicedef::parse_port(p).expect("port"))
+            .collect();
+        let shown = |ports: Vec<PortMapping>| -> Vec<String> {
+            ports
+                .iter()
+                .map(mcp_core::servicedef::format_port)
+                .collect()
+        };
+        assert_eq!(
+            shown(PublishAddress(Some("10.0.0.5".parse().expect("ip"))).ports(&ports)),
+            [
+                "10.0.0.5:8080:80",
+                "127.0.0.1:9090:90",
+                "10.0.0.5:53:53/udp"
+            ]
+        );
+        assert_eq!(
+            shown(PublishAddress(Some("fd00::5".parse().expect("ip"))).ports(&ports[..1])),
+            ["[fd00::5]:8080:80"]
+        );
+        assert_eq!(shown(PublishAddress(None).ports(&ports)), shown(ports));
     }
 
     #[test]

@@ -28,13 +28,10 @@ use crate::supervise::{Supervisor, TASK_RESTARTED};
 use activity::Activity;
 use mcp_core::auth::audit::{AuditFileError, AuditLog};
 use mcp_core::auth::guard::GuardLayer;
-use mcp_core::auth::local::LocalTokens;
-use mcp_core::auth::mcias::Mcias;
-use mcp_core::auth::{ChainValidator, TokenValidator};
 use mcp_core::config::ConfigError;
+use mcp_core::serve::{self, SetupError};
+use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
-use mcp_core::tls::{self, TlsError};
-use mcp_core::wire::{CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST_SIZE, STREAM_WINDOW};
 
 /// The service name of events about the agent itself rather than one of
 /// its services (such as a background task restarted): `-`, which no
@@ -50,25 +47,11 @@ pub use service::AgentService;
 /// the auth coverage test walks them, so a service cannot be added to the
 /// server without its methods being checked.
 pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
-    mcp_proto::v1::FILE_DESCRIPTOR_SET,
+    mcp_proto::v1::AGENT_FILE_DESCRIPTOR_SET,
     tonic_health::pb::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
 ];
-
-/// Streams one connection may see the server reset for its protocol
-/// errors before the connection is closed (tonic leaves it unbounded
-/// unless set).
-pub const MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// Streams one connection may open and reset before the server accepted
-/// them, at once, before the connection is closed.
-pub const MAX_PENDING_ACCEPT_RESETS: usize = 20;
-/// How often an idle connection is pinged (HTTP/2 PING, and TCP
-/// keepalive); a peer that does not answer within [`KEEPALIVE_TIMEOUT`] is
-/// dropped, and its place with it.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a ping may go unanswered.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long read-only RPCs in flight may take to finish once the agent is
 /// asked to stop and its changes in flight are done: a followed log (or
@@ -104,23 +87,12 @@ pub enum ServeError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The local token file is unreadable or malformed.
-    #[error("local tokens: {0}")]
-    Tokens(ConfigError),
-    /// MCIAS is misconfigured.
-    #[error("auth.mcias: {0}")]
-    Mcias(String),
+    /// Tokens, MCIAS or TLS could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The audit file cannot be opened.
     #[error(transparent)]
     Audit(#[from] AuditFileError),
-    /// The TLS certificate or key cannot be used.
-    #[error("tls: {0}")]
-    Tls(#[from] TlsError),
-    /// Neither TLS material nor an explicit `insecure = true`.
-    #[error(
-        "no TLS certificate: set [tls] cert and key (an overlay CA's certificate for this node), or `insecure = true` in [tls] to serve plaintext gRPC"
-    )]
-    NoTls,
 }
 
 /// A configured agent, ready to serve.
@@ -133,27 +105,6 @@ pub struct Agent {
     /// Where audit records go (the guard's), for `NodeInfo` to report on.
     audit: Arc<AuditLog>,
     tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-/// The validator the configuration describes: local tokens first, then
-/// MCIAS when configured.
-fn validator(config: &AgentConfig) -> Result<Arc<dyn TokenValidator>, ServeError> {
-    let local = LocalTokens::open(&config.auth.token_file).map_err(ServeError::Tokens)?;
-    let local_count = local.len();
-    let mut chain: Vec<Box<dyn TokenValidator>> = vec![Box::new(local)];
-    if let Some(m) = &config.auth.mcias {
-        let mcias = Mcias::new(m.clone()).map_err(|e| ServeError::Mcias(e.to_string()))?;
-        chain.push(Box::new(mcias));
-        tracing::info!(url = %m.url, local_tokens = local_count, "validating tokens locally, then with MCIAS");
-    } else if local_count == 0 {
-        tracing::warn!(
-            path = %config.auth.token_file.display(),
-            "no tokens yet: every RPC is refused until `mcp-agent token add NAME --role admin` creates one"
-        );
-    } else {
-        tracing::info!(path = %config.auth.token_file.display(), tokens = local_count, "validating local tokens");
-    }
-    Ok(Arc::new(ChainValidator::new(chain)))
 }
 
 /// The QEMU runtime, when the configured QEMU binary is there; `None` (and
@@ -186,28 +137,13 @@ fn vm_files(config: &AgentConfig) -> VmFiles {
     }
 }
 
-/// The TLS configuration, or `None` for an explicitly insecure agent.
-fn server_tls(config: &AgentConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ServeError> {
-    if config.tls.insecure {
-        return Ok(None);
-    }
-    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
-        return Err(ServeError::NoTls);
-    };
-    Ok(Some(tls::server_config(&tls::ServerTlsFiles {
-        cert: cert.clone(),
-        key: key.clone(),
-        client_ca: config.tls.client_ca.clone(),
-    })?))
-}
-
 impl Agent {
     /// Opens the registry, sets up the podman runtime (which may not be
     /// reachable yet) and binds the listen address.
     pub async fn open(config: AgentConfig) -> Result<Agent, ServeError> {
         let addr = config.bind_address()?;
-        let tls = server_tls(&config)?;
-        let auth = validator(&config)?;
+        let tls = serve::server_tls(&config.tls)?;
+        let auth = serve::validator(&config.auth, "mcp-agent token add NAME --role admin")?;
         let audit = Arc::new(match &config.auth.audit_file {
             Some(path) => AuditLog::with_file(path)?,
             None => AuditLog::log_only(),
@@ -230,6 +166,7 @@ impl Agent {
             Reconciler::new(runtime, Arc::new(registry), config.podman.stop_timeout)
                 .with_vm_files(vm_files(&config))
                 .with_volume_roots(config.security.allowed_volume_roots.clone())
+                .with_publish_address(config.publish_address)
                 .with_deploy_settings(config.deploy),
         );
         let listener = TcpListener::bind(addr)
@@ -283,7 +220,7 @@ impl Agent {
         // The monitor holds its drift checks while a state-changing RPC runs.
         let activity = Activity::new();
         // Stopped with the server, so that an alert program in flight is killed.
-        let _background = background_tasks(&reconciler, &config, &activity);
+        let _background = background_tasks(&reconciler, &config, &activity, addr);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -324,20 +261,7 @@ impl Agent {
         let connection_limits =
             ConnectionLimits::new(limits.max_connections, limits.max_connections_per_peer)
                 .with_idle_timeout(limits.idle_timeout);
-        let router = tonic::transport::Server::builder()
-            .max_concurrent_streams(limits.max_streams_per_connection)
-            // Streams the server itself resets for a client's protocol
-            // error ("MadeYouReset"), and streams a client opens and resets
-            // at once ("Rapid Reset"): past these, the connection is closed.
-            .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
-            .http2_max_header_list_size(MAX_HEADER_LIST_SIZE)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
+        let router = serve::transport(&limits)
             .layer(CountStreams::new(connection_limits.clone()))
             .layer(tower::util::option_layer(guard))
             .layer(activity.layer())
@@ -390,6 +314,7 @@ fn background_tasks(
     reconciler: &Arc<Reconciler>,
     config: &AgentConfig,
     activity: &Activity,
+    listening: Option<SocketAddr>,
 ) -> Supervisor {
     let registry = reconciler.registry().clone();
     let mut tasks = Supervisor::new(Arc::new(move |task: &str, how: &str| {
@@ -414,6 +339,26 @@ fn background_tasks(
             .with_activity(activity.clone())
             .run()
     });
+    if let Some(link) = &config.master {
+        match link.advertise.or(listening) {
+            Some(advertise) => {
+                let membership = Arc::new(crate::join::Membership {
+                    link: link.clone(),
+                    name: config.node_name.clone(),
+                    advertise,
+                    publish_address: config.publish_address,
+                    boot_id: crate::join::new_boot_id(),
+                });
+                let registry = reconciler.registry().clone();
+                tasks.spawn("master-link", move || {
+                    membership.clone().run(registry.clone())
+                });
+            }
+            None => tracing::error!(
+                "[master] is set but this node has no address the master could dial: set master.advertise"
+            ),
+        }
+    }
     tasks
 }
 
@@ -487,14 +432,6 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit, so
-/// that many concurrent connections do not run out of descriptors; returns
-/// the new soft limit.
-pub fn raise_open_files_limit() -> Option<u64> {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
-    }
-    Some(hard.max(soft))
-}
+/// Raises this process's soft limit on open files (see
+/// [`serve::raise_open_files_limit`]).
+pub use serve::raise_open_files_limit;

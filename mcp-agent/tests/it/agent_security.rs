@@ -29,6 +29,8 @@ struct Tokens {
     admin: String,
     readonly: String,
     expired: String,
+    /// A master's join token, which is worth nothing on an agent.
+    node: String,
 }
 
 struct TestAgent {
@@ -52,7 +54,7 @@ impl TestAgent {
         let dir = tempfile::tempdir().unwrap();
         let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
         let mut config = AgentConfig::dev_defaults(dir.path());
-        config.listen = Some("127.0.0.1:0".parse().unwrap());
+        config.listen.address = Some("127.0.0.1:0".parse().unwrap());
         config.podman.socket = dir.path().join("no-podman.sock");
         config.tls.cert = Some(pki.server_cert.clone());
         config.tls.key = Some(pki.server_key.clone());
@@ -69,6 +71,7 @@ impl TestAgent {
                     Some(SystemTime::now() - Duration::from_secs(5)),
                 )
                 .unwrap(),
+            node: store.add("joiner", Role::Node, None).unwrap(),
         };
         adjust(&mut config, dir.path());
         let agent = Agent::open(config).await.unwrap();
@@ -194,7 +197,8 @@ async fn every_rpc_is_authenticated_and_authorised() {
     assert!(methods.contains("/mcp.v1.AgentService/Deploy"));
     assert!(methods.contains("/grpc.health.v1.Health/Check"));
     assert!(methods.len() >= 13, "{methods:?}");
-    // The role table covers every served method, and names nothing else.
+    // The role table covers every served method, and names nothing else
+    // (but the master's fleet API, which the master's test walks).
     for m in &methods {
         assert!(
             policy::is_listed(m),
@@ -203,8 +207,12 @@ async fn every_rpc_is_authenticated_and_authorised() {
     }
     for (p, _) in policy::METHOD_ROLES {
         assert!(
-            methods.contains(*p),
+            methods.contains(*p) || p.starts_with("/mcp.v1.FleetService/"),
             "METHOD_ROLES names {p}, which is not served"
+        );
+        assert!(
+            !methods.contains(*p) || !p.starts_with("/mcp.v1.FleetService/"),
+            "the agent serves the master's {p}"
         );
     }
 
@@ -253,6 +261,14 @@ async fn every_rpc_is_authenticated_and_authorised() {
                 "{m} with a readonly token: {ro:?}"
             );
         }
+        // A node token (a master's) may do nothing on an agent.
+        let node = call(&channel, m, Some(&bearer(&t.node))).await;
+        calls += 1;
+        assert_eq!(
+            node,
+            Outcome::Code(Code::PermissionDenied),
+            "{m} with a node token"
+        );
         let admin = call(&channel, m, Some(&bearer(&t.admin))).await;
         calls += 1;
         assert!(
@@ -278,21 +294,23 @@ async fn every_rpc_is_authenticated_and_authorised() {
         .iter()
         .filter(|l| l["method"] == "/mcp.v1.AgentService/Deploy")
         .collect();
-    assert_eq!(deploys.len(), 8);
+    assert_eq!(deploys.len(), 9);
     assert_eq!(deploys[0]["outcome"], "Unauthenticated");
     assert_eq!(deploys[0]["caller"], "-");
     assert_eq!(deploys[5]["reason"], "token expired");
     assert_eq!(deploys[6]["outcome"], "PermissionDenied");
     assert_eq!(deploys[6]["caller"], "grafana");
-    assert_eq!(deploys[7]["caller"], "ops");
-    assert_eq!(deploys[7]["auth"], "local");
+    assert_eq!(deploys[7]["outcome"], "PermissionDenied");
+    assert_eq!(deploys[7]["caller"], "joiner");
+    assert_eq!(deploys[8]["caller"], "ops");
+    assert_eq!(deploys[8]["auth"], "local");
     for l in &lines {
         assert!(l["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{l}");
         assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
         assert!(l["time"].as_str().unwrap().ends_with('Z'));
     }
     let text = std::fs::read_to_string(&agent.audit_file).unwrap();
-    for token in [&t.admin, &t.readonly, &t.expired] {
+    for token in [&t.admin, &t.readonly, &t.expired, &t.node] {
         assert!(
             !text.contains(token.as_str()),
             "a token is in the audit file"
@@ -799,7 +817,7 @@ async fn listen_rules_hold_for_the_agent() {
     c.apply_listen_flag("0.0.0.0:0").unwrap();
     let err = Agent::open(c.clone()).await.err().unwrap().to_string();
     assert!(err.contains("wildcard"), "{err}");
-    c.allow_wildcard = true;
+    c.listen.allow_wildcard = true;
     let agent = Agent::open(c).await.unwrap();
     assert!(agent.local_addr().unwrap().ip().is_unspecified());
     drop(agent);
@@ -850,7 +868,7 @@ async fn a_token_file_others_may_write_keeps_the_agent_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
     let mut config = AgentConfig::dev_defaults(dir.path());
-    config.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.listen.address = Some("127.0.0.1:0".parse().unwrap());
     config.podman.socket = dir.path().join("no-podman.sock");
     config.tls.cert = Some(pki.server_cert.clone());
     config.tls.key = Some(pki.server_key.clone());

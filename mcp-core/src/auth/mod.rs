@@ -27,8 +27,10 @@ use serde::{Deserialize, Serialize};
 /// any lookup or network call.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
-/// What a caller may do. `Admin` includes everything `ReadOnly` may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// What a caller may do. `Admin` includes everything `ReadOnly` may do;
+/// `Node` is apart: an agent's credential at its master, which may only
+/// register and heartbeat, and nothing `Node` does is open to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// May only query: status, list, ps, logs, events, file listing and download.
@@ -36,12 +38,19 @@ pub enum Role {
     ReadOnly,
     /// May also change state.
     Admin,
+    /// An agent joining its master: may register and heartbeat, nothing else.
+    Node,
 }
 
 impl Role {
     /// Whether a caller holding `self` may call an RPC that requires `needed`.
     pub fn permits(self, needed: Role) -> bool {
-        self >= needed
+        matches!(
+            (self, needed),
+            (Role::Admin, Role::Admin | Role::ReadOnly)
+                | (Role::ReadOnly, Role::ReadOnly)
+                | (Role::Node, Role::Node)
+        )
     }
 
     /// The name used in token files, configuration and messages.
@@ -49,6 +58,7 @@ impl Role {
         match self {
             Role::ReadOnly => "readonly",
             Role::Admin => "admin",
+            Role::Node => "node",
         }
     }
 }
@@ -66,8 +76,9 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "readonly" => Ok(Role::ReadOnly),
+            "node" => Ok(Role::Node),
             other => Err(format!(
-                "unknown role {other:?}: expected \"admin\" or \"readonly\""
+                "unknown role {other:?}: expected \"admin\", \"readonly\" or \"node\""
             )),
         }
     }
@@ -257,6 +268,15 @@ mod tests {
         assert!(Role::Admin.permits(Role::Admin));
         assert!(Role::ReadOnly.permits(Role::ReadOnly));
         assert!(!Role::ReadOnly.permits(Role::Admin));
+        assert!(Role::Node.permits(Role::Node));
+        for other in [Role::Admin, Role::ReadOnly] {
+            assert!(!Role::Node.permits(other), "node may not {other}");
+            assert!(
+                !other.permits(Role::Node),
+                "{other} may not do a node's part"
+            );
+        }
+        assert_eq!("node".parse::<Role>(), Ok(Role::Node));
         assert_eq!("readonly".parse::<Role>(), Ok(Role::ReadOnly));
         assert!("root".parse::<Role>().is_err());
     }

@@ -1,7 +1,8 @@
 //! The one table of which RPC needs which [`Role`].
 //!
-//! Every method the agent serves (its own API, gRPC health checking and
-//! reflection) has a row here. A method missing from the table is treated
+//! Every method a server serves (the agent's API, which the master serves
+//! too, the master's fleet API, gRPC health checking and reflection) has a
+//! row here. A method missing from the table is treated
 //! as needing [`Role::Admin`] (fail closed), and the coverage test that
 //! walks the service descriptors fails until the row is added.
 
@@ -33,6 +34,14 @@ pub const METHOD_ROLES: &[(&str, Role)] = &[
     ("/mcp.v1.AgentService/PullFile", Role::ReadOnly),
     ("/mcp.v1.AgentService/ListFiles", Role::ReadOnly),
     ("/mcp.v1.AgentService/StatFile", Role::ReadOnly),
+    // The master's fleet API. Agents join with a `node` token, which may
+    // do nothing else.
+    ("/mcp.v1.FleetService/Register", Role::Node),
+    ("/mcp.v1.FleetService/Heartbeat", Role::Node),
+    ("/mcp.v1.FleetService/Drain", Role::Admin),
+    ("/mcp.v1.FleetService/Undrain", Role::Admin),
+    ("/mcp.v1.FleetService/ListNodes", Role::ReadOnly),
+    ("/mcp.v1.FleetService/Plan", Role::ReadOnly),
     // Standard services: authenticated like everything else.
     ("/grpc.health.v1.Health/Check", Role::ReadOnly),
     ("/grpc.health.v1.Health/Watch", Role::ReadOnly),

@@ -2,6 +2,7 @@
 //! and the tests. One [`Client`] talks to one node; [`transfer`] is the
 //! client's side of file transfers.
 
+mod fleet;
 pub mod raw;
 pub mod transfer;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use mcp_proto::v1 as pb;
 use mcp_proto::v1::agent_service_client::AgentServiceClient;
+use mcp_proto::v1::fleet_service_client::FleetServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::servicedef::ServiceDef;
@@ -334,6 +336,9 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Clone)]
 pub struct Client {
     inner: AgentServiceClient<Channel>,
+    /// The master's fleet API on the same connection (a master serves it;
+    /// an agent answers it `Unimplemented`).
+    fleet: FleetServiceClient<Channel>,
     node: String,
     address: String,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -425,6 +430,7 @@ impl Client {
             })?,
         };
         Ok(Client {
+            fleet: FleetServiceClient::new(connected.clone()).max_decoding_message_size(64 << 20),
             inner: AgentServiceClient::new(connected).max_decoding_message_size(64 << 20),
             node: node.to_string(),
             address: address.to_string(),

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 pub mod cli;
+pub mod server;
 
 pub use cli::{CliConfig, CliTls, NodeEntry, cli_config_path};
 
@@ -146,16 +147,34 @@ pub fn bounded(
     if (bounds.min..=bounds.max).contains(&n) {
         return Ok(n);
     }
-    let (line, col) = line_col(text, value.span().start);
-    Err(ConfigError::Parse {
-        path: path.to_path_buf(),
-        line,
-        col,
-        message: format!(
+    Err(ConfigError::at(
+        path,
+        text,
+        value.span(),
+        format!(
             "{key} = {n}: must be between {} and {} {}",
             bounds.min, bounds.max, bounds.unit
         ),
-    })
+    ))
+}
+
+impl ConfigError {
+    /// An error about the value at `span` of `text` (the file at `path`),
+    /// reported at its line and column.
+    pub fn at(
+        path: &Path,
+        text: &str,
+        span: std::ops::Range<usize>,
+        message: String,
+    ) -> ConfigError {
+        let (line, col) = line_col(text, span.start);
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            col,
+            message,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! A test master: an `mcp-master` process on a free loopback port, with
+//! its own directory (database, tokens, development PKI), short heartbeat
+//! timings, and a token of each role; killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcp_core::client::{Client, ConnectOptions};
+use mcp_core::tls::ClientTlsFiles;
+
+use crate::{Node, bin_dir, free_port, kill_processes_mentioning};
+
+/// Heartbeat interval of test masters.
+pub const HEARTBEAT: Duration = Duration::from_millis(200);
+/// Grace past the TTL (two intervals) before a silent node is suspect.
+pub const GRACE: Duration = Duration::from_millis(200);
+/// Silence after which a node is down.
+pub const LOST_AFTER: Duration = Duration::from_secs(3);
+
+/// One `mcp-master` process and what it takes to talk to it.
+pub struct Master {
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// The CA of its certificate.
+    pub ca_cert: PathBuf,
+    /// Tokens it issued.
+    pub admin_token: String,
+    /// A readonly token.
+    pub readonly_token: String,
+    /// The join token agents use.
+    pub node_token: String,
+    process: Option<Child>,
+}
+
+impl Master {
+    /// A master ready for connections.
+    pub fn start() -> Master {
+        let dir = tempfile::Builder::new()
+            .prefix("mcp-e2e-master-")
+            .tempdir()
+            .expect("tempdir");
+        let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &[]).expect("dev pki");
+        let addr = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            dir.path().join("master.toml"),
+            format!(
+                "listen = \"{addr}\"\ndb = \"{db}\"\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[fleet]\nheartbeat_interval_ms = {hb}\nheartbeat_grace_ms = {grace}\nlost_after = {lost}\n",
+                db = dir.path().join("master.db").display(),
+                tokens = dir.path().join("tokens.toml").display(),
+                audit = dir.path().join("audit.jsonl").display(),
+                cert = pki.server_cert.display(),
+                key = pki.server_key.display(),
+                hb = HEARTBEAT.as_millis(),
+                grace = GRACE.as_millis(),
+                lost = LOST_AFTER.as_secs(),
+            ),
+        )
+        .expect("write master.toml");
+        let token = |name: &str, role: &str| {
+            let out = Command::new(bin_dir().join("mcp-master"))
+                .arg("--config")
+                .arg(dir.path().join("master.toml"))
+                .args(["token", "add", name, "--role", role])
+                .output()
+                .expect("run mcp-master token add");
+            assert!(
+                out.status.success(),
+                "mcp-master token add: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let admin_token = token("operator", "admin");
+        let readonly_token = token("viewer", "readonly");
+        let node_token = token("nodes", "node");
+        std::fs::write(dir.path().join("join-token"), format!("{node_token}\n"))
+            .expect("write join token");
+        let mut master = Master {
+            dir,
+            addr,
+            ca_cert: pki.ca_cert,
+            admin_token,
+            readonly_token,
+            node_token,
+            process: None,
+        };
+        master.start_process();
+        master
+    }
+
+    /// Starts (or restarts) the process and waits until it listens.
+    pub fn start_process(&mut self) {
+        assert!(self.process.is_none(), "master already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("master.log"))
+            .expect("master log");
+        let child = Command::new(bin_dir().join("mcp-master"))
+            .arg("--config")
+            .arg(self.dir.path().join("master.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcp-master");
+        self.process = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.process.as_mut().map(Child::try_wait) {
+                panic!("mcp-master exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "mcp-master did not listen on {}; log:\n{}",
+            self.addr,
+            self.log()
+        );
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.process.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Deletes the database (the master must not be running).
+    pub fn delete_database(&self) {
+        assert!(self.process.is_none(), "the master still runs");
+        for name in ["master.db", "master.db-wal", "master.db-shm"] {
+            let _ = std::fs::remove_file(self.dir.path().join(name));
+        }
+    }
+
+    /// The master's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
+    }
+
+    /// A client of the master with `token`.
+    pub async fn client(&self, token: &str) -> Client {
+        let options = ConnectOptions {
+            token: Some(token.to_string()),
+            token_source: "the test".into(),
+            tls: Some(ClientTlsFiles {
+                ca_cert: self.ca_cert.clone(),
+                cert: None,
+                key: None,
+            }),
+        };
+        Client::connect("master", &self.addr, &options)
+            .await
+            .expect("connect to the master")
+    }
+
+    /// The `[master]` section that makes an agent join this master, as
+    /// `role`, offering `memory` (such as `"4G"`).
+    pub fn join_section(&self, role: &str, memory: &str) -> String {
+        format!(
+            "\n[master]\naddress = \"{}\"\nca_cert = \"{}\"\ntoken_file = \"{}\"\nrole = \"{role}\"\nmemory = \"{memory}\"\ncpus = 2\n",
+            self.addr,
+            self.ca_cert.display(),
+            self.dir.path().join("join-token").display(),
+        )
+    }
+}
+
+impl Node {
+    /// Restarts this node's agent joined to `master`.
+    pub fn join(&mut self, master: &Master, role: &str, memory: &str) {
+        let section = master.join_section(role, memory);
+        self.reconfigure(|t| t.push_str(&section));
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.kill();
+        kill_processes_mentioning(self.dir.path());
+    }
+}

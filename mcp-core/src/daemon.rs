@@ -1,0 +1,122 @@
+//! What the MCP daemons (`mcp-agent`, `mcp-master`) share around their
+//! libraries: log output, the signals that stop them, and the commands
+//! that manage their token files.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+use crate::auth::local::TokenStore;
+use crate::config::ConfigError;
+
+/// Log output format of a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sends `tracing` output to standard error in `format`, filtered by
+/// `RUST_LOG` (default `info`), in colour only on a terminal.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT (never, if their handlers
+/// cannot be installed: the daemon then runs until killed).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// A `token` subcommand of a daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCommand {
+    /// Make a token, print it once, store its hash.
+    Add {
+        /// Who or what it is for.
+        name: String,
+        /// What it may do.
+        role: Role,
+        /// When it stops working; never when `None`.
+        expires: Option<SystemTime>,
+    },
+    /// List the stored tokens (never the tokens themselves).
+    List,
+    /// Remove a token.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Runs `command` on `store`: the new token on standard output (once, and
+/// nowhere else), everything else on standard error, the list as a table
+/// on standard output.
+pub fn token_command(store: &TokenStore, command: TokenCommand) -> Result<(), ConfigError> {
+    match command {
+        TokenCommand::Add {
+            name,
+            role,
+            expires,
+        } => {
+            let token = store.add(&name, role, expires)?;
+            eprintln!(
+                "token {name:?} ({role}) stored as a hash in {}; it is shown only now:",
+                store.path().display()
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let tokens = store.list()?;
+            if tokens.is_empty() {
+                eprintln!("no tokens in {}", store.path().display());
+            }
+            println!("{:<24} {:<9} {:<21} EXPIRES", "NAME", "ROLE", "CREATED");
+            for t in tokens {
+                println!(
+                    "{:<24} {:<9} {:<21} {}",
+                    t.name,
+                    t.role,
+                    t.created,
+                    t.expires.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        TokenCommand::Remove { name } => {
+            if !store.remove(&name)? {
+                return Err(ConfigError::Invalid {
+                    path: store.path().to_path_buf(),
+                    message: format!("no token named {name:?}"),
+                });
+            }
+            eprintln!("removed token {name:?}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! The fleet: nodes joining, heartbeating and falling silent, what they
+//! hold, and `FleetService`, the gRPC face of it (register and heartbeat
+//! for agents; list, drain, undrain and plan for operators).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use mcp_core::placement::{self, Existing, NodeRole, NodeState, Request, Resources};
+use mcp_core::servicedef::{ServiceDef, name_problem};
+use mcp_core::wire::timestamp;
+use mcp_proto::v1 as pb;
+use mcp_proto::v1::fleet_service_server::FleetService;
+use tonic::{Request as RpcRequest, Response, Status};
+
+use crate::config::{FleetSettings, PlacementSettings};
+use crate::error::MasterError;
+use crate::liveness;
+use crate::store::{NodeRecord, PlacementRecord, Registration, Store};
+
+/// The fleet as the master knows it. Cheap to share behind an `Arc`.
+pub struct Fleet {
+    store: Arc<Store>,
+    fleet: FleetSettings,
+    placement: PlacementSettings,
+    started: DateTime<Utc>,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+fn resources(r: Option<&pb::Resources>) -> Resources {
+    r.map_or(Resources::default(), |r| Resources {
+        memory: r.memory_bytes,
+        cpus: r.cpus,
+    })
+}
+
+fn to_pb(r: Resources) -> pb::Resources {
+    pb::Resources {
+        memory_bytes: r.memory,
+        cpus: r.cpus,
+    }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Fleet {
+    /// The fleet kept in `store`, watched with `fleet`'s timings, placing
+    /// with `placement`'s defaults; silence is counted from now at the
+    /// earliest (the recovery window).
+    pub fn new(store: Arc<Store>, fleet: FleetSettings, placement: PlacementSettings) -> Fleet {
+        Fleet {
+            store,
+            fleet,
+            placement,
+            started: now(),
+        }
+    }
+
+    /// The database behind the fleet.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The state of `node` now.
+    pub fn state_of(&self, node: &NodeRecord) -> NodeState {
+        liveness::state_of(
+            node.last_heartbeat,
+            node.draining,
+            now(),
+            self.started,
+            &self.fleet,
+        )
+    }
+
+    /// Records every node whose state changed since it was last recorded,
+    /// with its transition event; returns `(node, from, to)` for each.
+    pub fn sweep(&self) -> Result<Vec<(String, NodeState, NodeState)>, MasterError> {
+        let mut changed = Vec::new();
+        for node in self.store.nodes()? {
+            if let Some((from, to)) = self.settle(&node)? {
+                changed.push((node.name, from, to));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Records `node`'s state now if it is not the one recorded, with its
+    /// transition event; the transition, if there was one. Every path that
+    /// changes a node (the sweep, a registration, a heartbeat) settles it
+    /// first, so that the events tell every transition in order.
+    fn settle(&self, node: &NodeRecord) -> Result<Option<(NodeState, NodeState)>, MasterError> {
+        let to = self.state_of(node);
+        let from = NodeState::parse(&node.state).unwrap_or(NodeState::Ready);
+        if from == to {
+            return Ok(None);
+        }
+        let kind = liveness::transition(from, to);
+        let silent = (now() - node.last_heartbeat.max(self.started))
+            .to_std()
+            .unwrap_or_default();
+        let detail = match to {
+            NodeState::Suspect | NodeState::Down => {
+                format!("no heartbeat for {:.1} s", silent.as_secs_f64())
+            }
+            _ => String::new(),
+        };
+        if !self
+            .store
+            .set_state(&node.name, to.as_str(), kind, &detail)?
+        {
+            return Ok(None);
+        }
+        match to {
+            NodeState::Suspect | NodeState::Down => {
+                tracing::warn!(node = %node.name, state = %to, %detail, "node {kind}")
+            }
+            _ => tracing::info!(node = %node.name, state = %to, "node {kind}"),
+        }
+        Ok(Some((from, to)))
+    }
+
+    /// Registers a node: refused when another agent holds the name and
+    /// still heartbeats; otherwise the node is recorded, ready (or still
+    /// draining), and what it holds is learnt as placements where the
+    /// master has none or an older one.
+    pub fn register(&self, request: &pb::RegisterRequest) -> Result<(), MasterError> {
+        let registration = check_registration(request)?;
+        if let Some(previous) = self.store.node(&registration.name)? {
+            self.settle(&previous)?;
+        }
+        let previous = self.store.node(&registration.name)?;
+        let kind = match &previous {
+            None => "joined",
+            Some(p) if p.boot_id != registration.boot_id => {
+                let state = self.state_of(p);
+                if matches!(state, NodeState::Ready | NodeState::Draining) {
+                    return Err(MasterError::AlreadyExists(format!(
+                        "node {:?} is registered by another agent (at {}), which heartbeat {:.1} s ago: two nodes cannot share a name",
+                        registration.name,
+                        p.address,
+                        (now() - p.last_heartbeat)
+                            .to_std()
+                            .unwrap_or_default()
+                            .as_secs_f64()
+                    )));
+                }
+                "back"
+            }
+            Some(p) => match NodeState::parse(&p.state) {
+                Some(NodeState::Suspect | NodeState::Down) => "back",
+                _ => "registered",
+            },
+        };
+        let draining = previous.as_ref().is_some_and(|p| p.draining);
+        let state = if draining {
+            NodeState::Draining
+        } else {
+            NodeState::Ready
+        };
+        let detail = format!(
+            "{} {} at {}, {}",
+            registration.role, registration.version, registration.address, registration.capacity
+        );
+        self.store
+            .register(&registration, state.as_str(), kind, &detail)?;
+        tracing::info!(node = %registration.name, address = %registration.address, services = request.inventory.len(), "node {kind}");
+        self.learn_inventory(&registration.name, &request.inventory)
+    }
+
+    /// Takes in what a node reports holding: a service the master has no
+    /// placement for, or an older one, is placed where the node holds it
+    /// (the highest generation wins).
+    fn learn_inventory(
+        &self,
+        node: &str,
+        inventory: &[pb::InventoryService],
+    ) -> Result<(), MasterError> {
+        let known: BTreeMap<String, PlacementRecord> = self
+            .store
+            .placements()?
+            .into_iter()
+            .map(|p| (p.service.clone(), p))
+            .collect();
+        for held in inventory {
+            let Some(spec) = &held.definition else {
+                continue;
+            };
+            let definition = match ServiceDef::from_proto(spec) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(node, service = %spec.name, error = %e, "a node holds a definition this master cannot read; not learnt");
+                    continue;
+                }
+            };
+            let (kind, detail) = match known.get(&definition.name) {
+                None => (
+                    "learnt",
+                    format!("held by {node} (generation {})", held.generation),
+                ),
+                Some(p) if p.node == node && p.generation >= held.generation => continue,
+                Some(p) if p.node == node => (
+                    "learnt",
+                    format!(
+                        "held by {node} at generation {} (the master had {})",
+                        held.generation, p.generation
+                    ),
+                ),
+                Some(p) if p.generation < held.generation => (
+                    "learnt",
+                    format!(
+                        "held by {node} at generation {}, newer than {}'s {}",
+                        held.generation, p.node, p.generation
+                    ),
+                ),
+                Some(p) => {
+                    let detail = format!(
+                        "{node} holds generation {} of a service placed on {} at generation {}",
+                        held.generation, p.node, p.generation
+                    );
+                    tracing::warn!(node, service = %definition.name, "stale copy: {detail}");
+                    self.store
+                        .record_event(node, &definition.name, "stale-copy", &detail)?;
+                    continue;
+                }
+            };
+            let demand = placement::demand_of(&definition, self.placement.default_memory);
+            self.store.place(
+                &PlacementRecord {
+                    service: definition.name.clone(),
+                    node: node.to_string(),
+                    generation: held.generation,
+                    definition,
+                    demand,
+                    updated_at: now(),
+                },
+                kind,
+                &detail,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Records a heartbeat; false when the master does not know the node
+    /// with that boot id (it must register again).
+    pub fn heartbeat(&self, request: &pb::HeartbeatRequest) -> Result<bool, MasterError> {
+        // The silence this heartbeat ends is recorded first.
+        if let Some(node) = self.store.node(&request.name)?
+            && node.boot_id == request.boot_id
+        {
+            self.settle(&node)?;
+        }
+        let known = self.store.heartbeat(
+            &request.name,
+            &request.boot_id,
+            resources(request.used.as_ref()),
+        )?;
+        if known && let Some(node) = self.store.node(&request.name)? {
+            // Back at once rather than at the next sweep.
+            self.settle(&node)?;
+        }
+        Ok(known)
+    }
+
+    /// Every node with its state, allocation and service count, by name.
+    pub fn nodes(&self) -> Result<Vec<pb::NodeSummary>, MasterError> {
+        let placements = self.store.placements()?;
+        let mut held: BTreeMap<&str, (Resources, u32)> = BTreeMap::new();
+        for p in &placements {
+            let entry = held.entry(p.node.as_str()).or_default();
+            entry.0 = Resources {
+                memory: entry.0.memory.saturating_add(p.demand.memory),
+                cpus: entry.0.cpus.saturating_add(p.demand.cpus),
+            };
+            entry.1 += 1;
+        }
+        Ok(self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|n| {
+                let (allocated, services) = held.get(n.name.as_str()).copied().unwrap_or_default();
+                self.summary(&n, allocated, services)
+            })
+            .collect())
+    }
+
+    fn summary(&self, n: &NodeRecord, allocated: Resources, services: u32) -> pb::NodeSummary {
+        pb::NodeSummary {
+            name: n.name.clone(),
+            role: n.role.as_str().to_string(),
+            state: self.state_of(n).as_str().to_string(),
+            address: n.address.clone(),
+            arch: n.arch.clone(),
+            version: n.version.clone(),
+            last_heartbeat: timestamp(n.last_heartbeat),
+            capacity: Some(to_pb(n.capacity)),
+            allocated: Some(to_pb(allocated)),
+            used: Some(to_pb(n.used)),
+            services,
+            publish_address: n.publish_address.clone(),
+            state_since: timestamp(n.state_since),
+        }
+    }
+
+    /// Sets or clears `name`'s draining flag and records the transition;
+    /// the node afterwards.
+    pub fn set_draining(&self, name: &str, draining: bool) -> Result<pb::NodeSummary, MasterError> {
+        if name.is_empty() {
+            return Err(MasterError::InvalidArgument("no node name given".into()));
+        }
+        if !self.store.set_draining(name, draining)? {
+            return Err(MasterError::NotFound(format!(
+                "no node named {name:?} in the fleet"
+            )));
+        }
+        self.sweep()?;
+        self.nodes()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| MasterError::NotFound(format!("no node named {name:?} in the fleet")))
+    }
+
+    /// Where `services` would go, given the nodes and placements now.
+    pub fn plan(
+        &self,
+        services: &[pb::ServiceSpec],
+    ) -> Result<Vec<pb::PlannedPlacement>, MasterError> {
+        let defs = services
+            .iter()
+            .map(ServiceDef::from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let nodes: Vec<placement::Node> = self
+            .store
+            .nodes()?
+            .iter()
+            .map(|n| placement::Node {
+                name: n.name.clone(),
+                role: n.role,
+                state: self.state_of(n),
+                capacity: n.capacity,
+            })
+            .collect();
+        let existing: Vec<Existing> = self
+            .store
+            .placements()?
+            .into_iter()
+            .map(|p| Existing {
+                service: p.service,
+                node: p.node,
+                demand: p.demand,
+            })
+            .collect();
+        let requests: Vec<Request> = defs
+            .iter()
+            .map(|d| Request::for_service(d, self.placement.default_memory))
+            .collect();
+        let planned = placement::plan(&nodes, &existing, &requests)?;
+        Ok(planned
+            .into_iter()
+            .map(|p| pb::PlannedPlacement {
+                service: p.service,
+                node: p.node,
+                decision: p.decision.as_str().to_string(),
+                from: match p.decision {
+                    placement::Decision::Moved { from } => from,
+                    _ => String::new(),
+                },
+            })
+            .collect())
+    }
+
+    /// How often agents heartbeat.
+    pub fn heartbeat_interval_ms(&self) -> u32 {
+        millis(self.fleet.heartbeat_interval)
+    }
+}
+
+/// A registration request checked: a name fit for `node = "..."`, a known
+/// role, an address to dial, a boot id.
+fn check_registration(r: &pb::RegisterRequest) -> Result<Registration, MasterError> {
+    let bad = |m: String| MasterError::InvalidArgument(m);
+    if let Some(problem) = name_problem(&r.name) {
+        return Err(bad(format!("node name {:?} {problem}", r.name)));
+    }
+    let role = if r.role.is_empty() {
+        NodeRole::Worker
+    } else {
+        NodeRole::parse(&r.role).ok_or_else(|| {
+            bad(format!(
+                "node {:?}: role {:?} is not \"worker\", \"core\" or \"edge\"",
+                r.name, r.role
+            ))
+        })?
+    };
+    if r.advertise.parse::<SocketAddr>().is_err() {
+        return Err(bad(format!(
+            "node {:?}: advertise address {:?} is not host:port with an IP address",
+            r.name, r.advertise
+        )));
+    }
+    if r.boot_id.is_empty() {
+        return Err(bad(format!("node {:?}: no boot id", r.name)));
+    }
+    if !r.publish_address.is_empty() && r.publish_address.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!(
+            "node {:?}: publish address {:?} is not an IP address",
+            r.name, r.publish_address
+        )));
+    }
+    Ok(Registration {
+        name: r.name.clone(),
+        role,
+        address: r.advertise.clone(),
+        arch: r.arch.clone(),
+        version: r.version.clone(),
+        capacity: resources(r.capacity.as_ref()),
+        boot_id: r.boot_id.clone(),
+        publish_address: r.publish_address.clone(),
+    })
+}
+
+/// `FleetService` over a [`Fleet`]. The store's calls are short SQLite
+/// statements; they run on the blocking pool.
+#[derive(Clone)]
+pub struct FleetApi {
+    fleet: Arc<Fleet>,
+}
+
+impl FleetApi {
+    /// The service over `fleet`.
+    pub fn new(fleet: Arc<Fleet>) -> FleetApi {
+        FleetApi { fleet }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Fleet) -> Result<T, MasterError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let fleet = self.fleet.clone();
+        tokio::task::spawn_blocking(move || f(&fleet))
+            .await
+            .map_err(|e| MasterError::Internal(format!("a fleet task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+#[tonic::async_trait]
+impl FleetService for FleetApi {
+    async fn register(
+        &self,
+        request: RpcRequest<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let request = request.into_inner();
+        let interval = self
+            .blocking(move |f| {
+                f.register(&request)?;
+                Ok(f.heartbeat_interval_ms())
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: interval,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: RpcRequest<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let (known, interval) = self
+            .blocking(move |f| Ok((f.heartbeat(&request)?, f.heartbeat_interval_ms())))
+            .await?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            heartbeat_interval_ms: interval,
+            register_again: !known,
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: RpcRequest<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self.blocking(|f| f.nodes()).await?;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn drain(
+        &self,
+        request: RpcRequest<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeActionResponse>, Status> {
+        let name = request.into_inner().name;
+        let node = self.blocking(move |f| f.set_draining(&name, true)).await?;
+        Ok(Response::new(pb::NodeActionResponse { node: Some(node) }))
+    }
+
+    async fn undrain(
+        &self,
+        request: RpcRequest<pb::NodeRequest>,
+    ) -> Result<Response<pb::NodeActionResponse>, Status> {
+        let name = request.into_inner().name;
+        let node = self.blocking(move |f| f.set_draining(&name, false)).await?;
+        Ok(Response::new(pb::NodeActionResponse { node: Some(node) }))
+    }
+
+    async fn plan(
+        &self,
+        request: RpcRequest<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let services = request.into_inner().services;
+        let placements = self.blocking(move |f| f.plan(&services)).await?;
+        Ok(Response::new(pb::PlanResponse { placements }))
+    }
+}

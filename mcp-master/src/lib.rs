@@ -1,0 +1,25 @@
+//! The fleet's master: what a fleet of MCP agents needs one place to know.
+//!
+//! - [`config`]: the master's configuration (listening, TLS, auth and
+//!   limits as the agent's; heartbeats, `lost_after`, placement defaults).
+//! - [`store`]: its SQLite database (nodes, placements, events), of which
+//!   it is the single writer, and which it can lose without losing
+//!   anything.
+//! - [`liveness`]: a node's state from its heartbeats (ready, suspect,
+//!   down, draining) and the recovery window after the master starts.
+//! - [`fleet`]: nodes registering and heartbeating, what they hold, and
+//!   `FleetService` over it; placement itself is
+//!   [`mcp_core::placement`], a pure function.
+//! - [`server`]: the gRPC server wiring and graceful shutdown.
+//! - [`error`]: the master's errors and their gRPC status codes.
+//!
+//! `mcp-master` is a thin binary over [`server::Master`].
+
+pub mod config;
+pub mod error;
+pub mod fleet;
+pub mod liveness;
+pub mod server;
+pub mod store;
+
+pub use server::Master;
