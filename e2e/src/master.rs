@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mcp_core::client::{Client, ConnectOptions};
 use mcp_core::tls::ClientTlsFiles;
 
-use crate::{Node, bin_dir, free_port, kill_processes_mentioning};
+use crate::{CmdResult, Node, bin_dir, free_port, kill_processes_mentioning};
 
 /// Heartbeat interval of test masters.
 pub const HEARTBEAT: Duration = Duration::from_millis(200);
@@ -78,6 +78,16 @@ impl Master {
         let node_token = token("nodes", "node");
         std::fs::write(dir.path().join("join-token"), format!("{node_token}\n"))
             .expect("write join token");
+        std::fs::write(dir.path().join("admin-token"), format!("{admin_token}\n"))
+            .expect("write admin token");
+        std::fs::write(
+            dir.path().join("mcp.toml"),
+            format!(
+                "master = \"{addr}\"\ntoken_file = \"admin-token\"\n\n[tls]\nca_cert = \"{}\"\n",
+                pki.ca_cert.display()
+            ),
+        )
+        .expect("write mcp.toml");
         let mut master = Master {
             dir,
             addr,
@@ -161,6 +171,19 @@ impl Master {
         Client::connect("master", &self.addr, &options)
             .await
             .expect("connect to the master")
+    }
+
+    /// Runs `mcp ARGS` with a CLI configuration that names this master
+    /// (and no node), with its admin token.
+    pub fn mcp(&self, args: &[&str]) -> CmdResult {
+        let out = Command::new(bin_dir().join("mcp"))
+            .args(args)
+            .env("MCP_CONFIG", self.dir.path().join("mcp.toml"))
+            .env_remove("MCP_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mcp");
+        CmdResult::from(out, args)
     }
 
     /// The `[master]` section that makes an agent join this master, as

@@ -153,6 +153,7 @@ pub fn write_cli_config(
             name: node_name.to_string(),
             address: addr.to_string(),
         }],
+        master: None,
     };
     if config.write_if_absent(path)? {
         return Ok(CliConfigChange::Created);

@@ -20,8 +20,8 @@ use crate::logs::LogStream;
 use crate::runtime::wait;
 use crate::servicedef::{ServiceDef, load};
 use crate::types::{
-    ActionResult, AdoptResult, Config, Event, FileEntry, Node, NodeInfo, PsReport, Revision,
-    StatusReport, SyncResult, TransferResult,
+    ActionResult, AdoptResult, Config, Event, FileEntry, FleetNode, Node, NodeInfo, Placement,
+    PsReport, Revision, StatusReport, SyncResult, TransferResult,
 };
 
 /// A connection to one node's agent.
@@ -369,6 +369,46 @@ impl Client {
     fn node_info(&self, py: Python<'_>) -> PyResult<NodeInfo> {
         let mut c = self.client()?;
         wait(py, async move { Ok(c.node_info().await?.into()) })
+    }
+
+    /// Every node of the fleet as the master sees it (a client of the
+    /// master).
+    fn nodes(&self, py: Python<'_>) -> PyResult<Vec<FleetNode>> {
+        let mut c = self.client()?;
+        wait(py, async move {
+            Ok(c.nodes().await?.into_iter().map(FleetNode::from).collect())
+        })
+    }
+
+    /// Drains node `name` through the master: nothing new goes there, its
+    /// movable services are planned elsewhere. The node afterwards.
+    fn drain(&self, py: Python<'_>, name: String) -> PyResult<FleetNode> {
+        let mut c = self.client()?;
+        wait(py, async move { Ok(c.drain(&name).await?.into()) })
+    }
+
+    /// Makes a drained node eligible again. The node afterwards.
+    fn undrain(&self, py: Python<'_>, name: String) -> PyResult<FleetNode> {
+        let mut c = self.client()?;
+        wait(py, async move { Ok(c.undrain(&name).await?.into()) })
+    }
+
+    /// Where the master would put `definitions` (`ServiceDef`s or paths);
+    /// changes nothing. Raises `ConflictError` naming every service
+    /// that cannot be placed.
+    fn plan(&self, py: Python<'_>, definitions: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Placement>> {
+        let defs = definitions
+            .iter()
+            .map(|a| self.definition(a))
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut c = self.client()?;
+        wait(py, async move {
+            Ok(c.plan(&defs)
+                .await?
+                .into_iter()
+                .map(Placement::from)
+                .collect())
+        })
     }
 
     /// Sends the whole set of services this node should run; the node

@@ -42,6 +42,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::SyncResult>()?;
     m.add_class::<types::AdoptResult>()?;
     m.add_class::<types::NodeInfo>()?;
+    m.add_class::<types::Resources>()?;
+    m.add_class::<types::FleetNode>()?;
+    m.add_class::<types::Placement>()?;
     m.add_class::<types::FileEntry>()?;
     m.add_class::<types::Transfer>()?;
     m.add_class::<types::TransferResult>()?;

@@ -574,6 +574,104 @@ impl From<pb::NodeInfoResponse> for NodeInfo {
 }
 
 record! {
+    /// Memory and CPUs: what a node offers, holds or uses.
+    Resources {
+        /// Memory in bytes.
+        memory_bytes: u64,
+        /// Whole CPUs.
+        cpus: u32,
+    }
+}
+
+impl From<Option<pb::Resources>> for Resources {
+    fn from(r: Option<pb::Resources>) -> Self {
+        let r = r.unwrap_or_default();
+        Resources {
+            memory_bytes: r.memory_bytes,
+            cpus: r.cpus,
+        }
+    }
+}
+
+record! {
+    /// A node of the fleet as the master sees it.
+    FleetNode {
+        /// The node's name.
+        node: String,
+        /// `worker`, `core` or `edge`.
+        role: String,
+        /// `ready`, `suspect`, `down` or `draining`.
+        state: String,
+        /// Since when it is in that state.
+        state_since: Option<DateTime<Utc>>,
+        /// The address the master dials.
+        address: String,
+        /// The machine's architecture.
+        arch: Option<String>,
+        /// The agent's version.
+        version: Option<String>,
+        /// Its last heartbeat (or registration).
+        last_heartbeat: Option<DateTime<Utc>>,
+        /// What it offers services.
+        capacity: Resources,
+        /// What the services placed on it ask for.
+        allocated: Resources,
+        /// What it reported using in its last heartbeat.
+        used: Resources,
+        /// How many services are placed on it.
+        services: u32,
+        /// Where it publishes ports without a host address; `None` for
+        /// every address.
+        publish_address: Option<String>,
+    }
+}
+
+impl From<pb::NodeSummary> for FleetNode {
+    fn from(n: pb::NodeSummary) -> Self {
+        FleetNode {
+            state_since: rfc3339(&n.state_since),
+            last_heartbeat: rfc3339(&n.last_heartbeat),
+            capacity: n.capacity.into(),
+            allocated: n.allocated.into(),
+            used: n.used.into(),
+            node: n.name,
+            role: n.role,
+            state: n.state,
+            address: n.address,
+            arch: non_empty(n.arch),
+            version: non_empty(n.version),
+            services: n.services,
+            publish_address: non_empty(n.publish_address),
+        }
+    }
+}
+
+record! {
+    /// Where the master would put one service.
+    Placement {
+        /// The service.
+        service: String,
+        /// The node it would run on, or wait for.
+        node: String,
+        /// `kept`, `new`, `moved` or `waiting`.
+        decision: String,
+        /// For `moved`: the node it would leave.
+        moved_from: Option<String>,
+    }
+}
+
+impl From<pb::PlannedPlacement> for Placement {
+    fn from(p: pb::PlannedPlacement) -> Self {
+        Placement {
+            service: p.service,
+            node: p.node,
+            decision: p.decision,
+            moved_from: non_empty(p.from),
+        }
+    }
+}
+
+record! {
     /// One entry of a service's directory on its node.
     FileEntry {
         /// Relative to the service's directory (`.` for the directory).

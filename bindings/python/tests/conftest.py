@@ -45,11 +45,31 @@ def bin_dir() -> Path:
     return directory
 
 
+_ports = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that is free now and lies below the kernel's
+    ephemeral range: a port handed out here is bound later by an agent or a
+    container, and one from the ephemeral range could be taken meanwhile by
+    any outgoing connection on the host."""
+    lowest, stretch = 10_000, 2_000
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32_768
+    ephemeral = max(ephemeral, lowest + stretch)
+    size = ephemeral - lowest
+    start = (os.getpid() % (size // stretch)) * stretch
+    for _ in range(size):
+        port = lowest + (start + next(_ports)) % size
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {lowest} and {ephemeral}")
 
 
 def wait_for(what: str, timeout: float, check: Callable[[], bool]) -> None:

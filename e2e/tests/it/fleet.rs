@@ -192,6 +192,45 @@ fn agents_join_a_master_fall_silent_come_back_and_outlive_it() {
     })
     .expect("a heartbeat with the node's use");
 
+    // The operator's view through the master: `mcp node list`, drain and
+    // undrain.
+    let listed = master.mcp(&["--json", "node", "list"]).success();
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).expect("json");
+    crate::output::assert_shape("fleet-node-list", &listed);
+    let names: Vec<&str> = listed["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|n| n["node"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&a.name.as_str()) && names.contains(&b.name.as_str()),
+        "{listed}"
+    );
+    let table = master.mcp(&["node", "list"]).success().stdout;
+    assert!(
+        table.contains("LAST HEARTBEAT") && table.contains("64 MiB / 1 GiB"),
+        "{table}"
+    );
+    let drained = master.mcp(&["--json", "node", "drain", &b.name]).success();
+    let drained: serde_json::Value = serde_json::from_str(&drained.stdout).expect("json");
+    crate::output::assert_shape("fleet-node-list", &drained);
+    assert_eq!(drained["nodes"][0]["state"], "draining", "{drained}");
+    let undrained = master.mcp(&["node", "undrain", &b.name]).success();
+    assert!(undrained.stdout.contains("ready"), "{}", undrained.stdout);
+    let unknown = master.mcp(&["node", "drain", "nowhere"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no node named \"nowhere\""),
+        "{}",
+        unknown.stderr
+    );
+    // Without a master configured, drain says what to set.
+    let alone = a.mcp(&["node", "drain", &b.name]);
+    assert!(
+        alone.stderr.contains("no master configured"),
+        "{}",
+        alone.stderr
+    );
+
     // Node b cut off: its agent frozen.
     let pid = b.agent_pid().expect("b's agent");
     signal(pid, nix::sys::signal::Signal::SIGSTOP);

@@ -30,7 +30,7 @@ fn documented() -> Vec<(String, Value)> {
     shapes
 }
 
-fn shape(name: &str) -> Value {
+pub(crate) fn shape(name: &str) -> Value {
     documented()
         .into_iter()
         .find(|(n, _)| n == name)
@@ -77,7 +77,7 @@ fn conforms(actual: &Value, doc: &Value, at: &str) -> Result<(), String> {
     }
 }
 
-fn assert_shape(name: &str, actual: &Value) {
+pub(crate) fn assert_shape(name: &str, actual: &Value) {
     if let Err(e) = conforms(actual, &shape(name), name) {
         panic!("{e}\nactual: {actual:#}");
     }

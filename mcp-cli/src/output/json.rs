@@ -209,6 +209,31 @@ pub fn configured(nodes: &[NodeEntry]) -> Vec<Value> {
         .collect()
 }
 
+/// Memory and CPUs (Python `Resources`).
+fn resources(r: Option<&pb::Resources>) -> Value {
+    let r = r.copied().unwrap_or_default();
+    json!({"memory_bytes": r.memory_bytes, "cpus": r.cpus})
+}
+
+/// A node as the master sees it (Python `FleetNode`).
+pub fn fleet_node(n: &pb::NodeSummary) -> Value {
+    json!({
+        "node": n.name,
+        "role": n.role,
+        "state": n.state,
+        "state_since": time(&n.state_since),
+        "address": n.address,
+        "arch": opt(&n.arch),
+        "version": opt(&n.version),
+        "last_heartbeat": time(&n.last_heartbeat),
+        "capacity": resources(n.capacity.as_ref()),
+        "allocated": resources(n.allocated.as_ref()),
+        "used": resources(n.used.as_ref()),
+        "services": n.services,
+        "publish_address": opt(&n.publish_address),
+    })
+}
+
 /// `mcp node info` of a node that answered (Python `NodeInfo`).
 pub fn node_info(node: &str, i: &pb::NodeInfoResponse) -> Value {
     json!({

@@ -253,6 +253,17 @@ impl Output {
         tables::nodes(nodes)
     }
 
+    /// `mcp node list` with a master, and what `drain` and `undrain` leave:
+    /// the fleet's nodes as the master sees them.
+    pub fn fleet_nodes(&self, nodes: &[pb::NodeSummary]) -> anyhow::Result<()> {
+        if self.json {
+            return print_json(&json::envelope(
+                nodes.iter().map(json::fleet_node).collect(),
+            ));
+        }
+        tables::fleet_nodes(nodes)
+    }
+
     /// `mcp node info`: every node asked, reachable or not (one that is not
     /// carries its error); fails when none answered.
     pub fn node_info(

@@ -420,6 +420,44 @@ pub fn nodes(nodes: &[NodeEntry]) -> anyhow::Result<()> {
     print_table(&t, "no nodes configured")
 }
 
+/// `mcp node list` with a master.
+pub fn fleet_nodes(nodes: &[pb::NodeSummary]) -> anyhow::Result<()> {
+    use mcp_core::placement::format_bytes;
+    let mut t = table(&[
+        "NODE",
+        "ROLE",
+        "STATE",
+        "ADDRESS",
+        "ARCH",
+        "LAST HEARTBEAT",
+        "MEMORY (ALLOCATED / CAPACITY)",
+        "CPUS",
+        "SERVICES",
+    ]);
+    for n in nodes {
+        let (cap, alloc) = (
+            n.capacity.unwrap_or_default(),
+            n.allocated.unwrap_or_default(),
+        );
+        t.add_row(vec![
+            n.name.clone(),
+            n.role.clone(),
+            n.state.clone(),
+            n.address.clone(),
+            n.arch.clone(),
+            n.last_heartbeat.clone(),
+            format!(
+                "{} / {}",
+                format_bytes(alloc.memory_bytes),
+                format_bytes(cap.memory_bytes)
+            ),
+            format!("{} / {}", alloc.cpus, cap.cpus),
+            n.services.to_string(),
+        ]);
+    }
+    print_table(&t, "no nodes have joined the master")
+}
+
 /// `mcp node info`.
 pub fn node_info(
     infos: &[(NodeEntry, anyhow::Result<pb::NodeInfoResponse>)],

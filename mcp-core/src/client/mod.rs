@@ -904,6 +904,7 @@ mod tests {
             token_file: None,
             tls: None,
             nodes: vec![node("rift"), node("vade"), node("idle")],
+            master: None,
         };
         let def =
             |text: &str| crate::servicedef::parse(text, std::path::Path::new("t.toml")).unwrap();

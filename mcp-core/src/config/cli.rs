@@ -52,6 +52,10 @@ pub struct CliConfig {
     /// The nodes, in order; the first is the default.
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    /// `host:port` of the fleet's master, with the same token and TLS:
+    /// `mcp node` commands go to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
 }
 
 fn default_services_dir() -> PathBuf {
@@ -280,6 +284,7 @@ mod tests {
                 name: "local".into(),
                 address: "127.0.0.1:9444".into(),
             }],
+            master: None,
         };
         assert!(config.write_if_absent(&path).unwrap());
         assert!(!config.write_if_absent(&path).unwrap());
@@ -303,6 +308,7 @@ mod tests {
             token_file: None,
             tls: None,
             nodes: vec![],
+            master: None,
         };
         assert_eq!(
             c.definition_path("web"),

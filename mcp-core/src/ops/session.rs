@@ -140,6 +140,18 @@ impl Session {
         Ok(Client::connect(&node.name, &node.address, &options).await?)
     }
 
+    /// A client of the fleet's master (`master` in the CLI config), with
+    /// the session's token and TLS.
+    pub async fn connect_master(&self) -> Result<Client, OpsError> {
+        let Some(address) = &self.config.master else {
+            return Err(self.unresolved(
+                "no master configured: set master = \"host:port\" in the CLI config".into(),
+            ));
+        };
+        let options = self.connect_options()?;
+        Ok(Client::connect("master", address, &options).await?)
+    }
+
     /// The definitions `sync` sends, per node: every file of the services
     /// directory, each to its `node` (or the first node), every configured
     /// node with its set (or only the session's node).
