@@ -184,12 +184,7 @@ pub struct UnikernelSettings {
 pub const STOP_TIMEOUT_BOUNDS: Bounds = Bounds::new(0, 3_600, "seconds");
 /// `[monitor] interval`, seconds.
 pub const MONITOR_INTERVAL_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
-/// `[monitor] alert_timeout`, seconds.
-pub const ALERT_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 3_600, "seconds");
-/// `[monitor] alert_cooldown`, seconds.
-pub const ALERT_COOLDOWN_BOUNDS: Bounds = Bounds::new(1, 7 * DAY, "seconds");
-/// `[monitor] alert_burst`, alerts per cooldown.
-pub const ALERT_BURST_BOUNDS: Bounds = Bounds::new(1, 1_000, "alerts");
+pub use mcp_core::alert::{ALERT_BURST_BOUNDS, ALERT_COOLDOWN_BOUNDS, ALERT_TIMEOUT_BOUNDS};
 /// `[monitor] event_retention_days`, days.
 pub const EVENT_RETENTION_BOUNDS: Bounds = Bounds::new(1, 3_650, "days");
 /// `[deploy] settle_ms`, milliseconds.

@@ -9,6 +9,7 @@
 //!   (deploy options, actions, HTTP/2 sizes, file chunks, timestamps).
 //! - [`config`]: the configuration files MCP reads and what they share.
 //! - [`tls`]: certificates, server and client TLS, the development PKI.
+//! - [`alert`]: running the alert program exec-style, and its rate limit.
 //! - [`auth`]: token validators, roles, the guard and audit layer every
 //!   server puts in front of its handlers.
 //! - [`client`]: the gRPC client used by `mcp`, the Python bindings and
@@ -25,6 +26,7 @@
 //!   stop signals, token-file commands).
 //! - [`fsutil`]: small file-system helpers (private files, durable writes).
 
+pub mod alert;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcp_core::alert::{ALERT_BURST_BOUNDS, ALERT_COOLDOWN_BOUNDS, ALERT_TIMEOUT_BOUNDS};
 use mcp_core::config::server::{
     AuthFile, AuthSettings, LimitSettings, LimitsFile, Listen, TlsFile, TlsSettings,
 };
@@ -42,6 +43,35 @@ pub struct MasterConfig {
     pub fleet: FleetSettings,
     /// How services are placed.
     pub placement: PlacementSettings,
+    /// Alerts about nodes and services (`[monitor]`, as an agent's).
+    pub monitor: AlertSettings,
+}
+
+/// `[monitor]`: the alert program run when a node goes suspect, down or
+/// comes back, and when a service waits on a down node; the same keys and
+/// the same exec-style program as an agent's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertSettings {
+    /// Program and arguments (placeholders `{node}`, `{service}`,
+    /// `{component}`, `{event}`, `{detail}`, `{time}`); empty: no alerts.
+    pub alert_command: Vec<String>,
+    /// How long it may run before it is killed.
+    pub alert_timeout: Duration,
+    /// The window of the per-node rate limit.
+    pub alert_cooldown: Duration,
+    /// Most alerts per node (or per waiting service) within the window.
+    pub alert_burst: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> AlertSettings {
+        AlertSettings {
+            alert_command: Vec::new(),
+            alert_timeout: Duration::from_secs(10),
+            alert_cooldown: Duration::from_secs(300),
+            alert_burst: 3,
+        }
+    }
 }
 
 /// `[fleet]`: heartbeats and how long silence may last.
@@ -123,6 +153,17 @@ struct MasterConfigFile {
     fleet: FleetFile,
     #[serde(default)]
     placement: PlacementFile,
+    #[serde(default)]
+    monitor: MonitorFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorFile {
+    alert_command: Option<Vec<String>>,
+    alert_timeout: Option<Spanned<u64>>,
+    alert_cooldown: Option<Spanned<u64>>,
+    alert_burst: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +194,7 @@ impl MasterConfig {
             limits: LimitSettings::default(),
             fleet: FleetSettings::default(),
             placement: PlacementSettings::default(),
+            monitor: AlertSettings::default(),
         }
     }
 
@@ -234,6 +276,29 @@ impl MasterConfig {
             })?;
             self.placement.default_memory = memory.bytes();
         }
+        let m = &file.monitor;
+        if let Some(v) = &m.alert_command {
+            if v.first().is_some_and(|p| p.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "monitor.alert_command: the program name is empty".into(),
+                });
+            }
+            self.monitor.alert_command = v.clone();
+        }
+        let secs = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
+            bounded(path, text, key, v, bounds).map(Duration::from_secs)
+        };
+        if let Some(v) = &m.alert_timeout {
+            self.monitor.alert_timeout = secs("monitor.alert_timeout", v, ALERT_TIMEOUT_BOUNDS)?;
+        }
+        if let Some(v) = &m.alert_cooldown {
+            self.monitor.alert_cooldown = secs("monitor.alert_cooldown", v, ALERT_COOLDOWN_BOUNDS)?;
+        }
+        if let Some(v) = &m.alert_burst {
+            let n = bounded(path, text, "monitor.alert_burst", v, ALERT_BURST_BOUNDS)?;
+            self.monitor.alert_burst = u32::try_from(n).unwrap_or(u32::MAX);
+        }
         if self.fleet.lost_after <= self.fleet.suspect_after() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -262,7 +327,7 @@ mod tests {
         let mut c = MasterConfig::dev_defaults(Path::new("/tmp/m"));
         c.apply_toml(
             Path::new("m.toml"),
-            "listen = \"127.0.0.9\"\n[fleet]\nheartbeat_interval_ms = 200\nheartbeat_grace_ms = 100\nlost_after = 2\n[placement]\ndefault_memory = \"128M\"\n[auth]\naudit_required = true\n",
+            "listen = \"127.0.0.9\"\n[fleet]\nheartbeat_interval_ms = 200\nheartbeat_grace_ms = 100\nlost_after = 2\n[placement]\ndefault_memory = \"128M\"\n[auth]\naudit_required = true\n[monitor]\nalert_command = [\"/bin/page\", \"{node}\"]\nalert_burst = 5\n",
         )
         .unwrap();
         assert_eq!(
@@ -274,6 +339,8 @@ mod tests {
         assert_eq!(c.fleet.lost_after, Duration::from_secs(2));
         assert_eq!(c.placement.default_memory, 128 << 20);
         assert!(c.auth.audit_required);
+        assert_eq!(c.monitor.alert_command, ["/bin/page", "{node}"]);
+        assert_eq!(c.monitor.alert_burst, 5);
         assert_eq!(c.db, PathBuf::from("/tmp/m/master.db"));
     }
 

@@ -14,6 +14,7 @@ use mcp_proto::v1 as pb;
 use mcp_proto::v1::fleet_service_server::FleetService;
 use tonic::{Request as RpcRequest, Response, Status};
 
+use crate::alerts::Alerter;
 use crate::config::{FleetSettings, PlacementSettings};
 use crate::error::MasterError;
 use crate::liveness;
@@ -25,6 +26,7 @@ pub struct Fleet {
     fleet: FleetSettings,
     placement: PlacementSettings,
     started: DateTime<Utc>,
+    alerts: Option<Arc<Alerter>>,
 }
 
 fn now() -> DateTime<Utc> {
@@ -59,6 +61,49 @@ impl Fleet {
             fleet,
             placement,
             started: now(),
+            alerts: None,
+        }
+    }
+
+    /// Sends alerts through `alerts` (none without).
+    pub fn with_alerts(mut self, alerts: Option<Arc<Alerter>>) -> Fleet {
+        self.alerts = alerts;
+        self
+    }
+
+    /// Alerts about a transition of `node` just recorded: suspect, down
+    /// (and every service that waits for it: its data lives there), back.
+    fn alert(&self, node: &str, from: NodeState, to: NodeState, detail: &str) {
+        let Some(alerts) = &self.alerts else {
+            return;
+        };
+        match to {
+            NodeState::Suspect => alerts.send(node, "", "node-suspect", detail),
+            NodeState::Down => {
+                alerts.send(node, "", "node-down", detail);
+                match self.store.placements() {
+                    Ok(placements) => {
+                        for p in placements
+                            .iter()
+                            .filter(|p| p.node == node && placement::node_bound(&p.definition))
+                        {
+                            alerts.send(
+                                node,
+                                &p.service,
+                                "service-waiting",
+                                &format!("its data lives on {node}, which is down"),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the services waiting on a down node")
+                    }
+                }
+            }
+            NodeState::Ready if matches!(from, NodeState::Suspect | NodeState::Down) => {
+                alerts.send(node, "", "node-back", detail)
+            }
+            _ => {}
         }
     }
 
@@ -116,6 +161,7 @@ impl Fleet {
         {
             return Ok(None);
         }
+        self.alert(&node.name, from, to, &detail);
         match to {
             NodeState::Suspect | NodeState::Down => {
                 tracing::warn!(node = %node.name, state = %to, %detail, "node {kind}")
@@ -169,6 +215,11 @@ impl Fleet {
         );
         self.store
             .register(&registration, state.as_str(), kind, &detail)?;
+        if kind == "back"
+            && let Some(alerts) = &self.alerts
+        {
+            alerts.send(&registration.name, "", "node-back", &detail);
+        }
         tracing::info!(node = %registration.name, address = %registration.address, services = request.inventory.len(), "node {kind}");
         self.learn_inventory(&registration.name, &request.inventory)
     }

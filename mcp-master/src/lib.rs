@@ -10,11 +10,14 @@
 //! - [`fleet`]: nodes registering and heartbeating, what they hold, and
 //!   `FleetService` over it; placement itself is
 //!   [`mcp_core::placement`], a pure function.
+//! - [`alerts`]: the alert program for nodes going suspect, down and back,
+//!   and services waiting on a down node.
 //! - [`server`]: the gRPC server wiring and graceful shutdown.
 //! - [`error`]: the master's errors and their gRPC status codes.
 //!
 //! `mcp-master` is a thin binary over [`server::Master`].
 
+pub mod alerts;
 pub mod config;
 pub mod error;
 pub mod fleet;

@@ -18,6 +18,7 @@ use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
 use mcp_proto::v1::fleet_service_server::FleetServiceServer;
 use tokio::net::TcpListener;
 
+use crate::alerts::Alerter;
 use crate::config::MasterConfig;
 use crate::fleet::{Fleet, FleetApi};
 use crate::store::{Store, StoreError};
@@ -88,7 +89,8 @@ impl Master {
             None => AuditLog::log_only(),
         });
         let store = Arc::new(Store::open(&config.db)?);
-        let fleet = Arc::new(Fleet::new(store, config.fleet, config.placement));
+        let alerts = Alerter::new(config.monitor.clone(), store.clone());
+        let fleet = Arc::new(Fleet::new(store, config.fleet, config.placement).with_alerts(alerts));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -134,7 +136,7 @@ impl Master {
         let (stop_sweeping, sweeping) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(sweep_liveness(
             fleet.clone(),
-            (config.fleet.heartbeat_interval / 2).max(Duration::from_millis(25)),
+            (config.fleet.heartbeat_interval / 4).max(Duration::from_millis(25)),
             sweeping,
         ));
 
@@ -205,7 +207,8 @@ impl Master {
     }
 }
 
-/// Records node state transitions every `every` until `stop` turns true; a
+/// Records node state transitions (and sends their alerts) every `every`,
+/// a quarter of the heartbeat interval, until `stop` turns true; a
 /// failed sweep is logged and the next one tries again.
 async fn sweep_liveness(
     fleet: Arc<Fleet>,

@@ -88,10 +88,8 @@
 //! [`Reconciler::status`]: crate::reconcile::Reconciler::status
 //! [`Reconciler::follow_events`]: crate::reconcile::Reconciler::follow_events
 
-pub mod alert;
 pub mod checks;
 pub mod drift;
-pub mod limit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,9 +103,9 @@ use crate::reconcile::{Reconciler, RuntimeChange, UNHEALTHY_DRIFT};
 use crate::registry::{EventFilter, Registry};
 use crate::server::activity::Activity;
 
-pub use alert::{AlertEvent, AlertFailure, AlertOutcome, run_alert};
 pub use drift::{ComponentKey, DriftTracker, Observation, Transition, open_drift};
-pub use limit::{Decision, RateLimiter};
+pub use mcp_core::alert::limit::{self, Decision, RateLimiter};
+pub use mcp_core::alert::{self, AlertEvent, AlertFailure, AlertOutcome, run_alert};
 
 /// Delay between an event and the check it causes; events within it share
 /// the check.
@@ -327,7 +325,7 @@ struct Checker {
     registry: Arc<Registry>,
     node_name: String,
     tracker: DriftTracker,
-    limiter: RateLimiter,
+    limiter: RateLimiter<ComponentKey>,
     cooldown: Duration,
     alerts: Option<mpsc::Sender<AlertEvent>>,
 }

@@ -35,13 +35,22 @@ impl TestMaster {
     /// A master with heartbeats every 100 ms, suspect after 300 ms of
     /// silence, down after 1 s.
     pub async fn start() -> TestMaster {
+        TestMaster::start_with(|_| {}).await
+    }
+
+    /// The same, with the configuration changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut MasterConfig)) -> TestMaster {
         let dir = tempfile::tempdir().unwrap();
-        TestMaster::start_in(dir, None).await
+        TestMaster::start_in(dir, None, adjust).await
     }
 
     /// A master over `dir` (its database and tokens), made anew or kept
     /// from a master before; `tokens` when the token file exists already.
-    pub async fn start_in(dir: tempfile::TempDir, tokens: Option<Tokens>) -> TestMaster {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tokens: Option<Tokens>,
+        adjust: impl FnOnce(&mut MasterConfig),
+    ) -> TestMaster {
         let pki = tls::ensure_dev_pki(&dir.path().join("tls"), &[]).unwrap();
         let mut config = MasterConfig::dev_defaults(dir.path());
         config.listen.address = Some("127.0.0.1:0".parse().unwrap());
@@ -60,6 +69,7 @@ impl TestMaster {
                 node: store.add("nodes", Role::Node, None).unwrap(),
             }
         });
+        adjust(&mut config);
         let master = Master::open(config.clone()).await.unwrap();
         let addr = master.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+mod alerts;
 mod harness;
 mod membership;
 mod security;

@@ -395,7 +395,7 @@ async fn a_master_that_lost_its_database_learns_the_fleet_again() {
     let _ = std::fs::remove_file(dir.path().join("master.db-wal"));
     let _ = std::fs::remove_file(dir.path().join("master.db-shm"));
 
-    let master = TestMaster::start_in(dir, Some(tokens)).await;
+    let master = TestMaster::start_in(dir, Some(tokens), |_| {}).await;
     let mut agent = master.client(&master.tokens.node).await;
     let mut ops = master.client(&master.tokens.readonly).await;
     assert!(ops.nodes().await.unwrap().is_empty(), "a new database");

@@ -1,21 +1,21 @@
-//! Alert rate limiting per component, with the clock passed in.
+//! Alert rate limiting per key (a component, a node), with the clock
+//! passed in.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::time::{Duration, Instant};
-
-use super::drift::ComponentKey;
 
 /// What to do with one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Run the alert program.
     Send,
-    /// Do not: the component used up its burst within the window.
+    /// Do not: the key used up its burst within the window.
     Suppress {
         /// Whether this is the first suppression in the current window (the
         /// one to record as an `alert-suppressed` event).
         first_in_window: bool,
-        /// When the next alert for this component would be sent.
+        /// When the next alert for this key would be sent.
         until: Instant,
     },
 }
@@ -28,16 +28,16 @@ struct KeyState {
     noted_until: Option<Instant>,
 }
 
-/// At most `burst` alerts per `window` per component (a sliding window).
+/// At most `burst` alerts per `window` per key (a sliding window).
 ///
 /// Alerts beyond that are suppressed; [`Decision::Suppress`] says whether
 /// the suppression is the first since the window filled up, so it can be
 /// recorded once and not once per suppressed alert.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K> {
     burst: usize,
     window: Duration,
-    keys: HashMap<ComponentKey, KeyState>,
+    keys: HashMap<K, KeyState>,
 }
 
 /// The longest window a [`RateLimiter`] keeps (the configuration allows at
@@ -45,10 +45,10 @@ pub struct RateLimiter {
 /// never overflow the clock.
 pub const MAX_WINDOW: Duration = Duration::from_secs(365 * 86_400);
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// At most `burst` (at least 1) alerts per `window` (at most
-    /// [`MAX_WINDOW`]) per component.
-    pub fn new(burst: u32, window: Duration) -> RateLimiter {
+    /// [`MAX_WINDOW`]) per key.
+    pub fn new(burst: u32, window: Duration) -> RateLimiter<K> {
         RateLimiter {
             burst: usize::try_from(burst).unwrap_or(usize::MAX).max(1),
             window: window.min(MAX_WINDOW),
@@ -56,13 +56,13 @@ impl RateLimiter {
         }
     }
 
-    /// The most alerts per window per component.
+    /// The most alerts per window per key.
     pub fn burst(&self) -> usize {
         self.burst
     }
 
     /// Decides on an alert for `key` at `now` (and counts it when sent).
-    pub fn check(&mut self, key: &ComponentKey, now: Instant) -> Decision {
+    pub fn check(&mut self, key: &K, now: Instant) -> Decision {
         if self.keys.len() > 1024 {
             self.forget_idle(now);
         }
@@ -90,7 +90,7 @@ impl RateLimiter {
         }
     }
 
-    /// Drops the state of components with nothing in their window.
+    /// Drops the state of keys with nothing in their window.
     fn forget_idle(&mut self, now: Instant) {
         let window = self.window;
         self.keys.retain(|_, s| {
@@ -105,6 +105,16 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A component's key, as the agent's monitor uses them.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    struct ComponentKey(String, String);
+
+    impl ComponentKey {
+        fn new(service: impl Into<String>, component: impl Into<String>) -> ComponentKey {
+            ComponentKey(service.into(), component.into())
+        }
+    }
 
     const W: Duration = Duration::from_secs(300);
 

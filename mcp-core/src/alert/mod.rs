@@ -1,4 +1,5 @@
-//! Running the configured alert program, exec-style.
+//! Running the configured alert program, exec-style, for an agent's drift
+//! and a master's nodes alike; [`limit`] rate-limits it per key.
 //!
 //! The program is `argv[0]`, looked up in `PATH` when it has no `/`, and is
 //! given `argv[1..]` as its arguments; it is never run through a shell. An
@@ -13,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+pub mod limit;
+
+use crate::config::{Bounds, DAY};
+
+/// `alert_timeout`, seconds.
+pub const ALERT_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 3_600, "seconds");
+/// `alert_cooldown`, seconds.
+pub const ALERT_COOLDOWN_BOUNDS: Bounds = Bounds::new(1, 7 * DAY, "seconds");
+/// `alert_burst`, alerts per cooldown.
+pub const ALERT_BURST_BOUNDS: Bounds = Bounds::new(1, 1_000, "alerts");
 
 /// Most bytes of the program's stdout, and of its stderr, kept for the log.
 pub const OUTPUT_LIMIT: usize = 4096;
@@ -35,7 +47,8 @@ pub const PLACEHOLDERS: [&str; 6] = [
 /// What an alert is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertEvent {
-    /// This node's name (`MCP_NODE`, `{node}`).
+    /// The node: an agent's own, or the one a master's alert is about
+    /// (`MCP_NODE`, `{node}`).
     pub node: String,
     /// The service (`MCP_SERVICE`, `{service}`).
     pub service: String,
