@@ -79,10 +79,11 @@ def fleet(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
         directory / "agent.log",
     )
     try:
-        client = mcp.Client(master_address, token=readonly, ca_cert=node.ca_cert)
 
         def joined() -> bool:
+            # The master may not listen yet: connecting is retried too.
             try:
+                client = mcp.Client(master_address, token=readonly, ca_cert=node.ca_cert)
                 return any(n.node == name and n.state == "ready" for n in client.nodes())
             except mcp.UnavailableError:
                 return False
