@@ -97,7 +97,7 @@ pub fn free_port() -> u16 {
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // Tests live in target/<profile>/deps/, binaries such as mcp-bench in
-    // target/<profile>/; mcp and mcp-agent are in target/<profile>/.
+    // target/<profile>/; mcp, mcp-agent and mcp-master are in target/<profile>/.
     let mut dir = exe
         .parent()
         .expect("executable has a directory")
@@ -105,7 +105,7 @@ pub fn bin_dir() -> PathBuf {
     if dir.file_name().is_some_and(|n| n == "deps") {
         dir.pop();
     }
-    for bin in ["mcp", "mcp-agent"] {
+    for bin in ["mcp", "mcp-agent", "mcp-master"] {
         assert!(
             dir.join(bin).exists(),
             "{} is missing: build the binaries first (`cargo build --workspace --bins`; `make test` does)",

@@ -38,27 +38,31 @@ pub struct Master {
 impl Master {
     /// A master ready for connections.
     pub fn start() -> Master {
+        Master::start_with(|_| {})
+    }
+
+    /// A master whose configuration file (`master.toml`) is edited by
+    /// `edit` before it starts.
+    pub fn start_with(edit: impl FnOnce(&mut String)) -> Master {
         let dir = tempfile::Builder::new()
             .prefix("mcp-e2e-master-")
             .tempdir()
             .expect("tempdir");
         let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &[]).expect("dev pki");
         let addr = format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            dir.path().join("master.toml"),
-            format!(
-                "listen = \"{addr}\"\ndb = \"{db}\"\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[fleet]\nheartbeat_interval_ms = {hb}\nheartbeat_grace_ms = {grace}\nlost_after = {lost}\n",
-                db = dir.path().join("master.db").display(),
-                tokens = dir.path().join("tokens.toml").display(),
-                audit = dir.path().join("audit.jsonl").display(),
-                cert = pki.server_cert.display(),
-                key = pki.server_key.display(),
-                hb = HEARTBEAT.as_millis(),
-                grace = GRACE.as_millis(),
-                lost = LOST_AFTER.as_secs(),
-            ),
-        )
-        .expect("write master.toml");
+        let mut config = format!(
+            "listen = \"{addr}\"\ndb = \"{db}\"\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[fleet]\nheartbeat_interval_ms = {hb}\nheartbeat_grace_ms = {grace}\nlost_after = {lost}\n",
+            db = dir.path().join("master.db").display(),
+            tokens = dir.path().join("tokens.toml").display(),
+            audit = dir.path().join("audit.jsonl").display(),
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+            hb = HEARTBEAT.as_millis(),
+            grace = GRACE.as_millis(),
+            lost = LOST_AFTER.as_secs(),
+        );
+        edit(&mut config);
+        std::fs::write(dir.path().join("master.toml"), config).expect("write master.toml");
         let token = |name: &str, role: &str| {
             let out = Command::new(bin_dir().join("mcp-master"))
                 .arg("--config")
@@ -134,6 +138,11 @@ impl Master {
             self.addr,
             self.log()
         );
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Child::id)
     }
 
     /// Kills the process with SIGKILL.
