@@ -36,7 +36,7 @@ def require_env(name: str) -> str:
 def bin_dir() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     directory = Path(os.environ.get("MCP_BIN_DIR", target / "debug"))
-    for name in ("mcp", "mcp-agent"):
+    for name in ("mcp", "mcp-agent", "mcp-master"):
         if not (directory / name).exists():
             raise RuntimeError(
                 f"{directory / name} is missing: build the binaries first "
