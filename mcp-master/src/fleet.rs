@@ -254,6 +254,16 @@ impl Fleet {
                     "learnt",
                     format!("held by {node} (generation {})", held.generation),
                 ),
+                // A service no master placed (generation 0) is the node's
+                // own: what it holds now is its definition.
+                Some(p)
+                    if p.node == node
+                        && held.generation == 0
+                        && p.generation == 0
+                        && p.definition != definition =>
+                {
+                    ("learnt", format!("changed on {node} (generation 0)"))
+                }
                 Some(p) if p.node == node && p.generation >= held.generation => continue,
                 Some(p) if p.node == node => (
                     "learnt",

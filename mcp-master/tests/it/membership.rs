@@ -440,5 +440,32 @@ async fn a_master_that_lost_its_database_learns_the_fleet_again() {
         kinds,
         ["joined", "registered", "stale-copy", "registered", "learnt"]
     );
+
+    // A service no master placed (generation 0), changed on its node by a
+    // direct deploy, is learnt as it is now; unchanged, nothing happens.
+    let own = |memory: &str| {
+        pb::InventoryService {
+        definition: Some(
+            def(&format!(
+                "name = \"own\"\n[[components]]\nname = \"x\"\nimage = \"x:1\"\nmemory = \"{memory}\"\n"
+            ))
+            .to_proto(),
+        ),
+        generation: 0,
+        instance_ids: Default::default(),
+    }
+    };
+    for memory in ["128M", "128M", "384M"] {
+        agent
+            .register(registration("c", "boot-c", vec![own(memory)]))
+            .await
+            .unwrap();
+    }
+    let c = node(&mut ops, "c").await;
+    assert_eq!(c.allocated.map(|a| a.memory_bytes), Some(384 << 20));
+    assert_eq!(
+        event_kinds(&master, "c"),
+        ["joined", "learnt", "registered", "registered", "learnt"]
+    );
     master.stop().await;
 }
