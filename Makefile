@@ -6,7 +6,7 @@ CARGO      ?= cargo
 ENV_DIR    ?= $(CURDIR)/.test-env
 TEST_ENV    = $(ENV_DIR)/env
 
-.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent demo demo-down bench clean
+.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent mcp-master demo demo-down bench clean
 
 all: lint test build
 
@@ -18,6 +18,9 @@ mcp:
 
 mcp-agent:
 	$(CARGO) build --release -p mcp-agent --bin mcp-agent
+
+mcp-master:
+	$(CARGO) build --release -p mcp-master --bin mcp-master
 
 # Regenerates the gRPC code from proto/ (a pure-Rust protobuf compiler runs in
 # mcp-proto's build script; no system protoc is needed).
