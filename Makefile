@@ -6,7 +6,7 @@ CARGO      ?= cargo
 ENV_DIR    ?= $(CURDIR)/.test-env
 TEST_ENV    = $(ENV_DIR)/env
 
-.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent mcp-master demo demo-down bench clean
+.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent mcp-master demo demo-down demo-fleet demo-fleet-down bench clean
 
 all: lint test build
 
@@ -71,6 +71,12 @@ demo:
 
 demo-down:
 	scripts/demo.sh down
+
+demo-fleet:
+	scripts/demo-fleet.sh up
+
+demo-fleet-down:
+	scripts/demo-fleet.sh down
 
 bench: test-env python
 	scripts/bench-env.sh
