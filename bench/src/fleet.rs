@@ -115,6 +115,7 @@ pub fn measure() -> FleetFigures {
                         boot_id: boot.clone(),
                         inventory: Vec::new(),
                         publish_address: String::new(),
+                        inventory_digest: String::new(),
                     })
                     .await
                     .expect("register");
@@ -136,6 +137,7 @@ pub fn measure() -> FleetFigures {
                             cpus: 2,
                         }),
                         services: 0,
+                        inventory_digest: String::new(),
                     })
                     .await
                     .expect("heartbeat");

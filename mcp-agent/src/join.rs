@@ -87,9 +87,13 @@ fn meminfo(key: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// Every service this node holds, with its definition and instance ids.
-pub fn inventory(registry: &Registry) -> Result<Vec<pb::InventoryService>, AgentError> {
+/// Every service this node holds, with its definition and instance ids,
+/// and a digest of it all: SHA-256 over each service's definition (as
+/// canonical JSON), generation and instance ids, in name order.
+pub fn inventory(registry: &Registry) -> Result<(Vec<pb::InventoryService>, String), AgentError> {
+    use sha2::{Digest, Sha256};
     let mut held = Vec::new();
+    let mut digest = Sha256::new();
     for service in registry.list_services()? {
         let components = registry.components(&service.name)?;
         if components.is_empty() {
@@ -106,16 +110,22 @@ pub fn inventory(registry: &Registry) -> Result<Vec<pb::InventoryService>, Agent
             },
             components: components.iter().map(|c| c.definition.clone()).collect(),
         };
+        let instance_ids: std::collections::BTreeMap<String, String> = components
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.container_id.clone()?)))
+            .collect();
+        let generation = 0u64;
+        let canonical = serde_json::to_vec(&(&definition, generation, &instance_ids))
+            .map_err(|e| AgentError::Internal(format!("inventory of {}: {e}", service.name)))?;
+        digest.update((canonical.len() as u64).to_be_bytes());
+        digest.update(&canonical);
         held.push(pb::InventoryService {
             definition: Some(definition.to_proto()),
-            generation: 0,
-            instance_ids: components
-                .iter()
-                .filter_map(|c| Some((c.name.clone(), c.container_id.clone()?)))
-                .collect(),
+            generation,
+            instance_ids: instance_ids.into_iter().collect(),
         });
     }
-    Ok(held)
+    Ok((held, hex::encode(digest.finalize())))
 }
 
 impl Membership {
@@ -152,7 +162,7 @@ impl Membership {
     }
 
     async fn register(&self, client: &mut Client, registry: &Registry) -> Result<Duration, String> {
-        let inventory = inventory(registry).map_err(|e| e.to_string())?;
+        let (inventory, inventory_digest) = inventory(registry).map_err(|e| e.to_string())?;
         let services = inventory.len();
         let capacity = self.capacity();
         let interval = client
@@ -172,6 +182,7 @@ impl Membership {
                     .publish_address
                     .map(|a| a.to_string())
                     .unwrap_or_default(),
+                inventory_digest,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -209,10 +220,10 @@ impl Membership {
         let mut interval = self.register(&mut client, registry).await?;
         loop {
             tokio::time::sleep(interval).await;
-            let services = registry
-                .list_services()
-                .map(|s| u32::try_from(s.len()).unwrap_or(u32::MAX))
-                .unwrap_or(0);
+            // A changed inventory (a deploy, a removal) makes the master
+            // ask for a new registration, which carries it.
+            let (held, inventory_digest) = inventory(registry).map_err(|e| e.to_string())?;
+            let services = u32::try_from(held.len()).unwrap_or(u32::MAX);
             let used = machine_use();
             let answer = client
                 .heartbeat(pb::HeartbeatRequest {
@@ -223,11 +234,12 @@ impl Membership {
                         cpus: used.cpus,
                     }),
                     services,
+                    inventory_digest,
                 })
                 .await
                 .map_err(|e| e.to_string())?;
             if answer.register_again {
-                tracing::info!(master = %self.link.address, "the master asks this node to register again");
+                tracing::info!(master = %self.link.address, "the master asks this node to register again (it does not know the node, or not what it holds now)");
                 return Ok(());
             }
             interval = Duration::from_millis(u64::from(answer.heartbeat_interval_ms.max(50)));
@@ -238,6 +250,42 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::{ComponentRecord, ServiceRecord};
+
+    fn record(registry: &Registry, text: &str) {
+        let def = mcp_core::servicedef::parse(text, std::path::Path::new("svc.toml")).unwrap();
+        let components: Vec<ComponentRecord> = def
+            .components
+            .iter()
+            .map(|c| ComponentRecord::from_def(&def.name, c))
+            .collect();
+        registry
+            .record_deploy(&ServiceRecord::from_def(&def), &components, &[])
+            .unwrap();
+    }
+
+    #[test]
+    fn the_inventory_digest_changes_with_what_the_node_holds_and_only_then() {
+        let registry = Registry::open_in_memory().unwrap();
+        let web = "name = \"web\"\n[[components]]\nname = \"a\"\nimage = \"x:1\"\nenv = { B = \"2\", A = \"1\", C = \"3\" }\n";
+        record(&registry, web);
+        let (held, first) = inventory(&registry).unwrap();
+        assert_eq!(held.len(), 1);
+        // Maps (env) inside do not make it vary between calls.
+        for _ in 0..20 {
+            assert_eq!(inventory(&registry).unwrap().1, first);
+        }
+        record(&registry, &web.replace("x:1", "x:2"));
+        let (_, changed) = inventory(&registry).unwrap();
+        assert_ne!(changed, first, "a changed definition");
+        record(
+            &registry,
+            "name = \"db\"\n[[components]]\nname = \"a\"\nimage = \"y:1\"\n",
+        );
+        let (held, more) = inventory(&registry).unwrap();
+        assert_eq!(held.len(), 2);
+        assert_ne!(more, changed, "one more service");
+    }
 
     #[test]
     fn the_machine_is_measured() {

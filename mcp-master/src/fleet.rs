@@ -308,7 +308,8 @@ impl Fleet {
     }
 
     /// Records a heartbeat; false when the master does not know the node
-    /// with that boot id (it must register again).
+    /// with that boot id, or knows another inventory of it (it must
+    /// register again).
     pub fn heartbeat(&self, request: &pb::HeartbeatRequest) -> Result<bool, MasterError> {
         // The silence this heartbeat ends is recorded first.
         if let Some(node) = self.store.node(&request.name)?
@@ -320,6 +321,7 @@ impl Fleet {
             &request.name,
             &request.boot_id,
             resources(request.used.as_ref()),
+            &request.inventory_digest,
         )?;
         if known && let Some(node) = self.store.node(&request.name)? {
             // Back at once rather than at the next sweep.
@@ -483,6 +485,7 @@ fn check_registration(r: &pb::RegisterRequest) -> Result<Registration, MasterErr
         capacity: resources(r.capacity.as_ref()),
         boot_id: r.boot_id.clone(),
         publish_address: r.publish_address.clone(),
+        inventory_digest: r.inventory_digest.clone(),
     })
 }
 

@@ -64,6 +64,8 @@ pub const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX events_ts ON events(ts, id);",
+    // 2: the digest of the inventory a node registered with.
+    "ALTER TABLE nodes ADD COLUMN inventory_digest TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this code writes.
@@ -180,6 +182,8 @@ pub struct Registration {
     pub boot_id: String,
     /// Its publish address; empty for everywhere.
     pub publish_address: String,
+    /// The digest of the inventory it registered with.
+    pub inventory_digest: String,
 }
 
 /// A service's placement as recorded.
@@ -432,11 +436,12 @@ impl Store {
         let tx = conn.transaction().context(what)?;
         tx.execute(
             "INSERT INTO nodes (name, role, address, arch, version, capacity_memory, capacity_cpus,
-                 boot_id, publish_address, registered_at, last_heartbeat, state, state_since)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?10)
+                 boot_id, publish_address, registered_at, last_heartbeat, state, state_since,
+                 inventory_digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?10, ?12)
              ON CONFLICT(name) DO UPDATE SET role = ?2, address = ?3, arch = ?4, version = ?5,
                  capacity_memory = ?6, capacity_cpus = ?7, boot_id = ?8, publish_address = ?9,
-                 registered_at = ?10, last_heartbeat = ?10,
+                 registered_at = ?10, last_heartbeat = ?10, inventory_digest = ?12,
                  state_since = CASE WHEN state = ?11 THEN state_since ELSE ?10 END,
                  state = ?11",
             params![
@@ -451,6 +456,7 @@ impl Store {
                 node.publish_address,
                 at,
                 state,
+                node.inventory_digest,
             ],
         )
         .context(what)?;
@@ -458,25 +464,28 @@ impl Store {
         tx.commit().context(what)
     }
 
-    /// Records a heartbeat of `name` with `boot_id` and its use; false when
-    /// no such node registered with that boot id.
+    /// Records a heartbeat of `name` with `boot_id`, its use and the digest
+    /// of what it holds; false when no such node registered with that boot
+    /// id and that inventory digest (it must register again).
     pub fn heartbeat(
         &self,
         name: &str,
         boot_id: &str,
         used: Resources,
+        inventory_digest: &str,
     ) -> Result<bool, StoreError> {
         let n = self
             .conn()
             .execute(
                 "UPDATE nodes SET last_heartbeat = ?3, used_memory = ?4, used_cpus = ?5
-                 WHERE name = ?1 AND boot_id = ?2",
+                 WHERE name = ?1 AND boot_id = ?2 AND inventory_digest = ?6",
                 params![
                     name,
                     boot_id,
                     timestamp(now()),
                     to_i64(used.memory),
-                    used.cpus
+                    used.cpus,
+                    inventory_digest
                 ],
             )
             .context(|| format!("recording a heartbeat of node {name:?}"))?;
@@ -726,6 +735,7 @@ mod tests {
             },
             boot_id: boot.into(),
             publish_address: "127.0.0.2".into(),
+            inventory_digest: String::new(),
         }
     }
 
@@ -739,12 +749,19 @@ mod tests {
             memory: 1 << 30,
             cpus: 1,
         };
-        assert!(store.heartbeat("a", "b1", used).unwrap());
+        assert!(store.heartbeat("a", "b1", used, "").unwrap());
         assert!(
-            !store.heartbeat("a", "b2", used).unwrap(),
+            !store.heartbeat("a", "b2", used, "").unwrap(),
             "another boot id"
         );
-        assert!(!store.heartbeat("z", "b1", used).unwrap(), "unknown node");
+        assert!(
+            !store.heartbeat("z", "b1", used, "").unwrap(),
+            "unknown node"
+        );
+        assert!(
+            !store.heartbeat("a", "b1", used, "changed").unwrap(),
+            "another inventory"
+        );
         let a = store.node("a").unwrap().unwrap();
         assert_eq!(
             (a.used, a.state.as_str(), a.draining),

@@ -170,6 +170,7 @@ pub fn registration(
         boot_id: boot_id.into(),
         inventory,
         publish_address: "127.0.0.2".into(),
+        inventory_digest: String::new(),
     }
 }
 
@@ -182,5 +183,6 @@ pub fn heartbeat(name: &str, boot_id: &str) -> pb::HeartbeatRequest {
             cpus: 1,
         }),
         services: 0,
+        inventory_digest: String::new(),
     }
 }

@@ -113,6 +113,13 @@ async fn nodes_join_heartbeat_and_are_listed() {
         let answer = agent.heartbeat(heartbeat(name, boot)).await.unwrap();
         assert!(answer.register_again, "{name} {boot}");
     }
+    // Nor one from a node that holds something else now than it
+    // registered with (its inventory's digest changed).
+    let changed = pb::HeartbeatRequest {
+        inventory_digest: "0123abcd".into(),
+        ..heartbeat("a", "boot-a")
+    };
+    assert!(agent.heartbeat(changed).await.unwrap().register_again);
     // Bad registrations name what is wrong.
     let cases = [
         (
