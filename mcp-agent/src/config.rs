@@ -150,15 +150,9 @@ impl Default for DeploySettings {
 pub struct MonitorSettings {
     /// Interval of the full sweep.
     pub interval: Duration,
-    /// Program and arguments run for each alert (exec-style, never a shell);
-    /// empty: no alerts.
-    pub alert_command: Vec<String>,
-    /// How long an alert program may run before it is killed.
-    pub alert_timeout: Duration,
-    /// The window of the per-component alert rate limit.
-    pub alert_cooldown: Duration,
-    /// Most alerts per component within `alert_cooldown`.
-    pub alert_burst: u32,
+    /// The alert program and its per-component rate limit.
+    #[serde(flatten)]
+    pub alerts: AlertSettings,
     /// How long event history is kept.
     pub event_retention: Duration,
 }
@@ -184,7 +178,9 @@ pub struct UnikernelSettings {
 pub const STOP_TIMEOUT_BOUNDS: Bounds = Bounds::new(0, 3_600, "seconds");
 /// `[monitor] interval`, seconds.
 pub const MONITOR_INTERVAL_BOUNDS: Bounds = Bounds::new(1, DAY, "seconds");
-pub use mcp_core::alert::{ALERT_BURST_BOUNDS, ALERT_COOLDOWN_BOUNDS, ALERT_TIMEOUT_BOUNDS};
+pub use mcp_core::alert::{
+    ALERT_BURST_BOUNDS, ALERT_COOLDOWN_BOUNDS, ALERT_TIMEOUT_BOUNDS, AlertSettings,
+};
 /// `[monitor] event_retention_days`, days.
 pub const EVENT_RETENTION_BOUNDS: Bounds = Bounds::new(1, 3_650, "days");
 /// `[deploy] settle_ms`, milliseconds.
@@ -331,10 +327,7 @@ impl AgentConfig {
             },
             monitor: MonitorSettings {
                 interval: Duration::from_secs(60),
-                alert_command: Vec::new(),
-                alert_timeout: Duration::from_secs(10),
-                alert_cooldown: Duration::from_secs(300),
-                alert_burst: 3,
+                alerts: AlertSettings::default(),
                 event_retention: Duration::from_secs(30 * 86_400),
             },
             deploy: DeploySettings::default(),
@@ -374,9 +367,7 @@ impl AgentConfig {
 
     /// The data directory `--dev` uses: `$XDG_DATA_HOME/mcp`.
     pub fn dev_data_dir() -> Result<PathBuf, ConfigError> {
-        dirs::data_dir()
-            .map(|d| d.join("mcp"))
-            .ok_or(ConfigError::NoHome("data"))
+        mcp_core::daemon::dev_data_dir()
     }
 
     /// Applies the keys set in the TOML file at `path` over `self`.
@@ -440,25 +431,14 @@ impl AgentConfig {
         if let Some(v) = &file.monitor.interval {
             self.monitor.interval = secs("monitor.interval", v, MONITOR_INTERVAL_BOUNDS)?;
         }
-        if let Some(v) = file.monitor.alert_command {
-            if v.first().is_some_and(|p| p.is_empty()) {
-                return Err(invalid(
-                    "monitor.alert_command: the program name is empty".into(),
-                ));
-            }
-            self.monitor.alert_command = v;
-        }
-        if let Some(v) = &file.monitor.alert_timeout {
-            self.monitor.alert_timeout = secs("monitor.alert_timeout", v, ALERT_TIMEOUT_BOUNDS)?;
-        }
-        if let Some(v) = &file.monitor.alert_cooldown {
-            self.monitor.alert_cooldown = secs("monitor.alert_cooldown", v, ALERT_COOLDOWN_BOUNDS)?;
-        }
-        if let Some(v) = &file.monitor.alert_burst {
-            // To send no alerts, leave alert_command empty.
-            let n = bounded(path, text, "monitor.alert_burst", v, ALERT_BURST_BOUNDS)?;
-            self.monitor.alert_burst = u32::try_from(n).unwrap_or(u32::MAX);
-        }
+        self.monitor.alerts.apply_keys(
+            path,
+            text,
+            file.monitor.alert_command,
+            file.monitor.alert_timeout.as_ref(),
+            file.monitor.alert_cooldown.as_ref(),
+            file.monitor.alert_burst.as_ref(),
+        )?;
         if let Some(v) = &file.deploy.timeout {
             self.deploy.timeout = secs("deploy.timeout", v, DEPLOY_TIMEOUT_BOUNDS)?;
         }
@@ -952,7 +932,10 @@ mod tests {
             "[podman]\nstop_timeout = 0\n[monitor]\ninterval = 86400\nalert_cooldown = 604800\nalert_burst = 1000\nevent_retention_days = 3650\n[deploy]\ntimeout = 86400\nsettle_ms = 0\n",
         )
         .expect("ends of the ranges");
-        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            c.monitor.alerts.alert_cooldown,
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(
             c.monitor.event_retention,
             Duration::from_secs(3650 * 86_400)
@@ -985,10 +968,10 @@ mod tests {
     fn monitor_keys_layer_and_validate() {
         let mut c = AgentConfig::defaults();
         assert_eq!(c.monitor.interval, Duration::from_secs(60));
-        assert!(c.monitor.alert_command.is_empty());
-        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(10));
-        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(300));
-        assert_eq!(c.monitor.alert_burst, 3);
+        assert!(c.monitor.alerts.alert_command.is_empty());
+        assert_eq!(c.monitor.alerts.alert_timeout, Duration::from_secs(10));
+        assert_eq!(c.monitor.alerts.alert_cooldown, Duration::from_secs(300));
+        assert_eq!(c.monitor.alerts.alert_burst, 3);
         c.apply_toml(
             Path::new("a.toml"),
             "[monitor]\ninterval = 5\nalert_command = [\"/usr/local/bin/page\", \"{service}\", \"{event}\"]\nalert_timeout = 2\n",
@@ -996,25 +979,25 @@ mod tests {
         .unwrap();
         assert_eq!(c.monitor.interval, Duration::from_secs(5));
         assert_eq!(
-            c.monitor.alert_command,
+            c.monitor.alerts.alert_command,
             ["/usr/local/bin/page", "{service}", "{event}"]
         );
-        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(2));
+        assert_eq!(c.monitor.alerts.alert_timeout, Duration::from_secs(2));
         // A second file changes only what it names.
         c.apply_toml(
             Path::new("b.toml"),
             "[monitor]\nalert_cooldown = 60\nalert_burst = 1\n",
         )
         .unwrap();
-        assert_eq!(c.monitor.alert_cooldown, Duration::from_secs(60));
-        assert_eq!(c.monitor.alert_burst, 1);
-        assert_eq!(c.monitor.alert_timeout, Duration::from_secs(2));
+        assert_eq!(c.monitor.alerts.alert_cooldown, Duration::from_secs(60));
+        assert_eq!(c.monitor.alerts.alert_burst, 1);
+        assert_eq!(c.monitor.alerts.alert_timeout, Duration::from_secs(2));
         assert_eq!(c.monitor.interval, Duration::from_secs(5));
-        assert_eq!(c.monitor.alert_command.len(), 3);
+        assert_eq!(c.monitor.alerts.alert_command.len(), 3);
         // An empty command turns alerts off.
         c.apply_toml(Path::new("c.toml"), "[monitor]\nalert_command = []\n")
             .unwrap();
-        assert!(c.monitor.alert_command.is_empty());
+        assert!(c.monitor.alerts.alert_command.is_empty());
 
         for (text, needle) in [
             ("interval = 0", "monitor.interval"),

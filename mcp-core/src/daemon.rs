@@ -21,6 +21,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// The data directory `--dev` daemons use: `$XDG_DATA_HOME/mcp`.
+pub fn dev_data_dir() -> Result<std::path::PathBuf, ConfigError> {
+    dirs::data_dir()
+        .map(|d| d.join("mcp"))
+        .ok_or(ConfigError::NoHome("data"))
+}
+
 /// Sends `tracing` output to standard error in `format`, filtered by
 /// `RUST_LOG` (default `info`), in colour only on a terminal.
 pub fn init_logging(format: LogFormat) {

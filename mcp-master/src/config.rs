@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mcp_core::alert::{ALERT_BURST_BOUNDS, ALERT_COOLDOWN_BOUNDS, ALERT_TIMEOUT_BOUNDS};
+pub use mcp_core::alert::AlertSettings;
 use mcp_core::config::server::{
     AuthFile, AuthSettings, LimitSettings, LimitsFile, Listen, TlsFile, TlsSettings,
 };
@@ -43,35 +43,10 @@ pub struct MasterConfig {
     pub fleet: FleetSettings,
     /// How services are placed.
     pub placement: PlacementSettings,
-    /// Alerts about nodes and services (`[monitor]`, as an agent's).
+    /// Alerts about nodes and services (`[monitor]`, the agent's keys): a
+    /// node going suspect, down or coming back, a service waiting on a
+    /// down node; rate-limited per node and per waiting service.
     pub monitor: AlertSettings,
-}
-
-/// `[monitor]`: the alert program run when a node goes suspect, down or
-/// comes back, and when a service waits on a down node; the same keys and
-/// the same exec-style program as an agent's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AlertSettings {
-    /// Program and arguments (placeholders `{node}`, `{service}`,
-    /// `{component}`, `{event}`, `{detail}`, `{time}`); empty: no alerts.
-    pub alert_command: Vec<String>,
-    /// How long it may run before it is killed.
-    pub alert_timeout: Duration,
-    /// The window of the per-node rate limit.
-    pub alert_cooldown: Duration,
-    /// Most alerts per node (or per waiting service) within the window.
-    pub alert_burst: u32,
-}
-
-impl Default for AlertSettings {
-    fn default() -> AlertSettings {
-        AlertSettings {
-            alert_command: Vec::new(),
-            alert_timeout: Duration::from_secs(10),
-            alert_cooldown: Duration::from_secs(300),
-            alert_burst: 3,
-        }
-    }
 }
 
 /// `[fleet]`: heartbeats and how long silence may last.
@@ -212,9 +187,7 @@ impl MasterConfig {
     /// The data directory `--dev` uses: `$XDG_DATA_HOME/mcp`, beside the
     /// development agent's.
     pub fn dev_data_dir() -> Result<PathBuf, ConfigError> {
-        dirs::data_dir()
-            .map(|d| d.join("mcp"))
-            .ok_or(ConfigError::NoHome("data"))
+        mcp_core::daemon::dev_data_dir()
     }
 
     /// Applies the keys set in the TOML file at `path` over `self`.
@@ -276,29 +249,15 @@ impl MasterConfig {
             })?;
             self.placement.default_memory = memory.bytes();
         }
-        let m = &file.monitor;
-        if let Some(v) = &m.alert_command {
-            if v.first().is_some_and(|p| p.is_empty()) {
-                return Err(ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    message: "monitor.alert_command: the program name is empty".into(),
-                });
-            }
-            self.monitor.alert_command = v.clone();
-        }
-        let secs = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
-            bounded(path, text, key, v, bounds).map(Duration::from_secs)
-        };
-        if let Some(v) = &m.alert_timeout {
-            self.monitor.alert_timeout = secs("monitor.alert_timeout", v, ALERT_TIMEOUT_BOUNDS)?;
-        }
-        if let Some(v) = &m.alert_cooldown {
-            self.monitor.alert_cooldown = secs("monitor.alert_cooldown", v, ALERT_COOLDOWN_BOUNDS)?;
-        }
-        if let Some(v) = &m.alert_burst {
-            let n = bounded(path, text, "monitor.alert_burst", v, ALERT_BURST_BOUNDS)?;
-            self.monitor.alert_burst = u32::try_from(n).unwrap_or(u32::MAX);
-        }
+        let m = file.monitor;
+        self.monitor.apply_keys(
+            path,
+            text,
+            m.alert_command,
+            m.alert_timeout.as_ref(),
+            m.alert_cooldown.as_ref(),
+            m.alert_burst.as_ref(),
+        )?;
         if self.fleet.lost_after <= self.fleet.suspect_after() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),

@@ -186,13 +186,13 @@ impl Monitor {
             );
         }
         let mut _alert_worker = None;
-        let alerts = if settings.alert_command.is_empty() {
+        let alerts = if settings.alerts.alert_command.is_empty() {
             None
         } else {
             let (tx, rx) = mpsc::channel(ALERT_QUEUE);
             _alert_worker = Some(AbortOnDrop(tokio::spawn(alert_worker(
-                settings.alert_command.clone(),
-                settings.alert_timeout,
+                settings.alerts.alert_command.clone(),
+                settings.alerts.alert_timeout,
                 registry.clone(),
                 rx,
             ))));
@@ -200,7 +200,7 @@ impl Monitor {
         };
         tracing::info!(
             interval_s = settings.interval.as_secs(),
-            alert_command = ?settings.alert_command,
+            alert_command = ?settings.alerts.alert_command,
             "monitor started"
         );
         let mut checker = Checker {
@@ -208,8 +208,8 @@ impl Monitor {
             registry,
             node_name,
             tracker: DriftTracker::seeded(open, SETTLE),
-            limiter: RateLimiter::new(settings.alert_burst, settings.alert_cooldown),
-            cooldown: settings.alert_cooldown,
+            limiter: RateLimiter::new(settings.alerts.alert_burst, settings.alerts.alert_cooldown),
+            cooldown: settings.alerts.alert_cooldown,
             alerts,
         };
         let notify = Arc::new(Notify::new());

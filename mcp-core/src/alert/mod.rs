@@ -17,7 +17,78 @@ use tokio::process::Command;
 
 pub mod limit;
 
-use crate::config::{Bounds, DAY};
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::config::{Bounds, ConfigError, DAY, bounded};
+
+/// The alert program and its limits, as a daemon's `[monitor]` section
+/// sets them (the agent's and the master's alike).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AlertSettings {
+    /// Program and arguments run for each alert (exec-style, never a
+    /// shell); empty: no alerts.
+    pub alert_command: Vec<String>,
+    /// How long an alert program may run before it is killed.
+    pub alert_timeout: Duration,
+    /// The window of the per-key alert rate limit.
+    pub alert_cooldown: Duration,
+    /// Most alerts per key within `alert_cooldown`.
+    pub alert_burst: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> AlertSettings {
+        AlertSettings {
+            alert_command: Vec::new(),
+            alert_timeout: Duration::from_secs(10),
+            alert_cooldown: Duration::from_secs(300),
+            alert_burst: 3,
+        }
+    }
+}
+
+impl AlertSettings {
+    /// Sets the `[monitor]` alert keys a file names (`text`, the contents
+    /// of `path`, for errors at their line and column): `alert_command`
+    /// (its program name must not be empty), and `alert_timeout`,
+    /// `alert_cooldown` and `alert_burst` within their bounds.
+    pub fn apply_keys(
+        &mut self,
+        path: &Path,
+        text: &str,
+        command: Option<Vec<String>>,
+        timeout: Option<&Spanned<u64>>,
+        cooldown: Option<&Spanned<u64>>,
+        burst: Option<&Spanned<u64>>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = command {
+            if v.first().is_some_and(|p| p.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message: "monitor.alert_command: the program name is empty".into(),
+                });
+            }
+            self.alert_command = v;
+        }
+        let secs = |key: &str, v: &Spanned<u64>, bounds: Bounds| {
+            bounded(path, text, key, v, bounds).map(Duration::from_secs)
+        };
+        if let Some(v) = timeout {
+            self.alert_timeout = secs("monitor.alert_timeout", v, ALERT_TIMEOUT_BOUNDS)?;
+        }
+        if let Some(v) = cooldown {
+            self.alert_cooldown = secs("monitor.alert_cooldown", v, ALERT_COOLDOWN_BOUNDS)?;
+        }
+        if let Some(v) = burst {
+            // To send no alerts, leave alert_command empty.
+            let n = bounded(path, text, "monitor.alert_burst", v, ALERT_BURST_BOUNDS)?;
+            self.alert_burst = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        Ok(())
+    }
+}
 
 /// `alert_timeout`, seconds.
 pub const ALERT_TIMEOUT_BOUNDS: Bounds = Bounds::new(1, 3_600, "seconds");
