@@ -29,7 +29,7 @@ declare -A role=([core-a]=core [worker-b]=worker [worker-c]=worker)
 podman_of() { # node, podman args...
     local n=$1
     shift
-    podman --root "$demo/$n/storage" --runroot "$demo/$n/run" "$@"
+    podman --root "$demo/$n/storage" --runroot "$demo/$n/run" --tmpdir "$demo/$n/tmp" "$@"
 }
 
 wait_for() { # what, command...
@@ -110,7 +110,7 @@ TOML
         local sock=$demo/$n/podman.sock
         if ! curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; then
             start "$n-podman" "$demo/$n/podman.log" \
-                podman --root "$demo/$n/storage" --runroot "$demo/$n/run" system service --time=0 "unix://$sock"
+                podman --root "$demo/$n/storage" --runroot "$demo/$n/run" --tmpdir "$demo/$n/tmp" system service --time=0 "unix://$sock"
             wait_for "podman of $n" curl -fsS --unix-socket "$sock" http://d/_ping
         fi
         if ! podman_of "$n" image exists "$image"; then

@@ -124,7 +124,18 @@ pub struct PodmanService {
 impl PodmanService {
     /// Starts a service listening on `socket` and waits until it answers.
     pub fn start(socket: &Path) -> PodmanService {
+        PodmanService::start_with(socket, &[])
+    }
+
+    /// Starts a service on `socket` with its own container storage under
+    /// `dir` (`podman --root DIR/storage --runroot DIR/run`).
+    pub fn start_isolated(socket: &Path, dir: &Path) -> PodmanService {
+        PodmanService::start_with(socket, &isolated_storage_args(dir))
+    }
+
+    fn start_with(socket: &Path, global: &[String]) -> PodmanService {
         let child = Command::new("podman")
+            .args(global)
             .args(["system", "service", "--time=0"])
             .arg(format!("unix://{}", socket.display()))
             .stdin(Stdio::null())
@@ -180,6 +191,22 @@ impl Drop for PodmanService {
     }
 }
 
+/// The podman global flags that give a node its own storage under `dir`:
+/// images and containers (`--root`), their run state (`--runroot`), and
+/// libpod's own state (`--tmpdir`: its events file and the marker by which
+/// it tells a reboot, which a `podman system reset` of another storage
+/// would otherwise remove, making every container of this one "created").
+fn isolated_storage_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--root".into(),
+        dir.join("storage").display().to_string(),
+        "--runroot".into(),
+        dir.join("run").display().to_string(),
+        "--tmpdir".into(),
+        dir.join("tmp").display().to_string(),
+    ]
+}
+
 /// Runs the `podman` command line (the test nodes share the host's
 /// storage), asserts that it succeeded, and returns its trimmed standard
 /// output: for changes made behind an agent's back.
@@ -225,6 +252,9 @@ pub struct Node {
     pub readonly_token: String,
     /// The CA certificate that signs the agent's certificate.
     pub ca_cert: PathBuf,
+    /// For a node with its own podman storage: its loopback address
+    /// (listen and publish address alike).
+    pub isolated: Option<String>,
     agent: Option<Child>,
     services: Vec<String>,
 }
@@ -232,35 +262,53 @@ pub struct Node {
 impl Node {
     /// A node with its own podman service and a running agent.
     pub fn start() -> Node {
-        let mut node = Node::prepare(true);
+        let mut node = Node::prepare(true, None);
         node.start_agent();
         node
     }
 
     /// A node whose podman service is not started (the socket is absent).
     pub fn start_without_podman() -> Node {
-        let mut node = Node::prepare(false);
+        let mut node = Node::prepare(false, None);
         node.start_agent();
         node
     }
 
-    fn prepare(with_podman: bool) -> Node {
+    /// A node as a fleet's nodes are on one host: its own podman storage
+    /// (`--root`/`--runroot` under its directory), its agent listening on
+    /// the loopback address `ip` (127.0.0.2, ...), which is also its
+    /// `publish_address`. Several such nodes can hold containers of the
+    /// same name publishing the same port.
+    pub fn start_isolated(ip: &str) -> Node {
+        let mut node = Node::prepare(true, Some(ip));
+        node.start_agent();
+        node
+    }
+
+    fn prepare(with_podman: bool, isolated: Option<&str>) -> Node {
         let env = TestEnv::require();
         let dir = tempfile::Builder::new()
             .prefix("mcp-e2e-")
             .tempdir()
             .expect("tempdir");
         let socket = dir.path().join("podman.sock");
-        let podman = with_podman.then(|| PodmanService::start(&socket));
+        let podman = with_podman.then(|| match isolated {
+            Some(_) => PodmanService::start_isolated(&socket, dir.path()),
+            None => PodmanService::start(&socket),
+        });
         let port = free_port();
         let name = unique("node");
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{}:{port}", isolated.unwrap_or("127.0.0.1"));
+        let publish = isolated
+            .map(|ip| format!("publish_address = \"{ip}\"\n"))
+            .unwrap_or_default();
         std::fs::create_dir_all(dir.path().join("services")).expect("mkdir");
-        let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &[]).expect("dev pki");
+        let names: Vec<String> = isolated.iter().map(|ip| ip.to_string()).collect();
+        let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &names).expect("dev pki");
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "node_name = \"{name}\"\nlisten = \"{addr}\"\ndb = \"{db}\"\nsrv_root = \"{srv}\"\n\n[podman]\nsocket = \"{sock}\"\ninsecure_registries = [\"{reg}\"]\nstop_timeout = 1\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+                "{publish}node_name = \"{name}\"\nlisten = \"{addr}\"\ndb = \"{db}\"\nsrv_root = \"{srv}\"\n\n[podman]\nsocket = \"{sock}\"\ninsecure_registries = [\"{reg}\"]\nstop_timeout = 1\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n",
                 db = dir.path().join("mcp.db").display(),
                 srv = dir.path().join("srv").display(),
                 sock = socket.display(),
@@ -311,6 +359,7 @@ impl Node {
             admin_token,
             readonly_token,
             ca_cert: pki.ca_cert,
+            isolated: isolated.map(str::to_string),
             agent: None,
             services: Vec::new(),
         }
@@ -391,6 +440,28 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Runs the `podman` command line on this node's storage (its own,
+    /// for an isolated node; the host's otherwise) and returns its trimmed
+    /// standard output, asserting that it succeeded.
+    pub fn podman(&self, args: &[&str]) -> String {
+        let global = if self.isolated.is_some() {
+            isolated_storage_args(self.dir.path())
+        } else {
+            Vec::new()
+        };
+        let out = Command::new("podman")
+            .args(global)
+            .args(args)
+            .output()
+            .expect("run podman");
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// The process id of the running agent.
@@ -594,6 +665,21 @@ pub fn kill_processes_mentioning(dir: &Path) {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill_agent();
+        if self.isolated.is_some() {
+            // Its own storage: everything in it goes, then the storage.
+            let _ = Command::new("podman")
+                .args(isolated_storage_args(self.dir.path()))
+                .args(["rm", "-f", "-a", "-t", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = Command::new("podman")
+                .args(isolated_storage_args(self.dir.path()))
+                .args(["system", "reset", "-f"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         // Whatever else runs from this node's directory: VMs, which
         // outlive their agent by design, and the podman service.
         kill_processes_mentioning(self.dir.path());

@@ -51,7 +51,9 @@ impl Master {
         let pki = mcp_core::tls::ensure_dev_pki(&dir.path().join("tls"), &[]).expect("dev pki");
         let addr = format!("127.0.0.1:{}", free_port());
         let mut config = format!(
-            "listen = \"{addr}\"\ndb = \"{db}\"\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[fleet]\nheartbeat_interval_ms = {hb}\nheartbeat_grace_ms = {grace}\nlost_after = {lost}\n",
+            "listen = \"{addr}\"\ndb = \"{db}\"\n\n[auth]\ntoken_file = \"{tokens}\"\naudit_file = \"{audit}\"\n\n[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[fleet]\nheartbeat_interval_ms = {hb}\nheartbeat_grace_ms = {grace}\nlost_after = {lost}\n\n[agents]\ntoken_file = \"{agents_token}\"\nca_cert = \"{agents_ca}\"\n",
+            agents_token = dir.path().join("agents.token").display(),
+            agents_ca = dir.path().join("agents-ca.pem").display(),
             db = dir.path().join("master.db").display(),
             tokens = dir.path().join("tokens.toml").display(),
             audit = dir.path().join("audit.jsonl").display(),
@@ -195,6 +197,16 @@ impl Master {
         CmdResult::from(out, args)
     }
 
+    /// Runs `mcp --json ARGS` through this master and parses its output
+    /// (whatever the exit code).
+    pub fn mcp_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let r = self.mcp(&all).ran();
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("mcp {all:?}: bad JSON ({e}):\n{}{}", r.stdout, r.stderr))
+    }
+
     /// The `[master]` section that makes an agent join this master, as
     /// `role`, offering `memory` (such as `"4G"`).
     pub fn join_section(&self, role: &str, memory: &str) -> String {
@@ -208,8 +220,30 @@ impl Master {
 }
 
 impl Node {
-    /// Restarts this node's agent joined to `master`.
+    /// Restarts this node's agent joined to `master`, which may dial it: the
+    /// master's token for agents is added to the node's tokens (`mcp-agent
+    /// token add master --role admin --from-file`, as an operator does) and
+    /// the node's CA to the master's `[agents] ca_cert` bundle.
     pub fn join(&mut self, master: &Master, role: &str, memory: &str) {
+        let out = Command::new(bin_dir().join("mcp-agent"))
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .args(["token", "add", "master", "--role", "admin", "--from-file"])
+            .arg(master.dir.path().join("agents.token"))
+            .output()
+            .expect("run mcp-agent token add --from-file");
+        assert!(
+            out.status.success(),
+            "mcp-agent token add --from-file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ca = std::fs::read_to_string(&self.ca_cert).expect("read the node's CA");
+        let bundle = master.dir.path().join("agents-ca.pem");
+        let mut cas = std::fs::read_to_string(&bundle).unwrap_or_default();
+        if !cas.contains(&ca) {
+            cas.push_str(&ca);
+            std::fs::write(&bundle, cas).expect("write the master's agents CA bundle");
+        }
         let section = master.join_section(role, memory);
         self.reconfigure(|t| t.push_str(&section));
     }

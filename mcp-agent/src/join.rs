@@ -114,7 +114,7 @@ pub fn inventory(registry: &Registry) -> Result<(Vec<pb::InventoryService>, Stri
             .iter()
             .filter_map(|c| Some((c.name.clone(), c.container_id.clone()?)))
             .collect();
-        let generation = 0u64;
+        let generation = service.generation;
         let canonical = serde_json::to_vec(&(&definition, generation, &instance_ids))
             .map_err(|e| AgentError::Internal(format!("inventory of {}: {e}", service.name)))?;
         digest.update((canonical.len() as u64).to_be_bytes());

@@ -55,8 +55,13 @@ enum TokenCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
         /// Validity, such as `30d` or `12h`; forever when omitted.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", conflicts_with = "from_file")]
         expires: Option<humantime::Duration>,
+        /// Store a token made elsewhere instead of a new one, read from
+        /// this file: the master's token for agents (its `[agents]
+        /// token_file`), with `--role admin`.
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
     },
     /// List the stored tokens (names, roles, dates; never tokens).
     List,
@@ -108,14 +113,21 @@ fn token_command(config: &AgentConfig, command: TokenCommand) -> anyhow::Result<
             name,
             role,
             expires,
-        } => daemon::TokenCommand::Add {
-            name,
-            role: match role {
+            from_file,
+        } => {
+            let role = match role {
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Readonly => Role::ReadOnly,
-            },
-            expires: expires.map(|d| SystemTime::now() + *d),
-        },
+            };
+            match from_file {
+                Some(file) => daemon::TokenCommand::Import { name, role, file },
+                None => daemon::TokenCommand::Add {
+                    name,
+                    role,
+                    expires: expires.map(|d| SystemTime::now() + *d),
+                },
+            }
+        }
         TokenCommand::List => daemon::TokenCommand::List,
         TokenCommand::Remove { name } => daemon::TokenCommand::Remove { name },
     };

@@ -97,7 +97,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<Exit> {
     let ctx = Ctx { session, out };
     let done = |r: anyhow::Result<()>| r.map(|()| Exit::Ok);
     match cli.command {
-        Command::Deploy(args) => done(deploy::run(&ctx, args).await),
+        Command::Deploy(args) => deploy::run(&ctx, args).await,
         Command::Stop(args) => done(lifecycle::stop(&ctx, args).await),
         Command::Start(args) => done(lifecycle::start(&ctx, args).await),
         Command::Restart(args) => done(lifecycle::restart(&ctx, args).await),

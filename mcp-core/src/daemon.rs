@@ -73,6 +73,16 @@ pub enum TokenCommand {
         /// When it stops working; never when `None`.
         expires: Option<SystemTime>,
     },
+    /// Store the hash of a token made elsewhere, read from a file (the
+    /// master's token for agents, say); the file is not changed.
+    Import {
+        /// Who or what it is for.
+        name: String,
+        /// What it may do.
+        role: Role,
+        /// The file holding the token.
+        file: std::path::PathBuf,
+    },
     /// List the stored tokens (never the tokens themselves).
     List,
     /// Remove a token.
@@ -98,6 +108,15 @@ pub fn token_command(store: &TokenStore, command: TokenCommand) -> Result<(), Co
                 store.path().display()
             );
             println!("{token}");
+        }
+        TokenCommand::Import { name, role, file } => {
+            let token = crate::config::read(&file)?;
+            store.add_existing(&name, role, token.trim())?;
+            eprintln!(
+                "token {name:?} ({role}) from {} stored as a hash in {}",
+                file.display(),
+                store.path().display()
+            );
         }
         TokenCommand::List => {
             let tokens = store.list()?;

@@ -47,6 +47,29 @@ pub struct MasterConfig {
     /// node going suspect, down or coming back, a service waiting on a
     /// down node; rate-limited per node and per waiting service.
     pub monitor: AlertSettings,
+    /// How the master reaches agents.
+    pub agents: AgentSettings,
+}
+
+/// `[agents]`: how the master dials agents for commands. It presents its
+/// own token (`token_file`), which every agent accepts as an admin token
+/// (`mcp-agent token add master --role admin --from-file FILE`), and
+/// checks their certificates against `ca_cert`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentSettings {
+    /// The master's token for agents; made (random, mode 0600) at the
+    /// first start when missing.
+    pub token_file: PathBuf,
+    /// The CA that signs the agents' certificates; required unless
+    /// `insecure`.
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate to present to agents that ask for one
+    /// (`[tls] client_ca` on the agent), with its key.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    pub client_key: Option<PathBuf>,
+    /// Dial agents with plaintext gRPC (only when set explicitly).
+    pub insecure: bool,
 }
 
 /// `[fleet]`: heartbeats and how long silence may last.
@@ -130,6 +153,8 @@ struct MasterConfigFile {
     placement: PlacementFile,
     #[serde(default)]
     monitor: MonitorFile,
+    #[serde(default)]
+    agents: AgentsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +164,16 @@ struct MonitorFile {
     alert_timeout: Option<Spanned<u64>>,
     alert_cooldown: Option<Spanned<u64>>,
     alert_burst: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsFile {
+    token_file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +205,13 @@ impl MasterConfig {
             fleet: FleetSettings::default(),
             placement: PlacementSettings::default(),
             monitor: AlertSettings::default(),
+            agents: AgentSettings {
+                token_file: PathBuf::from("/var/lib/mcp-master/agents.token"),
+                ca_cert: None,
+                client_cert: None,
+                client_key: None,
+                insecure: false,
+            },
         }
     }
 
@@ -181,6 +223,8 @@ impl MasterConfig {
         config.db = data_dir.join("master.db");
         config.auth.token_file = data_dir.join("master-tokens.toml");
         config.auth.audit_file = Some(data_dir.join("master-audit.jsonl"));
+        config.agents.token_file = data_dir.join("master-agents.token");
+        config.agents.ca_cert = Some(data_dir.join("tls").join("ca.pem"));
         config
     }
 
@@ -248,6 +292,30 @@ impl MasterConfig {
                 )
             })?;
             self.placement.default_memory = memory.bytes();
+        }
+        let a = file.agents;
+        if let Some(v) = a.token_file {
+            self.agents.token_file = v;
+        }
+        if let Some(v) = a.ca_cert {
+            self.agents.ca_cert = Some(v);
+        }
+        if let Some(v) = a.client_cert {
+            self.agents.client_cert = Some(v);
+        }
+        if let Some(v) = a.client_key {
+            self.agents.client_key = Some(v);
+        }
+        if let Some(v) = a.insecure {
+            self.agents.insecure = v;
+        }
+        if self.agents.client_cert.is_some() != self.agents.client_key.is_some() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message:
+                    "agents.client_cert and agents.client_key go together: set both or neither"
+                        .into(),
+            });
         }
         let m = file.monitor;
         self.monitor.apply_keys(

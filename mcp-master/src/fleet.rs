@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use mcp_core::placement::{self, Existing, NodeRole, NodeState, Request, Resources};
@@ -27,6 +27,41 @@ pub struct Fleet {
     placement: PlacementSettings,
     started: DateTime<Utc>,
     alerts: Option<Arc<Alerter>>,
+    /// Held while a placement is decided and recorded, so that two deploys
+    /// at once cannot both take the same room.
+    placing: Mutex<()>,
+    /// Stale copies to stop: a node holds a service placed elsewhere at a
+    /// newer generation.
+    fences: Mutex<Vec<Fence>>,
+}
+
+/// A stale copy to stop: `node` holds `service`, which is placed elsewhere
+/// at `generation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The node holding the stale copy.
+    pub node: String,
+    /// The service.
+    pub service: String,
+    /// The generation of its placement now: the stop is sent with it, so
+    /// that the node, holding an older one, obeys.
+    pub generation: u64,
+}
+
+/// A service placed for a deploy: where it goes, at which generation, and
+/// the placement it replaced (to put back if the node refuses the deploy).
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The service.
+    pub service: String,
+    /// The node it goes to (or stays on).
+    pub node: NodeRecord,
+    /// Its new placement generation.
+    pub generation: u64,
+    /// Kept, new or moved.
+    pub decision: placement::Decision,
+    /// The placement before, if any.
+    pub previous: Option<PlacementRecord>,
 }
 
 fn now() -> DateTime<Utc> {
@@ -62,6 +97,8 @@ impl Fleet {
             placement,
             started: now(),
             alerts: None,
+            placing: Mutex::new(()),
+            fences: Mutex::new(Vec::new()),
         }
     }
 
@@ -254,15 +291,19 @@ impl Fleet {
                     "learnt",
                     format!("held by {node} (generation {})", held.generation),
                 ),
-                // A service no master placed (generation 0) is the node's
-                // own: what it holds now is its definition.
+                // At the same generation on the same node, what the node
+                // holds is the service's definition now (a service no
+                // master placed, generation 0, is the node's own; a
+                // rollback or a stop on the node changes it in place).
                 Some(p)
                     if p.node == node
-                        && held.generation == 0
-                        && p.generation == 0
+                        && held.generation == p.generation
                         && p.definition != definition =>
                 {
-                    ("learnt", format!("changed on {node} (generation 0)"))
+                    (
+                        "learnt",
+                        format!("changed on {node} (generation {})", held.generation),
+                    )
                 }
                 Some(p) if p.node == node && p.generation >= held.generation => continue,
                 Some(p) if p.node == node => (
@@ -287,6 +328,11 @@ impl Fleet {
                     tracing::warn!(node, service = %definition.name, "stale copy: {detail}");
                     self.store
                         .record_event(node, &definition.name, "stale-copy", &detail)?;
+                    self.queue_fence(Fence {
+                        node: node.to_string(),
+                        service: definition.name.clone(),
+                        generation: p.generation,
+                    });
                     continue;
                 }
             };
@@ -308,8 +354,8 @@ impl Fleet {
     }
 
     /// Records a heartbeat; false when the master does not know the node
-    /// with that boot id, or knows another inventory of it (it must
-    /// register again).
+    /// with that boot id, knows another inventory of it, or the node is
+    /// back from silence (it must register again).
     pub fn heartbeat(&self, request: &pb::HeartbeatRequest) -> Result<bool, MasterError> {
         // The silence this heartbeat ends is recorded first.
         if let Some(node) = self.store.node(&request.name)?
@@ -324,8 +370,14 @@ impl Fleet {
             &request.inventory_digest,
         )?;
         if known && let Some(node) = self.store.node(&request.name)? {
-            // Back at once rather than at the next sweep.
-            self.settle(&node)?;
+            // Back at once rather than at the next sweep; a node back from
+            // silence registers again, so that what it holds now (a copy
+            // of a service moved meanwhile, say) is seen.
+            if let Some((NodeState::Suspect | NodeState::Down, NodeState::Ready)) =
+                self.settle(&node)?
+            {
+                return Ok(false);
+            }
         }
         Ok(known)
     }
@@ -398,6 +450,23 @@ impl Fleet {
             .iter()
             .map(ServiceDef::from_proto)
             .collect::<Result<Vec<_>, _>>()?;
+        let planned = self.plan_defs(&defs)?;
+        Ok(planned
+            .into_iter()
+            .map(|p| pb::PlannedPlacement {
+                service: p.service,
+                node: p.node,
+                decision: p.decision.as_str().to_string(),
+                from: match p.decision {
+                    placement::Decision::Moved { from } => from,
+                    _ => String::new(),
+                },
+            })
+            .collect())
+    }
+
+    /// Where `defs` would go, given the nodes and placements now.
+    pub fn plan_defs(&self, defs: &[ServiceDef]) -> Result<Vec<placement::Placement>, MasterError> {
         let nodes: Vec<placement::Node> = self
             .store
             .nodes()?
@@ -423,19 +492,201 @@ impl Fleet {
             .iter()
             .map(|d| Request::for_service(d, self.placement.default_memory))
             .collect();
-        let planned = placement::plan(&nodes, &existing, &requests)?;
-        Ok(planned
-            .into_iter()
-            .map(|p| pb::PlannedPlacement {
-                service: p.service,
-                node: p.node,
-                decision: p.decision.as_str().to_string(),
-                from: match p.decision {
-                    placement::Decision::Moved { from } => from,
-                    _ => String::new(),
-                },
+        Ok(placement::plan(&nodes, &existing, &requests)?)
+    }
+
+    /// Places `defs` for a deploy or a sync and records each placement at
+    /// its next generation (with a `placed` or `moved` event), all or
+    /// nothing: a service that waits for its down node is an error, as is
+    /// one that fits nowhere.
+    pub fn place(&self, defs: &[ServiceDef]) -> Result<Vec<Placed>, MasterError> {
+        let _placing = self
+            .placing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let planned = self.plan_defs(defs)?;
+        let waiting: Vec<String> = planned
+            .iter()
+            .filter(|p| p.decision == placement::Decision::Waiting)
+            .map(|p| {
+                format!(
+                    "service {:?} waits for node {}, which is down: its data lives there (volumes or VM files), so it is not moved",
+                    p.service, p.node
+                )
             })
-            .collect())
+            .collect();
+        if !waiting.is_empty() {
+            return Err(MasterError::FailedPrecondition(waiting.join("; ")));
+        }
+        let known: BTreeMap<String, PlacementRecord> = self
+            .store
+            .placements()?
+            .into_iter()
+            .map(|p| (p.service.clone(), p))
+            .collect();
+        let mut placed = Vec::with_capacity(planned.len());
+        for p in planned {
+            let def = defs
+                .iter()
+                .find(|d| d.name == p.service)
+                .ok_or_else(|| MasterError::Internal(format!("no definition of {}", p.service)))?;
+            let node = self.store.node(&p.node)?.ok_or_else(|| {
+                MasterError::Internal(format!("placed on unknown node {}", p.node))
+            })?;
+            let previous = known.get(&p.service).cloned();
+            let generation = previous.as_ref().map_or(0, |p| p.generation) + 1;
+            let (kind, detail) = match &p.decision {
+                placement::Decision::New => {
+                    ("placed", format!("on {} (generation {generation})", p.node))
+                }
+                placement::Decision::Moved { from } => (
+                    "moved",
+                    format!("from {from} to {} (generation {generation})", p.node),
+                ),
+                _ => ("", String::new()),
+            };
+            self.store.place(
+                &PlacementRecord {
+                    service: p.service.clone(),
+                    node: p.node.clone(),
+                    generation,
+                    definition: def.clone(),
+                    demand: placement::demand_of(def, self.placement.default_memory),
+                    updated_at: now(),
+                },
+                kind,
+                &detail,
+            )?;
+            placed.push(Placed {
+                service: p.service.clone(),
+                node,
+                generation,
+                decision: p.decision,
+                previous,
+            });
+        }
+        Ok(placed)
+    }
+
+    /// Puts back the placement of `service` as it was before a deploy its
+    /// node refused (`previous`, or none), keeping `generation` (the one
+    /// the refused deploy carried) so that no older command can follow it.
+    pub fn restore(
+        &self,
+        service: &str,
+        node: &str,
+        previous: Option<PlacementRecord>,
+        generation: u64,
+    ) -> Result<(), MasterError> {
+        let _placing = self
+            .placing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match previous {
+            Some(mut p) => {
+                p.generation = p.generation.max(generation);
+                let detail = format!("back on {} (generation {})", p.node, p.generation);
+                self.store.place(&p, "placement-restored", &detail)?;
+            }
+            None => {
+                self.store.unplace(service, node, "", "")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The placement of `service` and its node.
+    pub fn placement_of(
+        &self,
+        service: &str,
+    ) -> Result<(PlacementRecord, NodeRecord), MasterError> {
+        let not_found =
+            || MasterError::NotFound(format!("no node of the fleet holds service {service:?}"));
+        if service.is_empty() {
+            return Err(MasterError::InvalidArgument(
+                "a service name is required".into(),
+            ));
+        }
+        let placement = self
+            .store
+            .placements()?
+            .into_iter()
+            .find(|p| p.service == service)
+            .ok_or_else(not_found)?;
+        let node = self.store.node(&placement.node)?.ok_or_else(not_found)?;
+        Ok((placement, node))
+    }
+
+    /// Whether the master is still in its recovery window (one
+    /// `lost_after` from its start), in which it stops and moves nothing.
+    pub fn in_recovery(&self) -> bool {
+        let window =
+            chrono::Duration::from_std(self.fleet.lost_after).unwrap_or(chrono::Duration::MAX);
+        now() < self.started + window
+    }
+
+    /// The next service to move, if any: one placed on a node that is down
+    /// or draining, that may move (its data does not live there), that is
+    /// not in `skip`, and that has somewhere to go now.
+    pub fn next_move(
+        &self,
+        skip: &std::collections::BTreeSet<String>,
+    ) -> Result<Option<ServiceDef>, MasterError> {
+        let nodes: BTreeMap<String, NodeState> = self
+            .store
+            .nodes()?
+            .iter()
+            .map(|n| (n.name.clone(), self.state_of(n)))
+            .collect();
+        for p in self.store.placements()? {
+            let leaving = matches!(
+                nodes.get(&p.node),
+                Some(NodeState::Down | NodeState::Draining)
+            );
+            if !leaving || skip.contains(&p.service) || placement::node_bound(&p.definition) {
+                continue;
+            }
+            let planned = match self.plan_defs(std::slice::from_ref(&p.definition)) {
+                Ok(planned) => planned,
+                Err(e) => {
+                    tracing::debug!(service = %p.service, error = %e, "cannot move yet");
+                    continue;
+                }
+            };
+            if planned
+                .iter()
+                .any(|q| matches!(q.decision, placement::Decision::Moved { .. }))
+            {
+                return Ok(Some(p.definition));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Queues a stale copy to stop (once).
+    pub fn queue_fence(&self, fence: Fence) {
+        let mut fences = self
+            .fences
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !fences.contains(&fence) {
+            fences.push(fence);
+        }
+    }
+
+    /// The stale copies queued to stop, taken off the queue.
+    pub fn take_fences(&self) -> Vec<Fence> {
+        std::mem::take(
+            &mut *self
+                .fences
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The placement settings (for demands).
+    pub fn placement_settings(&self) -> &PlacementSettings {
+        &self.placement
     }
 
     /// How often agents heartbeat.

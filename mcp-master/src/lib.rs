@@ -10,6 +10,14 @@
 //! - [`fleet`]: nodes registering and heartbeating, what they hold, and
 //!   `FleetService` over it; placement itself is
 //!   [`mcp_core::placement`], a pure function.
+//! - [`dispatch`]: `mcp.v1.AgentService` for the whole fleet: deploys and
+//!   syncs placed (with a generation each) and sent to their nodes, every
+//!   other call routed to its service's node, queries gathered from every
+//!   node with the node on each row.
+//! - [`agents`]: the master's credential for agents and a connection per
+//!   node.
+//! - [`mover`]: services moved off down and drained nodes one at a time,
+//!   stale copies stopped (generation fencing).
 //! - [`alerts`]: the alert program for nodes going suspect, down and back,
 //!   and services waiting on a down node.
 //! - [`server`]: the gRPC server wiring and graceful shutdown.
@@ -17,11 +25,14 @@
 //!
 //! `mcp-master` is a thin binary over [`server::Master`].
 
+pub mod agents;
 pub mod alerts;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod fleet;
 pub mod liveness;
+pub mod mover;
 pub mod server;
 pub mod store;
 

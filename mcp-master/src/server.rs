@@ -15,18 +15,23 @@ use mcp_core::config::ConfigError;
 use mcp_core::serve::{self, SetupError};
 use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
+use mcp_proto::v1::agent_service_server::AgentServiceServer;
 use mcp_proto::v1::fleet_service_server::FleetServiceServer;
 use tokio::net::TcpListener;
 
+use crate::agents::Agents;
 use crate::alerts::Alerter;
 use crate::config::MasterConfig;
+use crate::dispatch::Dispatch;
 use crate::fleet::{Fleet, FleetApi};
 use crate::store::{Store, StoreError};
 
 /// The encoded descriptor sets of every service the master serves: the
-/// fleet API, health checking and reflection. Reflection serves exactly
+/// agent API for the whole fleet, the fleet API, health checking and
+/// reflection. Reflection serves exactly
 /// these, and the auth coverage test walks them.
 pub const SERVED_DESCRIPTORS: &[&[u8]] = &[
+    mcp_proto::v1::AGENT_FILE_DESCRIPTOR_SET,
     mcp_proto::v1::FLEET_FILE_DESCRIPTOR_SET,
     tonic_health::pb::FILE_DESCRIPTOR_SET,
     tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
@@ -72,6 +77,7 @@ pub enum ServeError {
 pub struct Master {
     config: MasterConfig,
     fleet: Arc<Fleet>,
+    dispatch: Dispatch,
     listener: TcpListener,
     guard: GuardLayer,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -91,6 +97,7 @@ impl Master {
         let store = Arc::new(Store::open(&config.db)?);
         let alerts = Alerter::new(config.monitor.clone(), store.clone());
         let fleet = Arc::new(Fleet::new(store, config.fleet, config.placement).with_alerts(alerts));
+        let dispatch = Dispatch::new(fleet.clone(), Arc::new(Agents::new(&config.agents)));
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -98,6 +105,7 @@ impl Master {
         Ok(Master {
             config,
             fleet,
+            dispatch,
             listener,
             guard,
             tls,
@@ -128,6 +136,7 @@ impl Master {
         let Master {
             config,
             fleet,
+            dispatch,
             listener,
             guard,
             tls,
@@ -137,12 +146,21 @@ impl Master {
         let sweeper = tokio::spawn(sweep_liveness(
             fleet.clone(),
             (config.fleet.heartbeat_interval / 4).max(Duration::from_millis(25)),
+            sweeping.clone(),
+        ));
+        let mover = tokio::spawn(crate::mover::run(
+            dispatch.clone(),
+            (config.fleet.heartbeat_interval / 4).max(Duration::from_millis(25)),
+            config.fleet.heartbeat_interval * 10,
             sweeping,
         ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<FleetServiceServer<FleetApi>>()
+            .await;
+        health_reporter
+            .set_serving::<AgentServiceServer<Dispatch>>()
             .await;
         let reflection = || {
             SERVED_DESCRIPTORS.iter().fold(
@@ -172,7 +190,12 @@ impl Master {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(reflection_v1alpha)
-            .add_service(FleetServiceServer::new(FleetApi::new(fleet)));
+            .add_service(FleetServiceServer::new(FleetApi::new(fleet)))
+            .add_service(
+                AgentServiceServer::new(dispatch)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
+            );
         let served = match tls {
             Some(tls_config) => {
                 tracing::info!(addr = ?addr, client_certificates = config.tls.client_ca.is_some(), "mcp-master listening (TLS)");
@@ -201,6 +224,10 @@ impl Master {
         // the database once `serve` has returned.
         let _ = stop_sweeping.send(true);
         let _ = sweeper.await;
+        // A move in flight goes on on its node; the master stops waiting.
+        if tokio::time::timeout(SHUTDOWN_GRACE, mover).await.is_err() {
+            tracing::warn!("a move was still in flight at shutdown");
+        }
         served?;
         tracing::info!("mcp-master stopped");
         Ok(())

@@ -620,6 +620,29 @@ impl Store {
         tx.commit().context(what)
     }
 
+    /// Forgets the placement of `service`, with an event of `kind` (about
+    /// `node`) unless empty; false when there was none.
+    pub fn unplace(
+        &self,
+        service: &str,
+        node: &str,
+        kind: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let at = timestamp(now());
+        let mut conn = self.conn();
+        let what = || format!("forgetting the placement of {service:?}");
+        let tx = conn.transaction().context(what)?;
+        let n = tx
+            .execute("DELETE FROM placements WHERE service = ?1", [service])
+            .context(what)?;
+        if n == 1 && !kind.is_empty() {
+            insert_event(&tx, &at, node, service, kind, detail).context(what)?;
+        }
+        tx.commit().context(what)?;
+        Ok(n == 1)
+    }
+
     /// Records an event.
     pub fn record_event(
         &self,

@@ -84,8 +84,15 @@ impl Client {
         options: ConnectOptions,
         session: Option<Session>,
     ) -> PyResult<Client> {
+        // Through a master, the session's node narrows the queries.
+        let scope = session
+            .as_ref()
+            .filter(|s| s.master().is_some())
+            .and_then(|s| s.node.clone());
         let inner = wait(py, async move {
-            Ok(core::Client::connect(&node, &address, &options).await?)
+            Ok(core::Client::connect(&node, &address, &options)
+                .await?
+                .scoped(scope.as_deref()))
         })?;
         Ok(Client {
             inner,

@@ -168,6 +168,8 @@ record! {
         health: Option<String>,
         /// While its checks fail: how many in a row, and the last failure.
         health_detail: Option<String>,
+        /// Through a master: the node it is on (`None` from an agent).
+        node: Option<String>,
     }
 }
 
@@ -187,6 +189,7 @@ impl From<pb::ComponentStatus> for ComponentStatus {
             started_at: unix_time(c.started_at),
             health: non_empty(c.health),
             health_detail: non_empty(c.health_detail),
+            node: non_empty(c.node),
         }
     }
 }
@@ -218,6 +221,8 @@ record! {
         created_at: Option<DateTime<Utc>>,
         /// Drift of the component it is named for, or `unmanaged`.
         drift: Vec<String>,
+        /// Through a master: the node it is on (`None` from an agent).
+        node: Option<String>,
     }
 }
 
@@ -236,6 +241,7 @@ impl From<pb::RuntimeInstance> for Instance {
             ports: i.ports,
             created_at: unix_time(i.created_at),
             drift: i.drift,
+            node: non_empty(i.node),
         }
     }
 }
@@ -303,6 +309,8 @@ record! {
         components: Vec<String>,
         /// When it was last deployed (UTC).
         updated_at: Option<DateTime<Utc>>,
+        /// Through a master: the node it is on (`None` from an agent).
+        node: Option<String>,
     }
 }
 
@@ -313,6 +321,7 @@ impl From<pb::ServiceSummary> for ServiceSummary {
             name: s.name,
             active: s.active,
             components: s.components,
+            node: non_empty(s.node),
         }
     }
 }
@@ -332,6 +341,9 @@ record! {
         kind: String,
         /// Details, in words.
         detail: String,
+        /// Through a master: the node it happened on, or is about (`None`
+        /// from an agent, and for the master's own events about no node).
+        node: Option<String>,
     }
 }
 
@@ -344,6 +356,7 @@ impl From<pb::Event> for Event {
             component: non_empty(e.component),
             kind: e.kind,
             detail: e.detail,
+            node: non_empty(e.node),
         }
     }
 }

@@ -110,7 +110,11 @@ fn nodes_sharing_a_host_publish_the_same_port_on_their_own_addresses() {
 }
 
 /// The master's view of node `name` (panics if it has none).
-fn node_of(master: &Master, rt: &tokio::runtime::Runtime, name: &str) -> Option<NodeSummary> {
+pub(crate) fn node_of(
+    master: &Master,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+) -> Option<NodeSummary> {
     rt.block_on(async {
         let mut client = master.client(&master.readonly_token).await;
         client.nodes().await.expect("list nodes")
@@ -120,7 +124,12 @@ fn node_of(master: &Master, rt: &tokio::runtime::Runtime, name: &str) -> Option<
 }
 
 /// Waits until the master sees node `name` in `state`; how long it took.
-fn wait_state(master: &Master, rt: &tokio::runtime::Runtime, name: &str, state: &str) -> Duration {
+pub(crate) fn wait_state(
+    master: &Master,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    state: &str,
+) -> Duration {
     let start = Instant::now();
     wait_for(Duration::from_secs(30), || {
         node_of(master, rt, name)
@@ -136,7 +145,7 @@ fn wait_state(master: &Master, rt: &tokio::runtime::Runtime, name: &str, state: 
     })
 }
 
-fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+pub(crate) fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
 }
 

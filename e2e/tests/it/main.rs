@@ -4,6 +4,7 @@
 
 mod cli;
 mod deploys;
+mod dispatch;
 mod files;
 mod fleet;
 mod flood;

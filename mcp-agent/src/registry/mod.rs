@@ -113,6 +113,9 @@ pub const MIGRATIONS: &[&str] = &[
     SELECT service, name, 1, updated_at, image, definition, spec_hash, 'deployed',
         'deployed before history was kept'
     FROM components;",
+    // v5: the placement generation a master deployed each service with (0:
+    // never placed by a master).
+    "ALTER TABLE services ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this code writes: the number of [`MIGRATIONS`].
@@ -207,6 +210,9 @@ pub struct ServiceRecord {
     pub created_at: String,
     /// When it was last changed (RFC 3339 UTC).
     pub updated_at: String,
+    /// The placement generation a master deployed it with (0: none did).
+    /// Kept by the registry across deploys; see [`Registry::set_generation`].
+    pub generation: u64,
 }
 
 impl ServiceRecord {
@@ -221,6 +227,7 @@ impl ServiceRecord {
             tier: def.tier.as_str().to_string(),
             created_at: now.clone(),
             updated_at: now,
+            generation: 0,
         }
     }
 }
@@ -739,6 +746,19 @@ impl Registry {
         Ok(n > 0)
     }
 
+    /// Records that a master placed `service` at `generation`; returns
+    /// whether the service is recorded.
+    pub fn set_generation(&self, service: &str, generation: u64) -> Result<bool, RegistryError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE services SET generation = ?2 WHERE name = ?1",
+                params![service, i64::try_from(generation).unwrap_or(i64::MAX)],
+            )
+            .context(|| format!("recording generation {generation} of service {service:?}"))?;
+        Ok(n > 0)
+    }
+
     /// Records (or with `None` clears) the id of the instance running a
     /// component; returns whether the component is recorded.
     pub fn set_container_id(
@@ -1165,7 +1185,7 @@ impl RevisionRow {
 }
 
 const SERVICE_COLUMNS: &str =
-    "SELECT name, active, node, tier, created_at, updated_at FROM services";
+    "SELECT name, active, node, tier, created_at, updated_at, generation FROM services";
 
 fn service_row(row: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
     Ok(ServiceRecord {
@@ -1175,6 +1195,7 @@ fn service_row(row: &Row<'_>) -> rusqlite::Result<ServiceRecord> {
         tier: row.get(3)?,
         created_at: row.get(4)?,
         updated_at: row.get(5)?,
+        generation: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
     })
 }
 

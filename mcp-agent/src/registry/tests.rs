@@ -49,7 +49,7 @@ fn open_creates_directory_and_latest_schema() {
     let (dir, reg) = open();
     assert!(dir.path().join("sub/dir/registry.db").exists());
     assert_eq!(reg.schema_version().expect("version"), SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 4);
+    assert_eq!(SCHEMA_VERSION, 5);
     let mode: String = reg
         .conn()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -818,4 +818,18 @@ fn events_come_in_bounded_pages_that_resume_where_they_stopped() {
     ] {
         assert!(EventCursor::decode(bad).is_none(), "{bad}");
     }
+}
+
+#[test]
+fn a_service_keeps_the_generation_a_master_placed_it_with() {
+    let (_dir, reg) = open();
+    let d = def(WEB);
+    deploy(&reg, &d);
+    assert_eq!(reg.get_service("web").unwrap().unwrap().generation, 0);
+    assert!(reg.set_generation("web", 7).unwrap());
+    assert!(!reg.set_generation("nothing", 7).unwrap());
+    // A deploy of the same service keeps it: the master records the next.
+    deploy(&reg, &d);
+    assert_eq!(reg.get_service("web").unwrap().unwrap().generation, 7);
+    assert_eq!(reg.list_services().unwrap()[0].generation, 7);
 }

@@ -177,6 +177,7 @@ fn action_response(
     Response::new(pb::ServiceActionResponse {
         service,
         results: results(outcomes),
+        node: String::new(),
     })
 }
 
@@ -194,6 +195,42 @@ fn sees_secrets<T>(request: &Request<T>) -> bool {
         .is_some_and(|c| c.role == Some(Role::Admin))
 }
 
+impl AgentService {
+    /// Refuses an action on `service` sent with a placement `generation`
+    /// older than the one this node holds for it (generation fencing: a
+    /// master that lost track, or a command overtaken by a move, cannot
+    /// undo a newer placement). 0 is a direct call: nothing to check.
+    fn fence(&self, service: &str, generation: u64) -> Result<(), Status> {
+        if generation == 0 {
+            return Ok(());
+        }
+        let held = self
+            .reconciler
+            .registry()
+            .get_service(service)
+            .map_err(AgentError::from)?
+            .map_or(0, |s| s.generation);
+        if held > generation {
+            return Err(Status::failed_precondition(format!(
+                "service {service:?} is held here at placement generation {held}, newer than the {generation} this command was sent with: refused"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records the placement `generation` a master deployed `service` with
+    /// (nothing for 0, a direct deploy).
+    fn record_generation(&self, service: &str, generation: u64) -> Result<(), Status> {
+        if generation > 0 {
+            self.reconciler
+                .registry()
+                .set_generation(service, generation)
+                .map_err(AgentError::from)?;
+        }
+        Ok(())
+    }
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
@@ -209,6 +246,7 @@ fn service_name(s: &str) -> Result<&str, Status> {
 /// Converts a runtime instance to its wire form.
 pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
     pb::RuntimeInstance {
+        node: String::new(),
         name: i.name.clone(),
         id: i.id.clone(),
         image: i.image.clone(),
@@ -232,6 +270,7 @@ pub(crate) fn instance(i: &InstanceInfo) -> pb::RuntimeInstance {
 
 fn component_status(c: ComponentStatus) -> pb::ComponentStatus {
     pb::ComponentStatus {
+        node: String::new(),
         service: c.service,
         component: c.component,
         runtime: c.runtime,
@@ -287,14 +326,20 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::DeployResponse>, Status> {
-        let (def, only, pull, options) = deploy_request(request.into_inner())?;
+        let req = request.into_inner();
+        let generation = req.generation;
+        let (def, only, pull, options) = deploy_request(req)?;
+        self.fence(&def.name, generation)?;
         let outcomes = self
             .reconciler
             .deploy_with(&def, only.as_deref(), pull, options, &|_| {})
             .await?;
+        self.record_generation(&def.name, generation)?;
         Ok(Response::new(pb::DeployResponse {
             service: def.name,
             results: results(outcomes),
+            node: String::new(),
+            generation,
         }))
     }
 
@@ -306,7 +351,10 @@ impl AgentServiceApi for AgentService {
     ) -> Result<Response<Self::DeployStreamStream>, Status> {
         use pb::deploy_update::Update;
         let end = HandlerEnd::of(&request);
-        let (def, only, pull, options) = deploy_request(request.into_inner())?;
+        let req = request.into_inner();
+        let generation = req.generation;
+        let (def, only, pull, options) = deploy_request(req)?;
+        self.fence(&def.name, generation)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reconciler = self.reconciler.clone();
         // The deploy runs to its end in its own task, whether or not the
@@ -328,12 +376,25 @@ impl AgentServiceApi for AgentService {
                 .deploy_with(&def, only.as_deref(), pull, options, &report)
                 .await
             {
-                Ok(outcomes) => Ok(pb::DeployUpdate {
-                    update: Some(Update::Done(pb::DeployResponse {
-                        service: def.name.clone(),
-                        results: results(outcomes),
-                    })),
-                }),
+                Ok(outcomes) => {
+                    let recorded = if generation > 0 {
+                        reconciler
+                            .registry()
+                            .set_generation(&def.name, generation)
+                            .map(|_| ())
+                            .map_err(|e| Status::from(AgentError::from(e)))
+                    } else {
+                        Ok(())
+                    };
+                    recorded.map(|()| pb::DeployUpdate {
+                        update: Some(Update::Done(pb::DeployResponse {
+                            service: def.name.clone(),
+                            results: results(outcomes),
+                            node: String::new(),
+                            generation,
+                        })),
+                    })
+                }
                 Err(err) => Err(Status::from(err)),
             };
             // Finished before the outcome leaves: a caller that closes the
@@ -353,6 +414,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        self.fence(&req.service, req.generation)?;
         let outcomes = self
             .reconciler
             .stop(service_name(&req.service)?, non_empty(&req.component))
@@ -365,6 +427,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        self.fence(&req.service, req.generation)?;
         let outcomes = self
             .reconciler
             .start(service_name(&req.service)?, non_empty(&req.component))
@@ -377,6 +440,7 @@ impl AgentServiceApi for AgentService {
         request: Request<pb::ServiceRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
+        self.fence(&req.service, req.generation)?;
         let outcomes = self
             .reconciler
             .restart(service_name(&req.service)?, non_empty(&req.component))
@@ -394,6 +458,7 @@ impl AgentServiceApi for AgentService {
                 "remove takes a whole service; drop the component from the definition and deploy instead",
             ));
         }
+        self.fence(&req.service, req.generation)?;
         let outcomes = self.reconciler.remove(service_name(&req.service)?).await?;
         Ok(action_response(req.service, outcomes))
     }
@@ -438,6 +503,7 @@ impl AgentServiceApi for AgentService {
                 .map(|c| c.name)
                 .collect();
             services.push(pb::ServiceSummary {
+                node: String::new(),
                 name: s.name,
                 active: s.active,
                 components,
@@ -572,6 +638,7 @@ impl AgentServiceApi for AgentService {
                 component: e.component.unwrap_or_default(),
                 kind: e.kind,
                 detail: e.detail,
+                node: String::new(),
             })
             .collect();
         Ok(Response::new(pb::EventsResponse {
@@ -592,10 +659,20 @@ impl AgentServiceApi for AgentService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(AgentError::from)?;
         let pull = PullPolicy::from_proto(req.pull);
+        if !req.dry_run {
+            for (service, generation) in &req.generations {
+                self.fence(service, *generation)?;
+            }
+        }
         let (plan, done) = self
             .reconciler
             .sync(&defs, req.prune, req.dry_run, pull)
             .await?;
+        if !req.dry_run {
+            for (service, generation) in &req.generations {
+                self.record_generation(service, *generation)?;
+            }
+        }
         Ok(Response::new(pb::SyncResponse {
             plan: plan.services.into_iter().map(planned_service).collect(),
             dry_run: req.dry_run,
@@ -604,6 +681,7 @@ impl AgentServiceApi for AgentService {
                 .map(|(service, outcomes)| pb::ServiceActionResponse {
                     service,
                     results: results(outcomes),
+                    node: String::new(),
                 })
                 .collect(),
         }))
@@ -828,6 +906,8 @@ fn planned_service(s: plan::ServicePlan) -> pb::PlannedService {
     pb::PlannedService {
         service: s.service,
         action: s.action.as_str().to_string(),
+        node: String::new(),
+        placement: String::new(),
         fields: field_changes(s.fields),
         components: s
             .components

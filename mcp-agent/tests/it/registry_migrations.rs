@@ -112,6 +112,8 @@ fn every_older_version_migrates_with_rows_intact() {
         assert!(svc.active);
         assert_eq!(svc.node.as_deref(), Some("rift"));
         assert_eq!(svc.created_at, TS);
+        // Placed by no master before version 5.
+        assert_eq!(svc.generation, 0);
 
         let app = reg
             .components("web")

@@ -29,7 +29,7 @@ pub async fn run(ctx: &Ctx, args: Adopt) -> anyhow::Result<()> {
     let node = ctx.session.node_for(None)?;
     let res = ctx
         .session
-        .connect(node)
+        .connect(&node)
         .await?
         .adopt(&args.service)
         .await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use mcp_core::wire::DeployOptions;
 
 use super::{Ctx, Pull};
-use crate::output;
+use crate::output::{self, Exit};
 
 /// Push a definition; the agent pulls images and (re)creates what changed.
 #[derive(Debug, clap::Args)]
@@ -24,12 +24,27 @@ pub struct Deploy {
     /// Do not wait for changed components to be ready: done once they are started, never rolled back.
     #[arg(long, conflicts_with = "timeout")]
     no_wait: bool,
+    /// Only print what would change (and, through a master, where the
+    /// service would go); exits 3 when something would.
+    #[arg(long, conflicts_with_all = ["component", "timeout", "no_wait"])]
+    dry_run: bool,
 }
 
-pub async fn run(ctx: &Ctx, args: Deploy) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, args: Deploy) -> anyhow::Result<Exit> {
     let def = ctx.session.definition(&args.target)?;
     let node = ctx.session.node_for(Some(&def))?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
+    if args.dry_run {
+        let plan = client
+            .sync(std::slice::from_ref(&def), true, false, args.pull.into())
+            .await
+            .map_err(|e| match ctx.session.locate_refusal(&args.target, e) {
+                Ok(located) => anyhow::Error::from(located),
+                Err(e) => e.into(),
+            })?;
+        let answers = mcp_core::client::fleet::sync_by_node(&node.name, plan);
+        return ctx.out.sync(&answers);
+    }
     let options = DeployOptions {
         timeout: args.timeout,
         no_wait: args.no_wait,
@@ -48,8 +63,13 @@ pub async fn run(ctx: &Ctx, args: Deploy) -> anyhow::Result<()> {
             Ok(located) => anyhow::Error::from(located),
             Err(e) => e.into(),
         })?;
-    out.results(&node.name, &res.service, &res.results)?;
-    output::check_results(&res.service, &res.results)
+    out.results(
+        output::answered(&node.name, &res.node),
+        &res.service,
+        &res.results,
+    )?;
+    output::check_results(&res.service, &res.results)?;
+    Ok(Exit::Ok)
 }
 
 /// Parses `--timeout` of a deploy: a duration such as `90s` or `5m`, longer

@@ -26,11 +26,11 @@ pub async fn run(ctx: &Ctx, args: Events) -> anyhow::Result<()> {
     for node in ctx.session.query_nodes()? {
         let events = ctx
             .session
-            .connect(node)
+            .connect(&node)
             .await?
             .events(args.service.as_deref(), since, args.limit)
             .await?;
-        all.push((node.name.clone(), events));
+        all.extend(mcp_core::client::fleet::events_by_node(&node.name, events));
     }
     ctx.out.events(&all)
 }

@@ -64,7 +64,7 @@ pub struct Rm {
 
 pub async fn push(ctx: &Ctx, args: Push) -> anyhow::Result<()> {
     let node = ctx.session.node_for_service(&args.service)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let bar = ctx.out.progress();
     let moved = transfer::push_tree(
         &mut client,
@@ -82,7 +82,7 @@ pub async fn push(ctx: &Ctx, args: Push) -> anyhow::Result<()> {
 
 pub async fn pull(ctx: &Ctx, args: Pull) -> anyhow::Result<()> {
     let node = ctx.session.node_for_service(&args.service)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let bar = ctx.out.progress();
     let moved = transfer::pull_tree(
         &mut client,
@@ -101,7 +101,7 @@ pub async fn ls(ctx: &Ctx, args: Ls) -> anyhow::Result<()> {
     let node = ctx.session.node_for_service(&args.service)?;
     let entries = ctx
         .session
-        .connect(node)
+        .connect(&node)
         .await?
         .list_files(
             &args.service,
@@ -116,7 +116,7 @@ pub async fn rm(ctx: &Ctx, args: Rm) -> anyhow::Result<()> {
     let node = ctx.session.node_for_service(&args.service)?;
     let res = ctx
         .session
-        .connect(node)
+        .connect(&node)
         .await?
         .remove_file(&args.service, &args.path, args.recursive)
         .await?;

@@ -29,7 +29,7 @@ pub struct Rollback {
 
 pub async fn history(ctx: &Ctx, args: History) -> anyhow::Result<()> {
     let (service, node) = ctx.session.service_and_node(&args.target)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let res = client
         .history(&service, args.component.as_deref(), args.limit)
         .await?;
@@ -38,8 +38,12 @@ pub async fn history(ctx: &Ctx, args: History) -> anyhow::Result<()> {
 
 pub async fn rollback(ctx: &Ctx, args: Rollback) -> anyhow::Result<()> {
     let (service, node) = ctx.session.service_and_node(&args.target)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let res = client.rollback(&service, args.component.as_deref()).await?;
-    ctx.out.results(&node.name, &res.service, &res.results)?;
+    ctx.out.results(
+        crate::output::answered(&node.name, &res.node),
+        &res.service,
+        &res.results,
+    )?;
     output::check_results(&res.service, &res.results)
 }

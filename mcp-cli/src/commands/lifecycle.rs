@@ -3,7 +3,7 @@
 use mcp_core::ops;
 
 use super::Ctx;
-use crate::output;
+use crate::output::{self, answered};
 
 /// Set `active = false` in the definition, then push it.
 #[derive(Debug, clap::Args)]
@@ -39,11 +39,14 @@ pub struct Remove {
 /// `mcp stop` and `mcp start` ([`ops::set_active`]).
 pub async fn set_active(ctx: &Ctx, target: &str, active: bool) -> anyhow::Result<()> {
     let (_, node) = ctx.session.service_and_node(target)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let change =
         ops::set_active(&mut client, Some(&ctx.session.config), target, None, active).await?;
-    ctx.out
-        .results(&node.name, &change.service, &change.results)?;
+    ctx.out.results(
+        answered(&node.name, &change.node),
+        &change.service,
+        &change.results,
+    )?;
     output::check_results(&change.service, &change.results)
 }
 
@@ -57,16 +60,18 @@ pub async fn start(ctx: &Ctx, args: Start) -> anyhow::Result<()> {
 
 pub async fn restart(ctx: &Ctx, args: Restart) -> anyhow::Result<()> {
     let (service, node) = ctx.session.service_and_node(&args.target)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let res = client.restart(&service, args.component.as_deref()).await?;
-    ctx.out.results(&node.name, &res.service, &res.results)?;
+    ctx.out
+        .results(answered(&node.name, &res.node), &res.service, &res.results)?;
     output::check_results(&res.service, &res.results)
 }
 
 pub async fn remove(ctx: &Ctx, args: Remove) -> anyhow::Result<()> {
     let (service, node) = ctx.session.service_and_node(&args.target)?;
-    let mut client = ctx.session.connect(node).await?;
+    let mut client = ctx.session.connect(&node).await?;
     let res = client.remove(&service).await?;
-    ctx.out.results(&node.name, &res.service, &res.results)?;
+    ctx.out
+        .results(answered(&node.name, &res.node), &res.service, &res.results)?;
     output::check_results(&res.service, &res.results)
 }

@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx, args: Logs) -> anyhow::Result<()> {
     let node = ctx.session.node_for_service(&args.service)?;
     let mut stream = ctx
         .session
-        .connect(node)
+        .connect(&node)
         .await?
         .logs(
             &args.service,

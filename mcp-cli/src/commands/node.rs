@@ -34,10 +34,37 @@ pub async fn run(ctx: &Ctx, command: Node) -> anyhow::Result<()> {
             ctx.out.fleet_nodes(&master.nodes().await?)
         }
         Node::List => ctx.out.nodes(&ctx.session.config.nodes),
+        Node::Info if ctx.session.config.master.is_some() => {
+            // Each node of the fleet, asked through the master.
+            let mut master = ctx.session.connect_master().await?;
+            let mut infos = Vec::new();
+            for n in master.nodes().await? {
+                if ctx
+                    .session
+                    .node
+                    .as_ref()
+                    .is_some_and(|only| *only != n.name)
+                {
+                    continue;
+                }
+                let info = master
+                    .clone()
+                    .scoped(Some(&n.name))
+                    .node_info()
+                    .await
+                    .map_err(anyhow::Error::from);
+                let entry = mcp_core::config::NodeEntry {
+                    name: n.name,
+                    address: n.address,
+                };
+                infos.push((entry, info));
+            }
+            ctx.out.node_info(&infos)
+        }
         Node::Info => {
             let mut infos = Vec::new();
             for node in ctx.session.query_nodes()? {
-                let info = match ctx.session.connect(node).await {
+                let info = match ctx.session.connect(&node).await {
                     Ok(mut c) => c.node_info().await.map_err(anyhow::Error::from),
                     Err(e) => Err(e.into()),
                 };

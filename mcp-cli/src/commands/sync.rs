@@ -25,7 +25,7 @@ pub async fn run(ctx: &Ctx, args: Sync) -> anyhow::Result<Exit> {
         let res = client
             .sync(set, args.dry_run, args.prune, args.pull.into())
             .await?;
-        answers.push((node.name.clone(), res));
+        answers.extend(mcp_core::client::fleet::sync_by_node(&node.name, res));
     }
     let exit = ctx.out.sync(&answers)?;
     for (_, res) in &answers {

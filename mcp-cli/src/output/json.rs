@@ -171,6 +171,7 @@ pub fn sync(node: &str, r: &pb::SyncResponse) -> Value {
         "plan": r.plan.iter().map(|s| json!({
             "service": s.service,
             "action": s.action,
+            "placement": opt(&s.placement),
             "fields": field_changes(&s.fields),
             "components": s.components.iter().map(|c| json!({
                 "component": c.component,

@@ -385,3 +385,9 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// The node that answered: the one a master names (`answer`), else the
+/// one asked.
+pub fn answered<'a>(asked: &'a str, answer: &'a str) -> &'a str {
+    if answer.is_empty() { asked } else { answer }
+}

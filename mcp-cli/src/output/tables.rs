@@ -282,12 +282,24 @@ pub fn sync(answers: &[(String, pb::SyncResponse)]) -> anyhow::Result<()> {
     let mut plan = table(&["NODE", "SERVICE", "COMPONENT", "CHANGE", "DETAIL"]);
     for (node, r) in answers {
         for s in &r.plan {
+            let placed = match s.placement.as_str() {
+                "" | "kept" => String::new(),
+                "new" => format!("placed on {node}"),
+                "moved" => format!("moves to {node}"),
+                "waiting" => format!("waits for {node}, which is down (its data lives there)"),
+                other => other.to_string(),
+            };
+            let detail = [placed, describe(&s.fields)]
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             plan.add_row(vec![
                 node.clone(),
                 s.service.clone(),
                 "-".into(),
                 s.action.clone(),
-                describe(&s.fields),
+                detail,
             ]);
             for c in &s.components {
                 let detail = match c.change.as_str() {

@@ -1,5 +1,7 @@
 //! The client side of the master's fleet API (`FleetService`): agents
-//! registering and heartbeating, operators listing, draining and planning.
+//! registering and heartbeating, operators listing, draining and planning;
+//! and a master's answers to the agent API split per node, as an agent
+//! would answer them.
 
 use mcp_proto::v1 as pb;
 
@@ -95,4 +97,110 @@ impl Client {
             message: format!("the answer to {call} holds no {what}"),
         }
     }
+}
+
+/// The rows of a master's answer grouped by the node each names (a row
+/// naming none is the master's own), in node order; an agent's answer,
+/// whose rows name no node, stays one group under `node`.
+fn by_node<T>(node: &str, rows: Vec<T>, node_of: impl Fn(&T) -> &str) -> Vec<(String, Vec<T>)> {
+    if rows.iter().all(|r| node_of(r).is_empty()) {
+        return vec![(node.to_string(), rows)];
+    }
+    let mut groups: std::collections::BTreeMap<String, Vec<T>> = Default::default();
+    for row in rows {
+        let name = match node_of(&row) {
+            "" => node.to_string(),
+            n => n.to_string(),
+        };
+        groups.entry(name).or_default().push(row);
+    }
+    groups.into_iter().collect()
+}
+
+/// A status answer as one report per node: a master's split by the node
+/// of each row, an agent's as it is.
+pub fn status_by_node(answer: pb::StatusResponse) -> Vec<pb::StatusResponse> {
+    if !answer.node.is_empty() {
+        return vec![answer];
+    }
+    let mut reports: std::collections::BTreeMap<String, pb::StatusResponse> = Default::default();
+    for c in answer.components {
+        let r = reports.entry(c.node.clone()).or_default();
+        r.node = c.node.clone();
+        r.components.push(c);
+    }
+    for i in answer.unmanaged {
+        let r = reports.entry(i.node.clone()).or_default();
+        r.node = i.node.clone();
+        r.unmanaged.push(i);
+    }
+    reports.into_values().collect()
+}
+
+/// A ps answer as one report per node (see [`status_by_node`]).
+pub fn ps_by_node(answer: pb::PsResponse) -> Vec<pb::PsResponse> {
+    if !answer.node.is_empty() {
+        return vec![answer];
+    }
+    let mut reports: std::collections::BTreeMap<String, pb::PsResponse> = Default::default();
+    for i in answer.instances {
+        let r = reports.entry(i.node.clone()).or_default();
+        r.node = i.node.clone();
+        r.instances.push(i);
+    }
+    for c in answer.missing {
+        let r = reports.entry(c.node.clone()).or_default();
+        r.node = c.node.clone();
+        r.missing.push(c);
+    }
+    reports.into_values().collect()
+}
+
+/// A list answer from `node` (an agent, or the master) per node.
+pub fn list_by_node(node: &str, answer: pb::ListResponse) -> Vec<(String, pb::ListResponse)> {
+    by_node(node, answer.services, |s| &s.node)
+        .into_iter()
+        .map(|(n, services)| (n, pb::ListResponse { services }))
+        .collect()
+}
+
+/// An events answer from `node` per node; the master's own events (about
+/// no node) under `node`.
+pub fn events_by_node(node: &str, answer: pb::EventsResponse) -> Vec<(String, pb::EventsResponse)> {
+    by_node(node, answer.events, |e| &e.node)
+        .into_iter()
+        .map(|(n, events)| {
+            (
+                n,
+                pb::EventsResponse {
+                    events,
+                    next_page_token: String::new(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A sync answer from `node` per node: each node's plan and results.
+pub fn sync_by_node(node: &str, answer: pb::SyncResponse) -> Vec<(String, pb::SyncResponse)> {
+    let dry_run = answer.dry_run;
+    let mut results = by_node(node, answer.results, |r| &r.node);
+    by_node(node, answer.plan, |p| &p.node)
+        .into_iter()
+        .map(|(n, plan)| {
+            let results = results
+                .iter_mut()
+                .find(|(r, _)| *r == n)
+                .map(|(_, r)| std::mem::take(r))
+                .unwrap_or_default();
+            (
+                n,
+                pb::SyncResponse {
+                    plan,
+                    dry_run,
+                    results,
+                },
+            )
+        })
+        .collect()
 }

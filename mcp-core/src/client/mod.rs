@@ -2,7 +2,7 @@
 //! and the tests. One [`Client`] talks to one node; [`transfer`] is the
 //! client's side of file transfers.
 
-mod fleet;
+pub mod fleet;
 pub mod raw;
 pub mod transfer;
 
@@ -320,6 +320,7 @@ fn deploy_request(
             .timeout
             .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         no_wait: options.no_wait,
+        generation: 0,
     }
 }
 
@@ -343,6 +344,8 @@ pub struct Client {
     address: String,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     token_source: String,
+    /// Through a master: the node queries are narrowed to (empty for all).
+    scope: String,
 }
 
 /// The TLS failure inside a connection error, if that is what it was.
@@ -440,7 +443,33 @@ impl Client {
             } else {
                 "nowhere: set MCP_TOKEN, --token-file, or token_file in the CLI config".into()
             },
+            scope: String::new(),
         })
+    }
+
+    /// Narrows the queries (status, list, ps, events, node info) a master
+    /// answers to `node`; an agent answers for itself whatever this says.
+    pub fn scoped(mut self, node: Option<&str>) -> Client {
+        self.scope = node.unwrap_or_default().to_string();
+        self
+    }
+
+    /// The agent API itself, for a caller that forwards messages as they
+    /// are (the master dispatching to its nodes); wrap each message with
+    /// [`Client::wrap`] so it carries the token.
+    pub fn agent_api(&self) -> AgentServiceClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// `msg` as a request carrying this client's token.
+    pub fn wrap<T>(&self, msg: T) -> tonic::Request<T> {
+        self.request(msg)
+    }
+
+    /// `status` as this client reports it (its node named, the token
+    /// source in an authentication failure).
+    pub fn error_of(&self, status: tonic::Status) -> ClientError {
+        self.status_err(status)
     }
 
     /// The node this client talks to.
@@ -551,6 +580,7 @@ impl Client {
         self.request(pb::ServiceRequest {
             service: service.to_string(),
             component: component.unwrap_or_default().to_string(),
+            generation: 0,
         })
     }
 
@@ -616,6 +646,7 @@ impl Client {
     ) -> Result<pb::StatusResponse, ClientError> {
         let req = self.request(pb::StatusRequest {
             service: service.unwrap_or_default().to_string(),
+            node: self.scope.clone(),
         });
         let res = self
             .inner
@@ -627,21 +658,27 @@ impl Client {
 
     /// Services the node's registry knows.
     pub async fn list(&mut self) -> Result<pb::ListResponse, ClientError> {
-        let req = self.request(pb::ListRequest {});
+        let req = self.request(pb::ListRequest {
+            node: self.scope.clone(),
+        });
         let res = self.inner.list(req).await.map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// Every instance on the node.
     pub async fn ps(&mut self) -> Result<pb::PsResponse, ClientError> {
-        let req = self.request(pb::PsRequest {});
+        let req = self.request(pb::PsRequest {
+            node: self.scope.clone(),
+        });
         let res = self.inner.ps(req).await.map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
     }
 
     /// The node's name, version and runtime availability.
     pub async fn node_info(&mut self) -> Result<pb::NodeInfoResponse, ClientError> {
-        let req = self.request(pb::NodeInfoRequest {});
+        let req = self.request(pb::NodeInfoRequest {
+            node: self.scope.clone(),
+        });
         let res = self
             .inner
             .node_info(req)
@@ -686,6 +723,7 @@ impl Client {
             dry_run,
             prune,
             pull: pull.to_proto() as i32,
+            generations: Default::default(),
         });
         let res = self.inner.sync(req).await.map_err(|s| self.status_err(s))?;
         Ok(res.into_inner())
@@ -696,6 +734,7 @@ impl Client {
     pub async fn adopt(&mut self, service: &str) -> Result<pb::AdoptResponse, ClientError> {
         let req = self.request(pb::AdoptRequest {
             service: service.to_string(),
+            node: self.scope.clone(),
         });
         let res = self
             .inner
@@ -724,6 +763,7 @@ impl Client {
                 limit: limit.unwrap_or(0),
                 page_size: 0,
                 page_token,
+                node: self.scope.clone(),
             });
             let page = self
                 .inner

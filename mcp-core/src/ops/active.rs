@@ -17,6 +17,8 @@ pub struct ActiveChange {
     pub service: String,
     /// What happened to each component.
     pub results: Vec<pb::ComponentResult>,
+    /// The node that acted, when a master says (empty from an agent).
+    pub node: String,
     /// The definition file whose `active` was set, or `None` when the
     /// service was stopped or started on its node alone.
     pub file: Option<PathBuf>,
@@ -76,6 +78,7 @@ pub async fn set_active(
             Ok(res) => Ok(ActiveChange {
                 service: res.service,
                 results: res.results,
+                node: res.node,
                 file,
             }),
             Err(err) => {
@@ -105,6 +108,7 @@ pub async fn set_active(
     Ok(ActiveChange {
         service: res.service,
         results: res.results,
+        node: res.node,
         file: None,
     })
 }

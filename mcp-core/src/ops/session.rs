@@ -23,6 +23,10 @@ pub struct Session {
     pub token_file: Option<PathBuf>,
 }
 
+/// The name a fleet's master goes by where the CLI names the node it
+/// talks to.
+pub const MASTER: &str = "master";
+
 impl Session {
     /// Reads the configuration at `config` (else `$MCP_CONFIG`, else
     /// `$XDG_CONFIG_HOME/mcp/mcp.toml`).
@@ -78,31 +82,51 @@ impl Session {
         located.ok_or(err)
     }
 
-    /// The node a command about `def` goes to: the session's node, else the
-    /// one the definition names, else the first configured node.
-    pub fn node_for(&self, def: Option<&ServiceDef>) -> Result<&NodeEntry, OpsError> {
-        let wanted = self.node.as_deref().or(def.and_then(|d| d.node.as_deref()));
-        self.config.node(wanted).map_err(|e| self.unresolved(e))
+    /// The master (`master` in the configuration), when there is one:
+    /// every command goes to it.
+    pub fn master(&self) -> Option<NodeEntry> {
+        self.config.master.as_ref().map(|address| NodeEntry {
+            name: MASTER.to_string(),
+            address: address.clone(),
+        })
     }
 
-    /// The nodes a query goes to: the session's node, else every
+    /// The node a command about `def` goes to: the master when there is
+    /// one (it places the service); else the session's node, else the one
+    /// the definition names, else the first configured node.
+    pub fn node_for(&self, def: Option<&ServiceDef>) -> Result<NodeEntry, OpsError> {
+        if let Some(master) = self.master() {
+            return Ok(master);
+        }
+        let wanted = self.node.as_deref().or(def.and_then(|d| d.node.as_deref()));
+        self.config
+            .node(wanted)
+            .cloned()
+            .map_err(|e| self.unresolved(e))
+    }
+
+    /// The nodes a query goes to: the master when there is one (it asks
+    /// every node, or the session's); else the session's node, else every
     /// configured node.
-    pub fn query_nodes(&self) -> Result<Vec<&NodeEntry>, OpsError> {
+    pub fn query_nodes(&self) -> Result<Vec<NodeEntry>, OpsError> {
+        if let Some(master) = self.master() {
+            return Ok(vec![master]);
+        }
         match &self.node {
             Some(_) => Ok(vec![self.node_for(None)?]),
             None if self.config.nodes.is_empty() => {
                 Err(self.unresolved("no nodes configured".into()))
             }
-            None => Ok(self.config.nodes.iter().collect()),
+            None => Ok(self.config.nodes.clone()),
         }
     }
 
     /// The node a service is on: the session's node, else the node its
     /// definition in the services directory names (when it has one), else
     /// the first configured node.
-    pub fn node_for_service(&self, service: &str) -> Result<&NodeEntry, OpsError> {
+    pub fn node_for_service(&self, service: &str) -> Result<NodeEntry, OpsError> {
         let path = self.config.definition_path(service);
-        let def = if self.node.is_none() && path.exists() {
+        let def = if self.node.is_none() && self.master().is_none() && path.exists() {
             Some(self.definition(service)?)
         } else {
             None
@@ -113,7 +137,7 @@ impl Session {
     /// The service a SERVICE or FILE argument stands for and the node it is
     /// on: a file's `name` and node (as for deploy); a name as it is, on the
     /// node of its definition in the services directory when there is one.
-    pub fn service_and_node(&self, target: &str) -> Result<(String, &NodeEntry), OpsError> {
+    pub fn service_and_node(&self, target: &str) -> Result<(String, NodeEntry), OpsError> {
         if CliConfig::is_file_argument(target) {
             let def = self.definition(target)?;
             let node = self.node_for(Some(&def))?;
@@ -134,10 +158,16 @@ impl Session {
         })
     }
 
-    /// A client of `node`'s agent.
+    /// A client of `node`'s agent, or of the master (its queries narrowed
+    /// to the session's node, if any).
     pub async fn connect(&self, node: &NodeEntry) -> Result<Client, OpsError> {
         let options = self.connect_options()?;
-        Ok(Client::connect(&node.name, &node.address, &options).await?)
+        let client = Client::connect(&node.name, &node.address, &options).await?;
+        Ok(if self.master().is_some_and(|m| m == *node) {
+            client.scoped(self.node.as_deref())
+        } else {
+            client
+        })
     }
 
     /// A client of the fleet's master (`master` in the CLI config), with
@@ -154,12 +184,16 @@ impl Session {
 
     /// The definitions `sync` sends, per node: every file of the services
     /// directory, each to its `node` (or the first node), every configured
-    /// node with its set (or only the session's node).
+    /// node with its set (or only the session's node); with a master, the
+    /// whole set to it.
     pub fn sync_sets(&self) -> Result<Vec<(NodeEntry, Vec<ServiceDef>)>, OpsError> {
-        let defs = servicedef::load_dir(&self.config.services_dir)?
+        let defs: Vec<ServiceDef> = servicedef::load_dir(&self.config.services_dir)?
             .into_iter()
             .map(|(_, d)| d)
             .collect();
+        if let Some(master) = self.master() {
+            return Ok(vec![(master, defs)]);
+        }
         sync_sets(&self.config, defs, self.node.as_deref()).map_err(|e| self.unresolved(e))
     }
 }
