@@ -82,6 +82,7 @@ impl Master {
         let admin_token = token("operator", "admin");
         let readonly_token = token("viewer", "readonly");
         let node_token = token("nodes", "node");
+        std::fs::create_dir_all(dir.path().join("services")).expect("mkdir services");
         std::fs::write(dir.path().join("join-token"), format!("{node_token}\n"))
             .expect("write join token");
         std::fs::write(dir.path().join("admin-token"), format!("{admin_token}\n"))
@@ -89,7 +90,8 @@ impl Master {
         std::fs::write(
             dir.path().join("mcp.toml"),
             format!(
-                "master = \"{addr}\"\ntoken_file = \"admin-token\"\n\n[tls]\nca_cert = \"{}\"\n",
+                "master = \"{addr}\"\ntoken_file = \"admin-token\"\nservices_dir = \"{}\"\n\n[tls]\nca_cert = \"{}\"\n",
+                dir.path().join("services").display(),
                 pki.ca_cert.display()
             ),
         )
@@ -195,6 +197,25 @@ impl Master {
             .output()
             .expect("run mcp");
         CmdResult::from(out, args)
+    }
+
+    /// The services directory of its CLI configuration.
+    pub fn services_dir(&self) -> PathBuf {
+        self.dir.path().join("services")
+    }
+
+    /// Starts `mcp ARGS` through this master in the background, its
+    /// output discarded: for a test that kills the master mid-way.
+    pub fn spawn_mcp(&self, args: &[&str]) -> Child {
+        Command::new(bin_dir().join("mcp"))
+            .args(args)
+            .env("MCP_CONFIG", self.dir.path().join("mcp.toml"))
+            .env_remove("MCP_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mcp")
     }
 
     /// Runs `mcp --json ARGS` through this master and parses its output

@@ -122,7 +122,7 @@ impl Client {
                 active,
             )
             .await?;
-            Ok((change.service, change.results))
+            Ok((change.service, change.results, change.node))
         })
     }
 
@@ -131,12 +131,15 @@ impl Client {
         &self,
         py: Python<'_>,
         check: bool,
-        call: impl Future<Output = Result<(String, Vec<mcp_core::proto::ComponentResult>), Error>>
-        + Send,
+        call: impl Future<
+            Output = Result<(String, Vec<mcp_core::proto::ComponentResult>, String), Error>,
+        > + Send,
     ) -> PyResult<ActionResult> {
-        let node = self.inner.node().to_string();
+        let asked = self.inner.node().to_string();
         wait(py, async move {
-            let (service, results) = call.await?;
+            let (service, results, answered) = call.await?;
+            // Through a master, the node that acted; else the one asked.
+            let node = if answered.is_empty() { asked } else { answered };
             let failed = core::failures(&service, &results);
             let result = ActionResult::new(&node, service, results);
             match failed {
@@ -281,7 +284,7 @@ impl Client {
         let mut c = self.client()?;
         self.action(py, check, async move {
             let r = c.deploy(&def, component.as_deref(), pull, options).await?;
-            Ok((r.service, r.results))
+            Ok((r.service, r.results, r.node))
         })
     }
 
@@ -328,7 +331,7 @@ impl Client {
         let mut c = self.client()?;
         self.action(py, check, async move {
             let r = c.restart(&service, component.as_deref()).await?;
-            Ok((r.service, r.results))
+            Ok((r.service, r.results, r.node))
         })
     }
 
@@ -338,7 +341,7 @@ impl Client {
         let mut c = self.client()?;
         self.action(py, check, async move {
             let r = c.remove(&service).await?;
-            Ok((r.service, r.results))
+            Ok((r.service, r.results, r.node))
         })
     }
 
@@ -561,7 +564,7 @@ impl Client {
         let mut c = self.client()?;
         self.action(py, check, async move {
             let r = c.rollback(&service, component.as_deref()).await?;
-            Ok((r.service, r.results))
+            Ok((r.service, r.results, r.node))
         })
     }
 

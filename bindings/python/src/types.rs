@@ -514,7 +514,10 @@ impl SyncResult {
             results: r
                 .results
                 .into_iter()
-                .map(|a| ActionResult::new(node, a.service, a.results))
+                .map(|a| {
+                    let on = if a.node.is_empty() { node } else { &a.node };
+                    ActionResult::new(on, a.service, a.results)
+                })
                 .collect(),
         }
     }

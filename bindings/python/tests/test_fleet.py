@@ -1,6 +1,7 @@
 """The fleet through the bindings: a real `mcp-master` and a real agent
 that joins it; `Client.nodes()`, `drain()`, `undrain()` and `plan()` on a
-client of the master."""
+client of the master, and `Client.from_config` with a configuration that
+names the master: deploys placed and queries answered for the fleet."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Fleet:
     readonly: str
     node: str
     ca_cert: Path
+    directory: Path
 
 
 def spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -46,7 +48,8 @@ def fleet(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
         f'listen = "{master_address}"\ndb = "{directory / "master.db"}"\n\n'
         f'[auth]\ntoken_file = "{directory / "tokens.toml"}"\n\n'
         f'[tls]\ncert = "{tls / "server.pem"}"\nkey = "{tls / "server.key"}"\n\n'
-        "[fleet]\nheartbeat_interval_ms = 200\nheartbeat_grace_ms = 200\nlost_after = 5\n"
+        "[fleet]\nheartbeat_interval_ms = 200\nheartbeat_grace_ms = 200\nlost_after = 5\n\n"
+        f'[agents]\ntoken_file = "{directory / "agents.token"}"\nca_cert = "{node.ca_cert}"\n'
     )
 
     def token(name: str, role: str) -> str:
@@ -64,7 +67,8 @@ def fleet(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
     (directory / "agent.toml").write_text(
         f'node_name = "{name}"\nlisten = "{agent_address}"\ndb = "{directory / "agent.db"}"\n'
         f'srv_root = "{directory / "srv"}"\n\n'
-        f'[podman]\nsocket = "{node.socket}"\n\n'
+        f'[podman]\nsocket = "{node.socket}"\ninsecure_registries = ["{node.registry}"]\n'
+        "stop_timeout = 1\n\n"
         f'[auth]\ntoken_file = "{directory / "agent-tokens.toml"}"\n\n'
         f'[tls]\ncert = "{tls / "server.pem"}"\nkey = "{tls / "server.key"}"\n\n'
         f'[master]\naddress = "{master_address}"\nca_cert = "{node.ca_cert}"\n'
@@ -74,11 +78,21 @@ def fleet(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
         [str(node.bins / "mcp-master"), "--config", str(directory / "master.toml")],
         directory / "master.log",
     )
-    agent = spawn(
-        [str(node.bins / "mcp-agent"), "--config", str(directory / "agent.toml")],
-        directory / "agent.log",
-    )
+    agent = None
     try:
+        # The master makes its token for agents at its start; the agent
+        # accepts it as an admin token, as an operator sets up a node.
+        wait_for("the master's token for agents", 20, (directory / "agents.token").exists)
+        subprocess.run(
+            [str(node.bins / "mcp-agent"), "--config", str(directory / "agent.toml"),
+             "token", "add", "master", "--role", "admin",
+             "--from-file", str(directory / "agents.token")],
+            capture_output=True, text=True, check=True,
+        )
+        agent = spawn(
+            [str(node.bins / "mcp-agent"), "--config", str(directory / "agent.toml")],
+            directory / "agent.log",
+        )
 
         def joined() -> bool:
             # The master may not listen yet: connecting is retried too.
@@ -89,11 +103,12 @@ def fleet(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flee
                 return False
 
         wait_for("the agent to join the master", 20, joined)
-        yield Fleet(master_address, admin, readonly, name, node.ca_cert)
+        yield Fleet(master_address, admin, readonly, name, node.ca_cert, directory)
     finally:
         for process in (agent, master):
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 def test_nodes_drain_undrain_and_plan(fleet: Fleet, node: Node) -> None:
@@ -132,3 +147,42 @@ def test_nodes_drain_undrain_and_plan(fleet: Fleet, node: Node) -> None:
     assert [p.node for p in viewer.plan([web])] == [fleet.node]
     with pytest.raises(mcp.PermissionDeniedError):
         viewer.drain(fleet.node)
+
+
+def test_from_config_names_the_master_and_commands_go_through_it(
+    fleet: Fleet, node: Node
+) -> None:
+    (fleet.directory / "admin-token").write_text(fleet.admin + "\n")
+    services = fleet.directory / "services"
+    services.mkdir(exist_ok=True)
+    config = fleet.directory / "mcp.toml"
+    config.write_text(
+        f'master = "{fleet.master}"\ntoken_file = "admin-token"\n'
+        f'services_dir = "{services}"\n\n[tls]\nca_cert = "{fleet.ca_cert}"\n'
+    )
+    client = mcp.Client.from_config(config)
+    assert client.node == "master"
+    port = free_port()
+    name = f"pyfleet-web-{port}"
+    node.services.append(name)
+    web = mcp.parse_service(
+        f'name = "{name}"\n[[components]]\nname = "web"\nimage = "{node.image_v1}"\n'
+        f'ports = ["127.0.0.1:{port}:8080"]\nmemory = "64M"\n'
+    )
+    try:
+        deployed = client.deploy(web)
+        # Placed on the only node, which the answer names.
+        assert deployed.node == fleet.node
+        status = client.status(name)
+        [row] = status.components
+        assert (row.node, row.observed_state) == (fleet.node, "running")
+        [listed] = [s for s in client.list() if s.name == name]
+        assert listed.node == fleet.node
+        events = [e for e in client.events(service=name) if e.kind == "placed"]
+        assert events and events[0].node == fleet.node
+        # A client made for one node narrows the master's answers to it.
+        narrowed = mcp.Client.from_config(config, node=fleet.node)
+        assert {c.node for c in narrowed.status().components} == {fleet.node}
+    finally:
+        removed = client.remove(name)
+        assert removed.node == fleet.node

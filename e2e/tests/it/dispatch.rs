@@ -365,6 +365,13 @@ fn drain_moves_services_one_at_a_time_each_ready_before_the_old_stops() {
             "{on_b:#}"
         );
     }
+    // --node narrows a query through the master to one node.
+    let narrowed = master.mcp_json(&["--node", &a.name, "ps"]);
+    let reports = narrowed["nodes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        reports.iter().all(|r| r["node"] == a.name.as_str()),
+        "{narrowed:#}"
+    );
     master.mcp(&["node", "undrain", &a.name]).success();
     wait_state(&master, &rt, &a.name, "ready");
 }
@@ -444,4 +451,107 @@ fn a_node_refuses_commands_of_an_older_generation() {
         assert_ne!(status.components[0].observed_state, "running");
     });
     assert!(try_http_get_at("127.0.0.1", port).is_err());
+}
+
+/// The names of the containers on `node`, sorted.
+fn containers(node: &Node) -> Vec<String> {
+    let mut names: Vec<String> = names_in(node).lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+/// The containers on `node` as "name id", sorted.
+fn instances(node: &Node) -> Vec<String> {
+    let mut all: Vec<String> = node
+        .podman(&["ps", "-a", "--format", "{{.Names}} {{.ID}}"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    all.sort();
+    all
+}
+
+/// A master killed (SIGKILL) in the middle of a 10-service sync, its
+/// database deleted, started again: what the nodes ran meanwhile is as it
+/// was (same containers), no service is on two nodes and none is left half
+/// made; the same sync again converges, every service running once.
+#[test]
+fn a_master_killed_mid_sync_leaves_no_service_twice_and_the_next_sync_converges() {
+    let rt = runtime();
+    let mut master = Master::start();
+    let mut a = Node::start_isolated("127.0.0.6");
+    let mut b = Node::start_isolated("127.0.0.7");
+    a.join(&master, "worker", "1G");
+    b.join(&master, "worker", "1G");
+    wait_state(&master, &rt, &a.name, "ready");
+    wait_state(&master, &rt, &b.name, "ready");
+    let image = a.env.image_v1.clone();
+    let services: Vec<(String, u16)> = (0..10).map(|_| (unique("batch"), free_port())).collect();
+    for (service, port) in &services {
+        std::fs::write(
+            master.services_dir().join(format!("{service}.toml")),
+            web(service, &image, *port),
+        )
+        .expect("write definition");
+    }
+
+    let mut sync = master.spawn_mcp(&["sync"]);
+    let started = wait_for(Duration::from_secs(60), || {
+        let made = containers(&a).len() + containers(&b).len();
+        (made >= 1).then_some(made)
+    })
+    .expect("the sync never got under way");
+    master.kill();
+    let _ = sync.wait();
+    assert!(started < services.len(), "killed too late: {started}");
+    // What the nodes hold once their part of the sync has ended.
+    std::thread::sleep(Duration::from_secs(2));
+    let (held_a, held_b) = (instances(&a), instances(&b));
+
+    master.delete_database();
+    master.start_process();
+    wait_state(&master, &rt, &a.name, "ready");
+    wait_state(&master, &rt, &b.name, "ready");
+    // Nothing was stopped, restarted or moved in the recovery.
+    assert_eq!(instances(&a), held_a);
+    assert_eq!(instances(&b), held_b);
+    for name in held_a.iter().chain(&held_b) {
+        assert!(!name.ends_with(".mcp-new"), "a half-made instance: {name}");
+    }
+
+    master.mcp(&["sync"]).success();
+    let (on_a, on_b) = (containers(&a), containers(&b));
+    for (service, port) in &services {
+        let name = format!("{service}-web");
+        let held: Vec<&Node> = [(&a, &on_a), (&b, &on_b)]
+            .into_iter()
+            .filter(|(_, names)| names.contains(&name))
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            held.len(),
+            1,
+            "{service} on {} nodes: {on_a:?} {on_b:?}",
+            held.len()
+        );
+        let ip = held[0].isolated.clone().expect("isolated");
+        assert_eq!(http_get_at(&ip, *port), "hello from v1\n");
+    }
+    assert_eq!(on_a.len() + on_b.len(), services.len(), "{on_a:?} {on_b:?}");
+    // Every one running, where the master says.
+    let status = master.mcp_json(&["status"]);
+    let running = status["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|n| n["components"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["observed_state"] == "running" && c["drift"] == serde_json::json!([]))
+        .count();
+    assert_eq!(running, services.len(), "{status:#}");
+    // Those that ran before the kill still run the same instance.
+    let now: Vec<String> = instances(&a).into_iter().chain(instances(&b)).collect();
+    for held in held_a.iter().chain(&held_b) {
+        assert!(now.contains(held), "{held} went: {now:?}");
+    }
 }
