@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mcp_e2e::{Node, PodmanService, unique};
 
+mod dispatch;
 mod fleet;
 mod placement;
 
@@ -904,6 +905,20 @@ fn main() {
         );
         return;
     }
+    if args.iter().any(|a| a == "--dispatch-only") {
+        let d = dispatch::measure(rounds);
+        for r in dispatch_rows(&d) {
+            println!(
+                "{}: {:.3} vs {:.3} {}: {:.2}x",
+                r.name,
+                r.mcp,
+                r.other,
+                r.unit,
+                r.ratio()
+            );
+        }
+        return;
+    }
     if args.iter().any(|a| a == "--fleet-only") {
         let f = fleet::measure();
         println!(
@@ -1145,6 +1160,7 @@ fn main() {
     }
     let placed = placement::measure(rounds);
     let fleet = fleet::measure();
+    rows.extend(dispatch_rows(&dispatch::measure(rounds.min(3))));
 
     let mut table = String::new();
     table.push_str("| measurement | mcp | alternative | alternative time | ratio | target |\n|---|---|---|---|---|---|\n");
@@ -1210,6 +1226,30 @@ fn main() {
         std::fs::write(&path, updated).expect("write results");
         println!("results written to {}", path.display());
     }
+}
+
+/// The rows of commands through a master against the same sent directly.
+fn dispatch_rows(d: &dispatch::DispatchFigures) -> Vec<Row> {
+    vec![
+        Row {
+            name: "deploy 20 services over 3 nodes through the master (one sync)",
+            mcp: d.deploy_through_master,
+            other: d.deploy_direct,
+            other_name: "20 mcp deploy to the agents, one after another",
+            unit: "s",
+            target: "<= 0.5x",
+            paired_ratio: Some(d.deploy_ratio),
+        },
+        Row {
+            name: "status of 3 nodes with 50 containers each, through the master",
+            mcp: d.status_through_master,
+            other: d.status_direct,
+            other_name: "mcp status of one node directly",
+            unit: "s",
+            target: "<= 2x",
+            paired_ratio: None,
+        },
+    ]
 }
 
 fn chrono_like_now() -> String {

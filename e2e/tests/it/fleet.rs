@@ -234,14 +234,19 @@ fn agents_join_a_master_fall_silent_come_back_and_outlive_it() {
     );
     // A service deployed on node b behind the master's back (directly,
     // as without a master) reaches it with b's next registration, which
-    // b's heartbeat asks for once what b holds has changed.
+    // b's heartbeat asks for once what b holds has changed. Its data lives
+    // on b (a volume), so it waits for b rather than moving while b is
+    // down below.
     let direct = unique("direct");
     let direct_port = free_port();
     let image_b = b.env.image_v1.clone();
+    let data = b.dir.path().join("direct-data");
+    std::fs::create_dir_all(&data).expect("mkdir");
     b.write_service(
         &direct,
         &format!(
-            "name = \"{direct}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image_b}\"\nports = [\"127.0.0.1:{direct_port}:8080\"]\nmemory = \"32M\"\n"
+            "name = \"{direct}\"\n\n[[components]]\nname = \"web\"\nimage = \"{image_b}\"\nports = [\"127.0.0.1:{direct_port}:8080\"]\nmemory = \"32M\"\nvolumes = [\"{}:/data\"]\n",
+            data.display()
         ),
     );
     b.mcp(&["deploy", &direct]).success();

@@ -30,6 +30,33 @@ impl Part {
 }
 
 impl Dispatch {
+    /// Sends `part` to its node as a sync with `req`'s options.
+    async fn sync_part(
+        &self,
+        part: &Part,
+        req: &pb::SyncRequest,
+    ) -> Result<pb::SyncResponse, MasterError> {
+        let client = self.client(&part.node).await?;
+        client
+            .agent_api()
+            .sync(
+                client.wrap(pb::SyncRequest {
+                    services: part.set.iter().map(ServiceDef::to_proto).collect(),
+                    dry_run: req.dry_run,
+                    prune: req.prune,
+                    pull: req.pull,
+                    generations: part
+                        .generations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                }),
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.agent_error(&client, s))
+    }
+
     /// A sync of the whole fleet: the set placed (all or nothing, as a
     /// deploy), each node sent its part with the generations; with prune,
     /// every node is sent its part, empty or not, so that what the set
@@ -105,47 +132,45 @@ impl Dispatch {
             dry_run: req.dry_run,
             ..Default::default()
         };
-        for (
-            name,
-            Part {
-                node,
-                set,
-                generations,
-            },
-        ) in parts
-        {
-            if node.role == mcp_core::placement::NodeRole::Edge && set.is_empty() {
-                continue;
-            }
-            let client = self.client(&node).await?;
-            let part = client
-                .agent_api()
-                .sync(client.wrap(pb::SyncRequest {
-                    services: set.iter().map(ServiceDef::to_proto).collect(),
-                    dry_run: req.dry_run,
-                    prune: req.prune,
-                    pull: req.pull,
-                    generations: generations.into_iter().collect(),
-                }))
-                .await
-                .map_err(|s| self.agent_error(&client, s))?
-                .into_inner();
-            answer.plan.extend(part.plan.into_iter().map(|mut s| {
+        // Every node's part at once: the sync takes as long as its
+        // slowest node, not the sum of them.
+        let sends = parts
+            .into_values()
+            .filter(|p| {
+                !(p.set.is_empty()
+                    && (p.node.role == mcp_core::placement::NodeRole::Edge
+                        || self.fleet.state_of(&p.node) == mcp_core::placement::NodeState::Down))
+            })
+            .map(|part| {
+                let req = &req;
+                async move {
+                    let outcome = self.sync_part(&part, req).await;
+                    (part, outcome)
+                }
+            });
+        let mut failed = Vec::new();
+        for (part, outcome) in futures::future::join_all(sends).await {
+            let name = part.node.name.clone();
+            let done = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    failed.push(format!("node {name}: {e}"));
+                    continue;
+                }
+            };
+            answer.plan.extend(done.plan.into_iter().map(|mut s| {
                 s.node = name.clone();
                 if let Some((_, decision)) = how.get(&s.service) {
                     s.placement = decision.clone();
                 }
                 s
             }));
-            answer.results.extend(part.results.into_iter().map(|mut r| {
+            answer.results.extend(done.results.into_iter().map(|mut r| {
                 r.node = name.clone();
                 r
             }));
             if req.prune && !req.dry_run {
-                let (name, keep) = (
-                    name.clone(),
-                    set.iter().map(|d| d.name.clone()).collect::<BTreeSet<_>>(),
-                );
+                let keep: BTreeSet<String> = part.set.iter().map(|d| d.name.clone()).collect();
                 on_fleet(&self.fleet, move |f| {
                     for p in f.store().placements()? {
                         if p.node == name && !keep.contains(&p.service) {
@@ -157,6 +182,12 @@ impl Dispatch {
                 })
                 .await?;
             }
+        }
+        if !failed.is_empty() {
+            return Err(MasterError::Unavailable(format!(
+                "{} (the other nodes' parts were sent)",
+                failed.join("; ")
+            )));
         }
         for (service, (node, decision)) in &how {
             if decision == "waiting" {
