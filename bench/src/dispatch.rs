@@ -24,6 +24,9 @@ pub struct DispatchFigures {
     pub deploy_direct: f64,
     /// The median of the per-round ratios.
     pub deploy_ratio: f64,
+    /// The master's own CPU time during the sync (median, seconds): what
+    /// it adds, the rest being the nodes' work.
+    pub master_cpu: f64,
     /// `mcp status` of the whole fleet through the master.
     pub status_through_master: f64,
     /// `mcp status` of one node directly.
@@ -84,6 +87,8 @@ pub fn measure(rounds: usize) -> DispatchFigures {
     let image = nodes[0].env.image_v1.clone();
 
     let (mut through, mut direct, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut master_cpu = Vec::new();
+    let master_pid = master.pid().expect("the master runs");
     for _ in 0..rounds {
         // Through the master: the 20 definitions in its services directory,
         // one sync placing them over the nodes and deploying on each at once.
@@ -95,9 +100,11 @@ pub fn measure(rounds: usize) -> DispatchFigures {
             )
             .expect("write definition");
         }
+        let cpu_before = crate::cpu_seconds(master_pid);
         let m = timed(|| {
             master.mcp(&["sync"]).success();
         });
+        master_cpu.push(crate::cpu_seconds(master_pid) - cpu_before);
         for s in &batch {
             master.mcp(&["remove", s]).success();
             let _ = std::fs::remove_file(master.services_dir().join(format!("{s}.toml")));
@@ -148,6 +155,7 @@ pub fn measure(rounds: usize) -> DispatchFigures {
         deploy_through_master: median(through),
         deploy_direct: median(direct),
         deploy_ratio: median(ratios),
+        master_cpu: median(master_cpu),
         status_through_master: median(via),
         status_direct: median(one),
     }
