@@ -5,9 +5,10 @@
 #         and starts `mcp-master` on 127.0.0.1:9445 and three agents, each
 #         on its own loopback address (127.0.0.11 core, .12 and .13
 #         workers) with its own podman API service and storage and its own
-#         `publish_address`, joined to the master; deploys three services,
-#         one pinned to each node, and prints `mcp node list` (through the
-#         master) and `mcp status` (from every node).
+#         `publish_address`, joined to the master, which may dial them
+#         (its token for agents added on each); syncs three services
+#         through the master, which places them one per node, and prints
+#         `mcp node list` and `mcp status` (both through the master).
 #   down: stops everything it started, removes its containers and images,
 #         and deletes .demo-fleet/.
 #
@@ -95,6 +96,10 @@ key = "$demo/tls/server.key"
 heartbeat_interval_ms = 1000
 heartbeat_grace_ms = 1000
 lost_after = 30
+
+[agents]
+token_file = "$demo/master/agents.token"
+ca_cert = "$demo/tls/ca.pem"
 TOML
     mkdir -p "$demo/master"
     if [ ! -f "$demo/admin-token" ]; then
@@ -155,11 +160,10 @@ memory = "2G"
 cpus = 2
 TOML
     done
-    # One admin token for the three agents (they share a token file here).
-    if [ ! -f "$demo/agent-token" ]; then
-        "$bin/mcp-agent" --config "$demo/core-a/agent.toml" token add demo --role admin >"$demo/agent-token" 2>/dev/null
-        chmod 600 "$demo/agent-token"
-    fi
+    # The agents (which share a token file here) accept the master's token
+    # for agents as an admin token: what an operator runs on each node.
+    "$bin/mcp-agent" --config "$demo/core-a/agent.toml" token add master --role admin \
+        --from-file "$demo/master/agents.token" 2>/dev/null
     for n in "${nodes[@]}"; do
         start "$n" "$demo/$n/agent.log" "$bin/mcp-agent" --config "$demo/$n/agent.toml"
     done
@@ -167,27 +171,17 @@ TOML
     mkdir -p "$demo/services"
     {
         echo "services_dir = \"$demo/services\""
-        echo "token_file = \"$demo/agent-token\""
+        echo "token_file = \"$demo/admin-token\""
         echo "master = \"127.0.0.1:9445\""
         echo
         echo "[tls]"
         echo "ca_cert = \"$demo/tls/ca.pem\""
-        for n in "${nodes[@]}"; do
-            printf '\n[[nodes]]\nname = "%s"\naddress = "%s:9444"\n' "$n" "${addr[$n]}"
-        done
     } >"$MCP_CONFIG"
-    # The master reads its own token file: the CLI's node commands go there
-    # with the master's admin token.
-    master_cli=$demo/master-cli.toml
-    sed "s#token_file = .*#token_file = \"$demo/admin-token\"#" "$MCP_CONFIG" >"$master_cli"
 
-    local i=0
-    for n in "${nodes[@]}"; do
-        i=$((i + 1))
+    for i in 1 2 3; do
         local svc=hello$i
         cat >"$demo/services/$svc.toml" <<TOML
 name = "$svc"
-node = "$n"
 
 [[components]]
 name = "web"
@@ -196,19 +190,20 @@ cmd = ["httpd", "-f", "-p", "8080", "-h", "/www"]
 ports = ["8080:8080"]
 memory = "64M"
 TOML
-        wait_for "the agent of $n" "$bin/mcp" --node "$n" node info
-        echo "demo-fleet: mcp deploy $svc (on $n)"
-        "$bin/mcp" deploy "$svc"
     done
-    wait_for "three nodes in the master" sh -c "\"$bin/mcp\" --config \"$master_cli\" --json node list | grep -c '\"state\": \"ready\"' | grep -qx 3"
+    wait_for "three nodes in the master" sh -c "\"$bin/mcp\" --json node list | grep -c '\"state\": \"ready\"' | grep -qx 3"
+    echo "demo-fleet: mcp sync --dry-run (where the master would place them)"
+    "$bin/mcp" sync --dry-run || true
+    echo "demo-fleet: mcp sync"
+    "$bin/mcp" sync
     echo "demo-fleet: mcp node list"
-    "$bin/mcp" --config "$master_cli" node list
+    "$bin/mcp" node list
     echo "demo-fleet: mcp status"
     "$bin/mcp" status
     for n in "${nodes[@]}"; do
         echo "demo-fleet: curl http://${addr[$n]}:8080/ -> $(curl -fsS "http://${addr[$n]}:8080/")"
     done
-    echo "demo-fleet: running. Try: export MCP_CONFIG=$MCP_CONFIG; $bin/mcp ps; $bin/mcp --config $master_cli node drain worker-b"
+    echo "demo-fleet: running. Try: export MCP_CONFIG=$MCP_CONFIG; $bin/mcp ps; $bin/mcp node drain worker-b; $bin/mcp events"
     echo "demo-fleet: remove it all with: make demo-fleet-down"
 }
 

@@ -211,7 +211,14 @@ fn isolated_storage_args(dir: &Path) -> Vec<String> {
 /// storage), asserts that it succeeded, and returns its trimmed standard
 /// output: for changes made behind an agent's back.
 pub fn podman_cli(args: &[&str]) -> String {
+    podman_cli_with(&[], args)
+}
+
+/// [`podman_cli`] with podman's global flags `global` first (a node's own
+/// storage).
+fn podman_cli_with(global: &[String], args: &[&str]) -> String {
     let out = Command::new("podman")
+        .args(global)
         .args(args)
         .output()
         .expect("run podman");
@@ -451,17 +458,7 @@ impl Node {
         } else {
             Vec::new()
         };
-        let out = Command::new("podman")
-            .args(global)
-            .args(args)
-            .output()
-            .expect("run podman");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        podman_cli_with(&global, args)
     }
 
     /// The process id of the running agent.

@@ -20,7 +20,7 @@
 //!   function each (what an argument means, stop and start through the
 //!   definition file).
 //! - [`serve`]: what every gRPC server sets up alike (validators, TLS, the
-//!   bounded HTTP/2 transport).
+//!   bounded HTTP/2 transport, the deploy progress stream).
 //! - [`placement`]: which node of a fleet runs each service (pure, no I/O).
 //! - [`daemon`]: what the daemons share around their libraries (logs,
 //!   stop signals, token-file commands).

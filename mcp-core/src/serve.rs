@@ -1,10 +1,15 @@
 //! What every MCP gRPC server (the agent, the master) sets up alike before
 //! its own services: the token validators its `[auth]` names, its TLS, and
 //! the HTTP/2 transport with the bounds that hold before any caller is
-//! authenticated.
+//! authenticated; and the answer both give to `DeployStream`
+//! ([`deploy_updates`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use mcp_proto::v1 as pb;
 
 use crate::auth::local::LocalTokens;
 use crate::auth::mcias::Mcias;
@@ -117,4 +122,51 @@ pub fn raise_open_files_limit() -> Option<u64> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).ok()?;
     }
     Some(hard.max(soft))
+}
+
+/// The answer to `DeployStream`: progress updates, then the outcome.
+pub type DeployUpdates =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::DeployUpdate, tonic::Status>> + Send>>;
+
+/// Sends a deploy's progress to the caller of `DeployStream` (nothing, once
+/// the caller has gone).
+#[derive(Clone)]
+pub struct ProgressSender(
+    tokio::sync::mpsc::UnboundedSender<Result<pb::DeployUpdate, tonic::Status>>,
+);
+
+impl ProgressSender {
+    /// Sends one progress update.
+    pub fn send(&self, progress: pb::DeployProgress) {
+        let _ = self.0.send(Ok(pb::DeployUpdate {
+            update: Some(pb::deploy_update::Update::Progress(progress)),
+        }));
+    }
+}
+
+/// The `DeployStream` answer of a deploy that `run` makes (given where to
+/// send its progress): the deploy runs to its end in its own task, whether
+/// or not the caller stays to watch; its outcome is the last message, and
+/// is recorded in `end` (for the audit) before it leaves, so that a caller
+/// that closes the stream once it has read it left after the end.
+pub fn deploy_updates<F, Fut>(end: Option<crate::auth::guard::HandlerEnd>, run: F) -> DeployUpdates
+where
+    F: FnOnce(ProgressSender) -> Fut,
+    Fut: Future<Output = Result<pb::DeployResponse, tonic::Status>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let deploy = run(ProgressSender(tx.clone()));
+    tokio::spawn(async move {
+        let last = deploy.await.map(|done| pb::DeployUpdate {
+            update: Some(pb::deploy_update::Update::Done(done)),
+        });
+        if let Some(end) = end {
+            end.finish(
+                last.as_ref()
+                    .map_or_else(tonic::Status::code, |_| tonic::Code::Ok),
+            );
+        }
+        let _ = tx.send(last);
+    });
+    Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
 }

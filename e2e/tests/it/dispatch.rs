@@ -365,6 +365,37 @@ fn drain_moves_services_one_at_a_time_each_ready_before_the_old_stops() {
             "{on_b:#}"
         );
     }
+    // Files reach the service's node through the master, whole and
+    // checked: push, ls, pull and rm.
+    let (s1, _) = &services[0];
+    let local = master.dir.path().join("payload.bin");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&local, &payload).expect("write payload");
+    master
+        .mcp(&[
+            "push",
+            s1,
+            local.to_str().expect("utf-8"),
+            "conf/payload.bin",
+        ])
+        .success();
+    let on_node = b.dir.path().join("srv").join(s1).join("conf/payload.bin");
+    assert_eq!(std::fs::read(&on_node).expect("pushed to node b"), payload);
+    let listed = master.mcp(&["ls", "-r", s1]).success().stdout;
+    assert!(listed.contains("payload.bin"), "{listed}");
+    let back = master.dir.path().join("back.bin");
+    master
+        .mcp(&[
+            "pull",
+            s1,
+            "conf/payload.bin",
+            back.to_str().expect("utf-8"),
+        ])
+        .success();
+    assert_eq!(std::fs::read(&back).expect("pulled"), payload);
+    master.mcp(&["rm", s1, "conf/payload.bin"]).success();
+    assert!(!on_node.exists());
+
     // --node narrows a query through the master to one node.
     let narrowed = master.mcp_json(&["--node", &a.name, "ps"]);
     let reports = narrowed["nodes"].as_array().cloned().unwrap_or_default();

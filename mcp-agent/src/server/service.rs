@@ -349,63 +349,41 @@ impl AgentServiceApi for AgentService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<Self::DeployStreamStream>, Status> {
-        use pb::deploy_update::Update;
         let end = HandlerEnd::of(&request);
         let req = request.into_inner();
         let generation = req.generation;
         let (def, only, pull, options) = deploy_request(req)?;
         self.fence(&def.name, generation)?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let reconciler = self.reconciler.clone();
-        // The deploy runs to its end in its own task, whether or not the
-        // caller stays to watch, and counts as activity until then.
+        // The deploy counts as activity until its end.
         let busy = self.activity.begin();
-        tokio::spawn(async move {
-            let _busy = busy;
-            let progress_tx = tx.clone();
-            let report = move |p: crate::reconcile::DeployProgress| {
-                let _ = progress_tx.send(Ok(pb::DeployUpdate {
-                    update: Some(Update::Progress(pb::DeployProgress {
+        Ok(Response::new(mcp_core::serve::deploy_updates(
+            end,
+            move |progress| async move {
+                let _busy = busy;
+                let report = move |p: crate::reconcile::DeployProgress| {
+                    progress.send(pb::DeployProgress {
                         component: p.component,
                         phase: p.phase.to_string(),
                         detail: p.detail,
-                    })),
-                }));
-            };
-            let last = match reconciler
-                .deploy_with(&def, only.as_deref(), pull, options, &report)
-                .await
-            {
-                Ok(outcomes) => {
-                    let recorded = if generation > 0 {
-                        reconciler
-                            .registry()
-                            .set_generation(&def.name, generation)
-                            .map(|_| ())
-                            .map_err(|e| Status::from(AgentError::from(e)))
-                    } else {
-                        Ok(())
-                    };
-                    recorded.map(|()| pb::DeployUpdate {
-                        update: Some(Update::Done(pb::DeployResponse {
-                            service: def.name.clone(),
-                            results: results(outcomes),
-                            node: String::new(),
-                            generation,
-                        })),
                     })
+                };
+                let outcomes = reconciler
+                    .deploy_with(&def, only.as_deref(), pull, options, &report)
+                    .await?;
+                if generation > 0 {
+                    reconciler
+                        .registry()
+                        .set_generation(&def.name, generation)
+                        .map_err(AgentError::from)?;
                 }
-                Err(err) => Err(Status::from(err)),
-            };
-            // Finished before the outcome leaves: a caller that closes the
-            // stream once it has read it left after the end.
-            if let Some(end) = end {
-                end.finish(last.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-            }
-            let _ = tx.send(last);
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+                Ok(pb::DeployResponse {
+                    service: def.name.clone(),
+                    results: results(outcomes),
+                    node: String::new(),
+                    generation,
+                })
+            },
         )))
     }
 

@@ -158,29 +158,13 @@ impl AgentService for Dispatch {
     ) -> Result<Response<Self::DeployStreamStream>, Status> {
         let end = HandlerEnd::of(&request);
         let request = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let this = self.clone();
-        // The deploy runs to its end whether or not the caller stays.
-        tokio::spawn(async move {
-            let progress_tx = tx.clone();
-            let report = move |p: pb::DeployProgress| {
-                let _ = progress_tx.send(Ok(pb::DeployUpdate {
-                    update: Some(pb::deploy_update::Update::Progress(p)),
-                }));
-            };
-            let last = match Dispatch::deploy(&this, request, &report).await {
-                Ok(done) => Ok(pb::DeployUpdate {
-                    update: Some(pb::deploy_update::Update::Done(done)),
-                }),
-                Err(e) => Err(Status::from(e)),
-            };
-            if let Some(end) = end {
-                end.finish(last.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
-            }
-            let _ = tx.send(last);
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        Ok(Response::new(mcp_core::serve::deploy_updates(
+            end,
+            move |progress| async move {
+                let report = move |p: pb::DeployProgress| progress.send(p);
+                Ok(Dispatch::deploy(&this, request, &report).await?)
+            },
         )))
     }
 
