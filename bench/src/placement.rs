@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use mcp_core::placement::{Existing, Node, NodeRole, NodeState, Request, Resources, plan};
+use mcp_core::placement::{
+    Existing, HostPort, Node, NodeRole, NodeState, Request, Resources, plan,
+};
 use mcp_core::servicedef::Tier;
 
 const GIB: u64 = 1 << 30;
@@ -60,6 +62,12 @@ fn services(n: usize, nodes: usize) -> Vec<Request> {
                 cpus: u32::from(i % 10 == 0),
             },
             node_bound: i % 5 == 0,
+            // One published port each, from a few hundred: some clash.
+            ports: vec![HostPort {
+                address: String::new(),
+                port: 8000 + (i % 500) as u16,
+                protocol: "tcp".into(),
+            }],
         })
         .collect()
 }
@@ -87,6 +95,7 @@ pub fn measure(rounds: usize) -> PlacementFigures {
             service: p.service.clone(),
             node: p.node.clone(),
             demand: r.demand,
+            ports: r.ports.clone(),
         })
         .collect();
     let one = services(10_001, nodes.len())

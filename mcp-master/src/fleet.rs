@@ -483,6 +483,7 @@ impl Fleet {
             .placements()?
             .into_iter()
             .map(|p| Existing {
+                ports: placement::host_ports(&p.definition),
                 service: p.service,
                 node: p.node,
                 demand: p.demand,
@@ -496,7 +497,7 @@ impl Fleet {
     }
 
     /// Places `defs` for a deploy or a sync and records each placement at
-    /// its next generation (with a `placed` or `moved` event), all or
+    /// its next generation (with a `placed` or `moving` event), all or
     /// nothing: a service that waits for its down node is an error, as is
     /// one that fits nowhere.
     pub fn place(&self, defs: &[ServiceDef]) -> Result<Vec<Placed>, MasterError> {
@@ -540,7 +541,7 @@ impl Fleet {
                     ("placed", format!("on {} (generation {generation})", p.node))
                 }
                 placement::Decision::Moved { from } => (
-                    "moved",
+                    "moving",
                     format!("from {from} to {} (generation {generation})", p.node),
                 ),
                 _ => ("", String::new()),

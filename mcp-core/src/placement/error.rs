@@ -73,6 +73,21 @@ pub enum Problem {
         /// The ready node with the most room, and that room.
         best: Option<(String, Resources)>,
     },
+    /// A host port it publishes is published on the node it must run on by
+    /// another service.
+    PortTaken {
+        /// The node.
+        node: String,
+        /// The port.
+        port: super::HostPort,
+        /// The service publishing it there.
+        by: String,
+    },
+    /// Every ready node with room publishes one of its host ports already.
+    PortsTaken {
+        /// Its host ports.
+        ports: Vec<super::HostPort>,
+    },
     /// Its data lives on its node and it was asked to run elsewhere.
     BoundToNode {
         /// The node holding its data.
@@ -114,6 +129,18 @@ impl fmt::Display for Problem {
                 ),
                 None => write!(f, "needs {demand}; no ready node has room"),
             },
+            Problem::PortTaken { node, port, by } => write!(
+                f,
+                "publishes host port {port}, which service {by:?} publishes on node {node:?} already"
+            ),
+            Problem::PortsTaken { ports } => {
+                let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "publishes host port {}, and every ready node with room publishes it already",
+                    ports.join(", ")
+                )
+            }
             Problem::BoundToNode { node, to } => write!(
                 f,
                 "keeps its data on node {node:?} (volumes or VM files) and cannot move to {to}; \

@@ -24,6 +24,9 @@
 //!   be least full afterwards wins; ties go to the first name. Spreading
 //!   keeps a small fleet's load even and one node's loss small; services are
 //!   placed largest first, so a big one still finds a node with room.
+//! - **Ports.** Two services on one node cannot publish the same host port
+//!   (on the same address, or where either names none): a node that
+//!   publishes a port already does not take another service publishing it.
 //! - **All or nothing.** If any service cannot be placed, [`plan`] returns
 //!   every problem and no placement.
 
@@ -210,6 +213,59 @@ pub struct Existing {
     pub node: String,
     /// What it was given there.
     pub demand: Resources,
+    /// The host ports it publishes there.
+    pub ports: Vec<HostPort>,
+}
+
+/// A host port a service publishes on its node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    /// The host address it names; empty for none (the node's publish
+    /// address, or every address).
+    pub address: String,
+    /// The port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+impl HostPort {
+    /// Whether two services publishing these could not share a node: the
+    /// same port and protocol, on the same address or where either names
+    /// none.
+    pub fn clashes(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.address.is_empty()
+                || other.address.is_empty()
+                || self.address == other.address)
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.address.is_empty() {
+            write!(f, "{}:", self.address)?;
+        }
+        write!(f, "{}/{}", self.port, self.protocol)
+    }
+}
+
+/// The host ports `def`'s components publish, sorted.
+pub fn host_ports(def: &ServiceDef) -> Vec<HostPort> {
+    let mut ports: Vec<HostPort> = def
+        .components
+        .iter()
+        .flat_map(|c| &c.ports)
+        .map(|p| HostPort {
+            address: p.host_ip.clone(),
+            port: p.host_port,
+            protocol: p.protocol.clone(),
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
 }
 
 /// A service to place.
@@ -226,6 +282,8 @@ pub struct Request {
     /// Whether its data lives on its node (volumes, or a VM's boot files),
     /// so that it never moves.
     pub node_bound: bool,
+    /// The host ports it publishes.
+    pub ports: Vec<HostPort>,
 }
 
 impl Request {
@@ -239,6 +297,7 @@ impl Request {
             tier: def.tier,
             demand: demand_of(def, default_memory),
             node_bound: node_bound(def),
+            ports: host_ports(def),
         }
     }
 }
@@ -312,9 +371,27 @@ impl Decision {
 struct Slot<'a> {
     node: &'a Node,
     used: Resources,
+    /// The host ports published there, by service.
+    ports: Vec<(&'a str, &'a HostPort)>,
 }
 
-impl Slot<'_> {
+impl<'a> Slot<'a> {
+    /// The first of `ports` published here by a service other than
+    /// `service`, with that service.
+    fn port_taken(&self, service: &str, ports: &[HostPort]) -> Option<(&'a HostPort, &'a str)> {
+        ports.iter().find_map(|wanted| {
+            self.ports
+                .iter()
+                .find(|(by, held)| *by != service && held.clashes(wanted))
+                .map(|(by, held)| (*held, *by))
+        })
+    }
+
+    /// Takes `service`'s ports out (it leaves, or publishes others now).
+    fn release_ports(&mut self, service: &str) {
+        self.ports.retain(|(by, _)| *by != service);
+    }
+
     fn free(&self) -> Resources {
         self.node.capacity.saturating_sub(self.used)
     }
@@ -365,6 +442,7 @@ pub fn plan(
         .map(|node| Slot {
             node,
             used: Resources::default(),
+            ports: Vec::new(),
         })
         .collect();
     let index: HashMap<&str, usize> = slots
@@ -390,6 +468,9 @@ pub fn plan(
     for placed in current.values() {
         if let Some(&i) = index.get(placed.node.as_str()) {
             slots[i].used = slots[i].used.saturating_add(placed.demand);
+            slots[i]
+                .ports
+                .extend(placed.ports.iter().map(|p| (placed.service.as_str(), p)));
         }
     }
 
@@ -466,6 +547,10 @@ pub fn plan(
             .used
             .saturating_sub(placed.demand)
             .saturating_add(request.demand);
+        slots[i].release_ports(service);
+        slots[i]
+            .ports
+            .extend(request.ports.iter().map(|p| (request.service.as_str(), p)));
         placements.insert(
             service,
             Placement {
@@ -483,6 +568,7 @@ pub fn plan(
                 (index.get(from), current.get(request.service.as_str()))
         {
             slots[i].used = slots[i].used.saturating_sub(placed.demand);
+            slots[i].release_ports(&request.service);
         }
     }
 
@@ -503,6 +589,9 @@ pub fn plan(
         match chosen {
             Ok(i) => {
                 slots[i].used = slots[i].used.saturating_add(request.demand);
+                slots[i]
+                    .ports
+                    .extend(request.ports.iter().map(|p| (request.service.as_str(), p)));
                 let decision = match from {
                     Some(from) if from != slots[i].node.name => Decision::Moved {
                         from: from.to_string(),
@@ -578,6 +667,13 @@ fn pinned(
             free: slot.free(),
         });
     }
+    if let Some((port, by)) = slot.port_taken(&request.service, &request.ports) {
+        return Err(Problem::PortTaken {
+            node: pin.to_string(),
+            port: port.clone(),
+            by: by.to_string(),
+        });
+    }
     Ok(i)
 }
 
@@ -586,6 +682,7 @@ fn best(slots: &[Slot], request: &Request) -> Result<usize, Problem> {
     let mut chosen: Option<(usize, f64)> = None;
     let mut roomiest: Option<&Slot> = None;
     let mut eligible = 0usize;
+    let mut ports_taken = false;
     for (i, slot) in slots.iter().enumerate() {
         if !slot.takes_new(request.tier) {
             continue;
@@ -601,6 +698,10 @@ fn best(slots: &[Slot], request: &Request) -> Result<usize, Problem> {
         if !request.demand.fits_in(free) {
             continue;
         }
+        if slot.port_taken(&request.service, &request.ports).is_some() {
+            ports_taken = true;
+            continue;
+        }
         let score = slot.fullness_with(request.demand);
         if chosen.is_none_or(|(_, best)| score < best) {
             chosen = Some((i, score));
@@ -611,6 +712,11 @@ fn best(slots: &[Slot], request: &Request) -> Result<usize, Problem> {
     }
     if eligible == 0 {
         return Err(Problem::NoNode { tier: request.tier });
+    }
+    if ports_taken {
+        return Err(Problem::PortsTaken {
+            ports: request.ports.clone(),
+        });
     }
     Err(Problem::NoRoom {
         demand: request.demand,

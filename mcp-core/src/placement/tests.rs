@@ -32,6 +32,7 @@ fn request(service: &str, mib: u64) -> Request {
             cpus: 0,
         },
         node_bound: false,
+        ports: Vec::new(),
     }
 }
 
@@ -43,7 +44,115 @@ fn existing(service: &str, node: &str, mib: u64) -> Existing {
             memory: mib * MIB,
             cpus: 0,
         },
+        ports: Vec::new(),
     }
+}
+
+fn port(port: u16) -> HostPort {
+    HostPort {
+        address: String::new(),
+        port,
+        protocol: "tcp".into(),
+    }
+}
+
+#[test]
+fn two_services_publishing_one_host_port_never_share_a_node() {
+    let nodes = [worker("a", 8), worker("b", 1)];
+    let web = |name: &str| Request {
+        ports: vec![port(8080)],
+        ..request(name, 256)
+    };
+    // Spread would put the second on the roomy node a too; its port is
+    // taken there, so it goes to b.
+    let placed = Existing {
+        ports: vec![port(8080)],
+        ..existing("one", "a", 256)
+    };
+    let plan_two = plan(&nodes, std::slice::from_ref(&placed), &[web("two")]).unwrap();
+    assert_eq!(nodes_of(&plan_two), [("two", "b", "new")]);
+    // Placed together: one on each node.
+    let both = plan(&nodes, &[], &[web("x"), web("y")]).unwrap();
+    assert_ne!(both[0].node, both[1].node);
+    // Another address, or another protocol, is another port.
+    let elsewhere = Request {
+        ports: vec![HostPort {
+            address: "127.0.0.1".into(),
+            ..port(8080)
+        }],
+        ..request("local", 256)
+    };
+    let clash = plan(
+        &[worker("a", 8)],
+        std::slice::from_ref(&placed),
+        &[elsewhere],
+    );
+    assert!(clash.is_err(), "no address clashes with every address");
+    let udp = Request {
+        ports: vec![HostPort {
+            protocol: "udp".into(),
+            ..port(8080)
+        }],
+        ..request("dns", 256)
+    };
+    assert!(plan(&[worker("a", 8)], std::slice::from_ref(&placed), &[udp]).is_ok());
+    // A service redeployed keeps its own port on its node.
+    let again = plan(&nodes, std::slice::from_ref(&placed), &[web("one")]).unwrap();
+    assert_eq!(nodes_of(&again), [("one", "a", "kept")]);
+
+    // Nowhere to go: every node publishes it.
+    let full = [
+        placed.clone(),
+        Existing {
+            ports: vec![port(8080)],
+            ..existing("other", "b", 256)
+        },
+    ];
+    let err = plan(&nodes, &full, &[web("three")]).unwrap_err();
+    assert_eq!(
+        only_problem(err.clone()),
+        Problem::PortsTaken {
+            ports: vec![port(8080)]
+        }
+    );
+    assert!(
+        err.to_string().contains(
+            "publishes host port 8080/tcp, and every ready node with room publishes it already"
+        ),
+        "{err}"
+    );
+    // Pinned where it is taken: said so, with who holds it.
+    let pinned = Request {
+        pin: Some("a".into()),
+        ..web("four")
+    };
+    assert_eq!(
+        only_problem(plan(&nodes, &full, &[pinned]).unwrap_err()),
+        Problem::PortTaken {
+            node: "a".into(),
+            port: port(8080),
+            by: "one".into(),
+        }
+    );
+}
+
+#[test]
+fn host_ports_come_from_every_component() {
+    let def = parse(
+        "name = \"web\"\n[[components]]\nname = \"a\"\nimage = \"x\"\nports = [\"8080:80\", \"127.0.0.1:9090:90/udp\"]\n[[components]]\nname = \"b\"\nimage = \"x\"\nports = [\"8081:80\"]\n",
+    );
+    assert_eq!(
+        host_ports(&def),
+        [
+            port(8080),
+            port(8081),
+            HostPort {
+                address: "127.0.0.1".into(),
+                port: 9090,
+                protocol: "udp".into()
+            },
+        ]
+    );
 }
 
 fn parse(text: &str) -> ServiceDef {
@@ -444,7 +553,7 @@ fn arb_fleet() -> impl Strategy<Value = (Vec<Node>, Vec<Existing>, Vec<Request>)
             let count = nodes.len();
             let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
             let service = (
-                1u64..=4096,
+                (1u64..=4096, proptest::option::weighted(0.6, 0u16..2)),
                 0u32..=2,
                 proptest::option::weighted(0.2, 0..count + 1),
                 proptest::option::weighted(0.5, 0..count),
@@ -461,10 +570,19 @@ fn arb_fleet() -> impl Strategy<Value = (Vec<Node>, Vec<Existing>, Vec<Request>)
         .prop_map(|(nodes, services, names)| {
             let mut existing = Vec::new();
             let mut requests = Vec::new();
-            for (i, (mib, cpus, pin, placed, tier, bound, requested)) in
+            for (i, ((mib, published), cpus, pin, placed, tier, bound, requested)) in
                 services.into_iter().enumerate()
             {
                 let service = format!("s{i:02}");
+                // A few ports, so that clashes are common.
+                let ports: Vec<HostPort> = published
+                    .map(|p| HostPort {
+                        address: String::new(),
+                        port: 8000 + p,
+                        protocol: "tcp".into(),
+                    })
+                    .into_iter()
+                    .collect();
                 let demand = Resources {
                     memory: mib * MIB,
                     cpus,
@@ -474,6 +592,7 @@ fn arb_fleet() -> impl Strategy<Value = (Vec<Node>, Vec<Existing>, Vec<Request>)
                         service: service.clone(),
                         node: names[on].clone(),
                         demand,
+                        ports: ports.clone(),
                     });
                 }
                 if requested || placed.is_none() {
@@ -484,6 +603,7 @@ fn arb_fleet() -> impl Strategy<Value = (Vec<Node>, Vec<Existing>, Vec<Request>)
                         tier,
                         demand,
                         node_bound: bound,
+                        ports,
                     });
                 }
             }
@@ -533,6 +653,32 @@ proptest! {
             }
         }
         let mut landed: BTreeMap<&str, Resources> = BTreeMap::new();
+        // The host ports each node publishes afterwards, by service.
+        let mut published: BTreeMap<&str, Vec<(&str, &HostPort)>> = BTreeMap::new();
+        for e in &existing {
+            if !asked.contains_key(e.service.as_str()) {
+                for port in &e.ports {
+                    published.entry(&e.node).or_default().push((&e.service, port));
+                }
+            }
+        }
+        for p in &placements {
+            let request = asked[p.service.as_str()];
+            if matches!(p.decision, Decision::New | Decision::Moved { .. }) {
+                // A service that lands on a node never shares a host port
+                // there with another.
+                for port in &request.ports {
+                    let held = published.get(p.node.as_str()).cloned().unwrap_or_default();
+                    prop_assert!(
+                        !held.iter().any(|(_, h)| h.clashes(port)),
+                        "{} landed on {} publishing {} held by {:?}", p.service, p.node, port, held
+                    );
+                }
+            }
+            for port in &request.ports {
+                published.entry(&p.node).or_default().push((&p.service, port));
+            }
+        }
         for p in &placements {
             let request = asked[p.service.as_str()];
             let h = holds.entry(&p.node).or_default();

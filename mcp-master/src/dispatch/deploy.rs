@@ -73,6 +73,18 @@ impl Dispatch {
             if failed {
                 self.undo_move(def, &placed, from).await?;
             } else {
+                let (service, to, detail) = (
+                    def.name.clone(),
+                    placed.node.name.clone(),
+                    format!(
+                        "from {from} to {}, ready (generation {})",
+                        placed.node.name, placed.generation
+                    ),
+                );
+                on_fleet(&self.fleet, move |f| {
+                    Ok(f.store().record_event(&to, &service, "moved", &detail)?)
+                })
+                .await?;
                 self.stop_stale_copy(Fence {
                     node: from.clone(),
                     service: def.name.clone(),
