@@ -24,6 +24,7 @@ name = "web"
 image = "{image}"
 ports = ["{port}:8080"]
 memory = "64M"
+env = {{ GREETING = "a secret" }}
 
 [components.health]
 kind = "http"
@@ -395,6 +396,25 @@ fn drain_moves_services_one_at_a_time_each_ready_before_the_old_stops() {
     assert_eq!(std::fs::read(&back).expect("pulled"), payload);
     master.mcp(&["rm", s1, "conf/payload.bin"]).success();
     assert!(!on_node.exists());
+
+    // History through the master: an admin sees the environment, a
+    // readonly caller sees it redacted, as on a node (the master asks
+    // the node as admin).
+    rt.block_on(async {
+        let env_of = |h: mcp_proto::v1::HistoryResponse| {
+            h.revisions[0]
+                .definition
+                .as_ref()
+                .and_then(|d| d.env.get("GREETING").cloned())
+                .unwrap_or_default()
+        };
+        let mut admin = master.client(&master.admin_token).await;
+        let seen = env_of(admin.history(s1, None, None).await.expect("history"));
+        assert_eq!(seen, "a secret");
+        let mut viewer = master.client(&master.readonly_token).await;
+        let seen = env_of(viewer.history(s1, None, None).await.expect("history"));
+        assert_eq!(seen, mcp_core::servicedef::REDACTED);
+    });
 
     // --node narrows a query through the master to one node.
     let narrowed = master.mcp_json(&["--node", &a.name, "ps"]);
