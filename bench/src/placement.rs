@@ -62,10 +62,11 @@ fn services(n: usize, nodes: usize) -> Vec<Request> {
                 cpus: u32::from(i % 10 == 0),
             },
             node_bound: i % 5 == 0,
-            // One published port each, from a few hundred: some clash.
+            // One published port each (every placement checks it against
+            // the ports its node publishes).
             ports: vec![HostPort {
                 address: String::new(),
-                port: 8000 + (i % 500) as u16,
+                port: 10_000 + (i % 50_000) as u16,
                 protocol: "tcp".into(),
             }],
         })

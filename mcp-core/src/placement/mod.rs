@@ -371,8 +371,9 @@ impl Decision {
 struct Slot<'a> {
     node: &'a Node,
     used: Resources,
-    /// The host ports published there, by service.
-    ports: Vec<(&'a str, &'a HostPort)>,
+    /// The host ports published there, by port number, with the service
+    /// publishing each.
+    ports: HashMap<u16, Vec<(&'a str, &'a HostPort)>>,
 }
 
 impl<'a> Slot<'a> {
@@ -381,15 +382,30 @@ impl<'a> Slot<'a> {
     fn port_taken(&self, service: &str, ports: &[HostPort]) -> Option<(&'a HostPort, &'a str)> {
         ports.iter().find_map(|wanted| {
             self.ports
+                .get(&wanted.port)?
                 .iter()
                 .find(|(by, held)| *by != service && held.clashes(wanted))
                 .map(|(by, held)| (*held, *by))
         })
     }
 
-    /// Takes `service`'s ports out (it leaves, or publishes others now).
-    fn release_ports(&mut self, service: &str) {
-        self.ports.retain(|(by, _)| *by != service);
+    /// Records that `service` publishes `ports` here.
+    fn publish(&mut self, service: &'a str, ports: &'a [HostPort]) {
+        for port in ports {
+            self.ports
+                .entry(port.port)
+                .or_default()
+                .push((service, port));
+        }
+    }
+
+    /// Takes `service`'s `ports` out (it leaves, or publishes others now).
+    fn release_ports(&mut self, service: &str, ports: &[HostPort]) {
+        for port in ports {
+            if let Some(held) = self.ports.get_mut(&port.port) {
+                held.retain(|(by, _)| *by != service);
+            }
+        }
     }
 
     fn free(&self) -> Resources {
@@ -442,7 +458,7 @@ pub fn plan(
         .map(|node| Slot {
             node,
             used: Resources::default(),
-            ports: Vec::new(),
+            ports: HashMap::new(),
         })
         .collect();
     let index: HashMap<&str, usize> = slots
@@ -468,9 +484,7 @@ pub fn plan(
     for placed in current.values() {
         if let Some(&i) = index.get(placed.node.as_str()) {
             slots[i].used = slots[i].used.saturating_add(placed.demand);
-            slots[i]
-                .ports
-                .extend(placed.ports.iter().map(|p| (placed.service.as_str(), p)));
+            slots[i].publish(&placed.service, &placed.ports);
         }
     }
 
@@ -547,10 +561,8 @@ pub fn plan(
             .used
             .saturating_sub(placed.demand)
             .saturating_add(request.demand);
-        slots[i].release_ports(service);
-        slots[i]
-            .ports
-            .extend(request.ports.iter().map(|p| (request.service.as_str(), p)));
+        slots[i].release_ports(service, &placed.ports);
+        slots[i].publish(&request.service, &request.ports);
         placements.insert(
             service,
             Placement {
@@ -568,7 +580,7 @@ pub fn plan(
                 (index.get(from), current.get(request.service.as_str()))
         {
             slots[i].used = slots[i].used.saturating_sub(placed.demand);
-            slots[i].release_ports(&request.service);
+            slots[i].release_ports(&request.service, &placed.ports);
         }
     }
 
@@ -589,9 +601,7 @@ pub fn plan(
         match chosen {
             Ok(i) => {
                 slots[i].used = slots[i].used.saturating_add(request.demand);
-                slots[i]
-                    .ports
-                    .extend(request.ports.iter().map(|p| (request.service.as_str(), p)));
+                slots[i].publish(&request.service, &request.ports);
                 let decision = match from {
                     Some(from) if from != slots[i].node.name => Decision::Moved {
                         from: from.to_string(),
@@ -698,12 +708,14 @@ fn best(slots: &[Slot], request: &Request) -> Result<usize, Problem> {
         if !request.demand.fits_in(free) {
             continue;
         }
-        if slot.port_taken(&request.service, &request.ports).is_some() {
-            ports_taken = true;
-            continue;
-        }
         let score = slot.fullness_with(request.demand);
         if chosen.is_none_or(|(_, best)| score < best) {
+            // Ports are checked only where the node would win: with none
+            // chosen, every node that fits is checked.
+            if slot.port_taken(&request.service, &request.ports).is_some() {
+                ports_taken = true;
+                continue;
+            }
             chosen = Some((i, score));
         }
     }
