@@ -608,12 +608,7 @@ impl Fleet {
                 "a service name is required".into(),
             ));
         }
-        let placement = self
-            .store
-            .placements()?
-            .into_iter()
-            .find(|p| p.service == service)
-            .ok_or_else(not_found)?;
+        let placement = self.store.placement(service)?.ok_or_else(not_found)?;
         let node = self.store.node(&placement.node)?.ok_or_else(not_found)?;
         Ok((placement, node))
     }

@@ -535,49 +535,30 @@ impl Store {
     pub fn placements(&self) -> Result<Vec<PlacementRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT service, node, generation, definition, demand_memory, demand_cpus, updated_at
-                 FROM placements ORDER BY service",
-            )
+            .prepare_cached(&format!(
+                "SELECT {PLACEMENT_COLUMNS} FROM placements ORDER BY service"
+            ))
             .context(|| "listing placements".into())?;
         let rows = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, String>(6)?,
-                ))
-            })
+            .query_map([], PlacementRow::read)
             .context(|| "listing placements".into())?
             .collect::<rusqlite::Result<Vec<_>>>()
             .context(|| "listing placements".into())?;
-        rows.into_iter()
-            .map(
-                |(service, node, generation, definition, memory, cpus, updated_at)| {
-                    let what = |field: &str| format!("placement of {service:?} {field}");
-                    Ok(PlacementRecord {
-                        generation: to_u64(&what("generation"), generation)?,
-                        definition: serde_json::from_str(&definition).map_err(|_| {
-                            StoreError::Corrupt {
-                                what: what("definition"),
-                                value: definition.chars().take(80).collect(),
-                            }
-                        })?,
-                        demand: Resources {
-                            memory: to_u64(&what("demand"), memory)?,
-                            cpus: to_u32(&what("demand"), cpus)?,
-                        },
-                        updated_at: parse_time(&what("updated_at"), &updated_at)?,
-                        service,
-                        node,
-                    })
-                },
+        rows.into_iter().map(PlacementRow::check).collect()
+    }
+
+    /// The placement of `service`, if it has one.
+    pub fn placement(&self, service: &str) -> Result<Option<PlacementRecord>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {PLACEMENT_COLUMNS} FROM placements WHERE service = ?1"),
+                [service],
+                PlacementRow::read,
             )
-            .collect()
+            .optional()
+            .context(|| format!("reading the placement of {service:?}"))?;
+        row.map(PlacementRow::check).transpose()
     }
 
     /// Records that `service` (with `definition` and `demand`) is placed on
@@ -741,6 +722,55 @@ fn migrate(conn: &mut Connection, path: &str, target: u32) -> Result<(), StoreEr
     }
 }
 
+const PLACEMENT_COLUMNS: &str =
+    "service, node, generation, definition, demand_memory, demand_cpus, updated_at";
+
+/// A placement row as stored, before its JSON, numbers and time are checked.
+struct PlacementRow {
+    service: String,
+    node: String,
+    generation: i64,
+    definition: String,
+    memory: i64,
+    cpus: i64,
+    updated_at: String,
+}
+
+impl PlacementRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<PlacementRow> {
+        Ok(PlacementRow {
+            service: row.get(0)?,
+            node: row.get(1)?,
+            generation: row.get(2)?,
+            definition: row.get(3)?,
+            memory: row.get(4)?,
+            cpus: row.get(5)?,
+            updated_at: row.get(6)?,
+        })
+    }
+
+    fn check(self) -> Result<PlacementRecord, StoreError> {
+        let service = self.service;
+        let what = |field: &str| format!("placement of {service:?} {field}");
+        Ok(PlacementRecord {
+            generation: to_u64(&what("generation"), self.generation)?,
+            definition: serde_json::from_str(&self.definition).map_err(|_| {
+                StoreError::Corrupt {
+                    what: what("definition"),
+                    value: self.definition.chars().take(80).collect(),
+                }
+            })?,
+            demand: Resources {
+                memory: to_u64(&what("demand"), self.memory)?,
+                cpus: to_u32(&what("demand"), self.cpus)?,
+            },
+            updated_at: parse_time(&what("updated_at"), &self.updated_at)?,
+            node: self.node,
+            service,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,6 +874,8 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].node.as_str(), all[0].generation), ("b", 2));
         assert_eq!(all[0].definition.components[0].image, "x:1");
+        assert_eq!(store.placement("web").unwrap().as_ref(), all.first());
+        assert_eq!(store.placement("db").unwrap(), None);
         let events = store.events(0).unwrap();
         assert_eq!(
             events

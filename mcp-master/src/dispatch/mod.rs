@@ -102,6 +102,16 @@ impl Dispatch {
         let service = service.to_string();
         on_fleet(&self.fleet, move |f| f.placement_of(&service)).await
     }
+
+    /// The placement of `service`, its node and a client of the node.
+    async fn service_node(
+        &self,
+        service: &str,
+    ) -> Result<(PlacementRecord, NodeRecord, Client), MasterError> {
+        let (placement, node) = self.route(service).await?;
+        let client = self.client(&node).await?;
+        Ok((placement, node, client))
+    }
 }
 
 /// Whether the caller of `request` may see secrets: an admin.
@@ -207,8 +217,7 @@ impl AgentService for Dispatch {
         request: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         let stream = client
             .agent_api()
             .logs(client.wrap(req))
@@ -299,8 +308,7 @@ impl AgentService for Dispatch {
     ) -> Result<Response<pb::HistoryResponse>, Status> {
         let secrets = sees_secrets(&request);
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         let mut answer = client
             .agent_api()
             .history(client.wrap(req))
@@ -326,8 +334,7 @@ impl AgentService for Dispatch {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, node, client) = self.service_node(&req.service).await?;
         let mut answer = client
             .agent_api()
             .rollback(client.wrap(req))
@@ -350,8 +357,7 @@ impl AgentService for Dispatch {
         let Some(pb::push_file_request::Part::Header(header)) = &first.part else {
             return Err(Status::invalid_argument("a push starts with its header"));
         };
-        let (_, node) = self.route(&header.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&header.service).await?;
         // The rest is passed on as it comes; should the caller's stream
         // fail, the node's ends without the digest and it keeps nothing.
         let rest = incoming.take_while(|m| std::future::ready(m.is_ok()));
@@ -372,8 +378,7 @@ impl AgentService for Dispatch {
         request: Request<pb::FileRequest>,
     ) -> Result<Response<Self::PullFileStream>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         let stream = client
             .agent_api()
             .pull_file(client.wrap(req))
@@ -390,8 +395,7 @@ impl AgentService for Dispatch {
         request: Request<pb::ListFilesRequest>,
     ) -> Result<Response<Self::ListFilesStream>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         let stream = client
             .agent_api()
             .list_files(client.wrap(req))
@@ -406,8 +410,7 @@ impl AgentService for Dispatch {
         request: Request<pb::FileRequest>,
     ) -> Result<Response<pb::FileEntry>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         Ok(client
             .agent_api()
             .stat_file(client.wrap(req))
@@ -420,8 +423,7 @@ impl AgentService for Dispatch {
         request: Request<pb::RemoveFileRequest>,
     ) -> Result<Response<pb::RemoveFileResponse>, Status> {
         let req = request.into_inner();
-        let (_, node) = self.route(&req.service).await?;
-        let client = self.client(&node).await?;
+        let (_, _, client) = self.service_node(&req.service).await?;
         Ok(client
             .agent_api()
             .remove_file(client.wrap(req))
@@ -445,9 +447,8 @@ impl Dispatch {
         mut req: pb::ServiceRequest,
         action: Action,
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
-        let (placement, node) = self.route(&req.service).await?;
+        let (placement, node, client) = self.service_node(&req.service).await?;
         req.generation = placement.generation;
-        let client = self.client(&node).await?;
         let api = client.agent_api();
         let wrapped = client.wrap(req.clone());
         let answer = match action {
