@@ -119,16 +119,8 @@ TOML
             wait_for "podman of $n" curl -fsS --unix-socket "$sock" http://d/_ping
         fi
         if ! podman_of "$n" image exists "$image"; then
-            rootfs=$(mktemp -d)
-            mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp"
-            cp /bin/busybox "$rootfs/bin/busybox"
-            for app in $(/bin/busybox --list); do
-                [ "$app" = busybox ] || ln -s busybox "$rootfs/bin/$app"
-            done
-            echo "<h1>Hello from $n</h1>" >"$rootfs/www/index.html"
-            tar -C "$rootfs" -cf "$rootfs.tar" .
-            podman_of "$n" import -q --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' "$rootfs.tar" "$image" >/dev/null
-            rm -rf "$rootfs" "$rootfs.tar"
+            import_demo_image "$image" "Hello from $n" \
+                --root "$demo/$n/storage" --runroot "$demo/$n/run" --tmpdir "$demo/$n/tmp"
         fi
         cat >"$demo/$n/agent.toml" <<TOML
 node_name = "$n"

@@ -41,16 +41,7 @@ up() {
 
     if ! podman image exists "$image"; then
         echo "demo: building $image"
-        rootfs=$(mktemp -d)
-        mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/tmp"
-        cp /bin/busybox "$rootfs/bin/busybox"
-        for app in $(/bin/busybox --list); do
-            [ "$app" = busybox ] || ln -s busybox "$rootfs/bin/$app"
-        done
-        echo "<h1>Hello from MCP</h1>" >"$rootfs/www/index.html"
-        tar -C "$rootfs" -cf "$rootfs.tar" .
-        podman import -q --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' "$rootfs.tar" "$image" >/dev/null
-        rm -rf "$rootfs" "$rootfs.tar"
+        import_demo_image "$image" "Hello from MCP"
     fi
 
     cat >"$demo/agent.toml" <<TOML
