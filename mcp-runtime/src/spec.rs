@@ -189,6 +189,11 @@ pub struct RuntimeEvent {
     pub id: String,
     /// The instance's name.
     pub name: String,
+    /// Whether the runtime still works on the instance after this event and
+    /// reports another when done, so that its state seen now is on the way
+    /// to another: a podman container that `died` is cleaned up next, and
+    /// its restart policy or a removal already under way acts only then.
+    pub settling: bool,
 }
 
 /// A stream of runtime events; it ends (or yields an error) when the

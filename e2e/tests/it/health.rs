@@ -60,6 +60,7 @@ impl World {
                 let _ = sender.send(RuntimeChange::Instance {
                     id: e.id,
                     name: e.name,
+                    settling: e.settling,
                 });
             }
         });

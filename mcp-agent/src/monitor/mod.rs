@@ -32,7 +32,11 @@
 //! component is acted on only when a second check at least 0.25 s later finds
 //! the same set, so containers briefly stopped or absent (a replacement, a
 //! restart by podman's restart policy, which follows the exit within about
-//! 70 ms) do not enter the history. While one
+//! 70 ms) do not enter the history. A container that died is not judged
+//! before podman has cleaned it up (its `cleanup` event, or at the latest
+//! 5 s later): a restart policy and a removal already under way (`podman rm
+//! -f` kills first, and on a busy host the container may stay `exited` for
+//! a good part of a second) act only then. While one
 //! of the agent's own state-changing RPCs (deploy, stop, start, restart,
 //! remove, sync) is in flight, checks wait for it to finish (for at most two
 //! minutes): the agent's own work is not drift. Then:
@@ -91,7 +95,8 @@
 pub mod checks;
 pub mod drift;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -117,6 +122,10 @@ pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// Longest a check waits for the agent's own operations to finish.
 pub const MAX_HOLD: Duration = Duration::from_secs(120);
+
+/// Longest a check waits for the runtime to settle an instance (see
+/// [`mcp_runtime::RuntimeEvent::settling`]).
+pub const SETTLING_HOLD: Duration = Duration::from_secs(5);
 
 /// Event kind of a successful alert.
 pub const ALERT_SENT: &str = "alert-sent";
@@ -213,10 +222,12 @@ impl Monitor {
             alerts,
         };
         let notify = Arc::new(Notify::new());
+        let settling = Arc::new(Mutex::new(Settling::default()));
         let _relay = AbortOnDrop(tokio::spawn(relay_changes(
             reconciler.subscribe_changes(),
             reconciler.registry().clone(),
             notify.clone(),
+            settling.clone(),
         )));
         // The components' health checks after their deploy; a change of
         // health wakes a drift check like a runtime event.
@@ -268,6 +279,12 @@ impl Monitor {
                 schedule(&mut next, since + MAX_HOLD);
                 continue;
             }
+            let hold = lock(&settling).hold_until(Instant::now());
+            if let Some(until) = hold {
+                // Looked at again on the runtime's next event, or at the latest then.
+                schedule(&mut next, until);
+                continue;
+            }
             if let Some(at) = checker.check().await {
                 schedule(&mut next, at);
             }
@@ -294,26 +311,68 @@ fn concerns_a_service(registry: &Registry, name: &str) -> bool {
     }
 }
 
+/// Instances of known services that the runtime is still settling (see
+/// [`mcp_runtime::RuntimeEvent::settling`]), by id, with when that began.
+#[derive(Debug, Default)]
+struct Settling(HashMap<String, Instant>);
+
+impl Settling {
+    /// Notes an event about instance `id` at `now`.
+    fn note(&mut self, id: &str, settling: bool, now: Instant) {
+        if settling {
+            self.0.entry(id.to_string()).or_insert(now);
+        } else {
+            self.0.remove(id);
+        }
+    }
+
+    /// Forgets every instance (the event stream was lost or fell behind:
+    /// their next events may never come).
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Until when a check waits, if it waits: the earliest end of a hold
+    /// still running at `now` (those that ran out are forgotten).
+    fn hold_until(&mut self, now: Instant) -> Option<Instant> {
+        self.0.retain(|_, since| now < *since + SETTLING_HOLD);
+        self.0.values().map(|since| *since + SETTLING_HOLD).min()
+    }
+}
+
+/// Locks `m`, whatever a panicking holder left.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Wakes the monitor on every change the reconciler passes on from the
 /// runtime's event stream that concerns a known service's instance, on every
-/// (re)connection of that stream, and when it fell behind.
+/// (re)connection of that stream, and when it fell behind; keeps `settling`
+/// up to date.
 async fn relay_changes(
     mut changes: broadcast::Receiver<RuntimeChange>,
     registry: Arc<Registry>,
     notify: Arc<Notify>,
+    settling: Arc<Mutex<Settling>>,
 ) {
     loop {
         match changes.recv().await {
             Ok(RuntimeChange::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                lock(&settling).clear();
                 notify.notify_one()
             }
-            Ok(RuntimeChange::Instance { name, .. }) => {
+            Ok(RuntimeChange::Instance {
+                id,
+                name,
+                settling: s,
+            }) => {
                 if name.is_empty() || concerns_a_service(&registry, &name) {
-                    tracing::trace!(instance = %name, "runtime event");
+                    tracing::trace!(instance = %name, settling = s, "runtime event");
+                    lock(&settling).note(&id, s, Instant::now());
                     notify.notify_one();
                 }
             }
-            Ok(RuntimeChange::Lost) => {}
+            Ok(RuntimeChange::Lost) => lock(&settling).clear(),
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
@@ -484,5 +543,36 @@ async fn alert_worker(
         {
             tracing::warn!(error = %e, "monitor: cannot record an event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_holds_checks_until_its_cleanup_or_the_hold_runs_out() {
+        let t0 = Instant::now();
+        let mut s = Settling::default();
+        assert_eq!(s.hold_until(t0), None);
+        s.note("a", true, t0);
+        // A second death of the same container does not prolong the hold.
+        s.note("a", true, t0 + Duration::from_secs(1));
+        s.note("b", true, t0 + Duration::from_secs(2));
+        assert_eq!(s.hold_until(t0), Some(t0 + SETTLING_HOLD));
+        // Cleaned up: only the other one holds.
+        s.note("a", false, t0 + Duration::from_secs(3));
+        assert_eq!(
+            s.hold_until(t0 + Duration::from_secs(3)),
+            Some(t0 + Duration::from_secs(2) + SETTLING_HOLD)
+        );
+        // Never cleaned up: the hold runs out.
+        assert_eq!(
+            s.hold_until(t0 + Duration::from_secs(2) + SETTLING_HOLD),
+            None
+        );
+        s.note("c", true, t0);
+        s.clear();
+        assert_eq!(s.hold_until(t0), None);
     }
 }

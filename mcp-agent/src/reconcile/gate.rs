@@ -118,7 +118,7 @@ impl Wakeups {
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return,
                 change = changes.recv() => match change {
-                    Ok(RuntimeChange::Instance { id, name }) => {
+                    Ok(RuntimeChange::Instance { id, name, .. }) => {
                         if id == instance || name == instance {
                             return;
                         }
@@ -887,6 +887,7 @@ mod tests {
         RuntimeChange::Instance {
             id: "id-svc-web".into(),
             name: "svc-web".into(),
+            settling: false,
         }
     }
 

@@ -208,6 +208,9 @@ pub enum RuntimeChange {
         id: String,
         /// Its name.
         name: String,
+        /// Whether the runtime reports another change when the instance's
+        /// state settles (see [`mcp_runtime::RuntimeEvent::settling`]).
+        settling: bool,
     },
     /// The stream was lost; it is being reconnected.
     Lost,
@@ -335,6 +338,7 @@ impl Reconciler {
                                 let _ = self.changes.send(RuntimeChange::Instance {
                                     id: event.id,
                                     name: event.name,
+                                    settling: event.settling,
                                 });
                             }
                             Err(e) => {

@@ -895,6 +895,8 @@ impl EventMessage {
             .unwrap_or_default()
             .to_string();
         crate::RuntimeEvent {
+            // Podman's cleanup (its own `cleanup` event) follows a death.
+            settling: self.action == "died",
             action: self.action,
             id: self.actor.id,
             name,

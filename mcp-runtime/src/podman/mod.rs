@@ -854,7 +854,22 @@ mod tests {
             ),
             ("start", "abc", "web-api")
         );
+        assert!(!event.settling);
         assert!(matches!(all[1], Err(RuntimeError::Protocol(_))));
+        // A death is followed by podman's cleanup.
+        let died = lines.push(
+            br#"{"Type":"container","Action":"died","Actor":{"ID":"abc","Attributes":{"name":"web-api"}}}
+{"Type":"container","Action":"cleanup","Actor":{"ID":"abc","Attributes":{"name":"web-api"}}}
+"#,
+        );
+        let settling: Vec<(String, bool)> = died
+            .into_iter()
+            .map(|e| e.map(|e| (e.action, e.settling)).unwrap())
+            .collect();
+        assert_eq!(
+            settling,
+            [("died".to_string(), true), ("cleanup".to_string(), false)]
+        );
     }
 
     #[test]

@@ -785,6 +785,8 @@ fn diff(
         action: action.into(),
         id: id.into(),
         name: name.into(),
+        // A VM's snapshot is taken after the fact: nothing follows.
+        settling: false,
     };
     let mut out = Vec::new();
     for (name, (id, alive)) in after {
