@@ -27,6 +27,11 @@ pub struct DispatchFigures {
     /// The master's own CPU time during the sync (median, seconds): what
     /// it adds, the rest being the nodes' work.
     pub master_cpu: f64,
+    /// The share of the host's CPU time spent busy during the sync through
+    /// the master (median): near 1, the nodes' work saturates the host.
+    pub host_busy_through_master: f64,
+    /// The same during the direct deploys.
+    pub host_busy_direct: f64,
     /// `mcp status` of the whole fleet through the master.
     pub status_through_master: f64,
     /// `mcp status` of one node directly.
@@ -88,6 +93,7 @@ pub fn measure(rounds: usize) -> DispatchFigures {
 
     let (mut through, mut direct, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut master_cpu = Vec::new();
+    let (mut busy_through, mut busy_direct) = (Vec::new(), Vec::new());
     let master_pid = master.pid().expect("the master runs");
     for _ in 0..rounds {
         // Through the master: the 20 definitions in its services directory,
@@ -101,10 +107,13 @@ pub fn measure(rounds: usize) -> DispatchFigures {
             .expect("write definition");
         }
         let cpu_before = crate::cpu_seconds(master_pid);
-        let m = timed(|| {
-            master.mcp(&["sync"]).success();
+        let (busy, m) = crate::host_busy(|| {
+            timed(|| {
+                master.mcp(&["sync"]).success();
+            })
         });
         master_cpu.push(crate::cpu_seconds(master_pid) - cpu_before);
+        busy_through.push(busy);
         for s in &batch {
             master.mcp(&["remove", s]).success();
             let _ = std::fs::remove_file(master.services_dir().join(format!("{s}.toml")));
@@ -117,11 +126,14 @@ pub fn measure(rounds: usize) -> DispatchFigures {
             let text = web(s, &image, free_port(), None);
             nodes[*i].write_service(s, &text);
         }
-        let d = timed(|| {
-            for (i, s) in &batch {
-                nodes[*i].mcp(&["deploy", s]).success();
-            }
+        let (busy, d) = crate::host_busy(|| {
+            timed(|| {
+                for (i, s) in &batch {
+                    nodes[*i].mcp(&["deploy", s]).success();
+                }
+            })
         });
+        busy_direct.push(busy);
         for (i, s) in &batch {
             nodes[*i].mcp(&["remove", s]).success();
         }
@@ -156,6 +168,8 @@ pub fn measure(rounds: usize) -> DispatchFigures {
         deploy_direct: median(direct),
         deploy_ratio: median(ratios),
         master_cpu: median(master_cpu),
+        host_busy_through_master: median(busy_through),
+        host_busy_direct: median(busy_direct),
         status_through_master: median(via),
         status_direct: median(one),
     }

@@ -32,27 +32,6 @@ pub struct FleetFigures {
     pub register_s: f64,
 }
 
-/// CPU seconds of process `pid` (user + system, its dead threads too).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command (which may hold spaces) in parentheses.
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
-    let per_second = rustix::param::clock_ticks_per_second() as f64;
-    (ticks(11) + ticks(12)) / per_second
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -154,7 +133,7 @@ pub fn measure() -> FleetFigures {
     }
     let register_s = started.elapsed().as_secs_f64();
     std::thread::sleep(INTERVAL * 3);
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = crate::cpu_seconds(pid);
     measuring.store(true, Ordering::Relaxed);
     let window_start = Instant::now();
     let mut rss_kb = 0u64;
@@ -163,7 +142,7 @@ pub fn measure() -> FleetFigures {
         std::thread::sleep(Duration::from_millis(100));
     }
     measuring.store(false, Ordering::Relaxed);
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = crate::cpu_seconds(pid) - cpu_before;
     let window = window_start.elapsed().as_secs_f64();
     let ready = rt.block_on(async {
         let mut client = master.client(&master.readonly_token).await;

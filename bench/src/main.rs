@@ -288,18 +288,59 @@ fn auth_overhead(node: &Node, rounds: usize) -> (f64, f64, f64) {
     })
 }
 
-/// CPU time (seconds) the process `pid` has used, from its threads'
-/// schedstat (nanoseconds).
+/// CPU seconds of process `pid` (user + system, its threads that ended
+/// too), from `/proc/<pid>/stat` in clock ticks.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e9
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 here.
+    let per_second = rustix::param::clock_ticks_per_second() as f64;
+    (ticks(11) + ticks(12)) / per_second
+}
+
+/// The host's CPU time so far, in clock ticks summed over its CPUs: busy
+/// (everything but idle and iowait) and in all (the `cpu` line of
+/// `/proc/stat`).
+fn host_cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The share of the host's CPU time (all CPUs) spent busy while `run` ran,
+/// and what `run` returned.
+fn host_busy<T>(run: impl FnOnce() -> T) -> (f64, T) {
+    let (busy0, total0) = host_cpu_ticks();
+    let out = run();
+    let (busy1, total1) = host_cpu_ticks();
+    let total = total1.saturating_sub(total0);
+    let share = if total == 0 {
+        0.0
+    } else {
+        busy1.saturating_sub(busy0) as f64 / total as f64
+    };
+    (share, out)
 }
 
 /// CPU time of `podman ps -a --format json`, the poll a hand-rolled
@@ -907,7 +948,12 @@ fn main() {
     }
     if args.iter().any(|a| a == "--dispatch-only") {
         let d = dispatch::measure(rounds);
-        println!("master CPU during the sync: {:.3} s", d.master_cpu);
+        println!(
+            "master CPU during the sync: {:.3} s; the host's CPUs busy {:.0}% during the sync through the master, {:.0}% during the direct deploys",
+            d.master_cpu,
+            d.host_busy_through_master * 100.0,
+            d.host_busy_direct * 100.0
+        );
         for r in dispatch_rows(&d) {
             println!(
                 "{}: {:.3} vs {:.3} {}: {:.2}x",
@@ -1210,8 +1256,10 @@ fn main() {
         fleet.cpu_per_heartbeat_us, fleet.rss_mb, fleet.latency_p50_ms, fleet.latency_p99_ms
     ));
     table.push_str(&format!(
-        "| the master's own CPU time in the 20-service sync through it | {:.3} s | | | | |\n",
-        dispatched.master_cpu
+        "| the master's own CPU time in the 20-service sync through it | {:.3} s | | | | |\n| the host's CPUs busy during that sync / during the direct deploys | {:.0}% / {:.0}% | | | | |\n",
+        dispatched.master_cpu,
+        dispatched.host_busy_through_master * 100.0,
+        dispatched.host_busy_direct * 100.0
     ));
     println!("{table}");
     if let Some(path) = write {

@@ -176,14 +176,15 @@ async fn serve(args: &Args, mut config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Threads for blocking work: tokio's default, as file transfers each hold
+/// one for as long as they run.
+const BLOCKING_THREADS: usize = 512;
+
 fn main() {
     let mut args = Args::parse();
     let result = load_config(&args).and_then(|config| match args.command.take() {
         Some(Command::Token { command }) => token_command(&config, command),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
+        None => daemon::runtime(BLOCKING_THREADS)
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(serve(&args, config))),
     });

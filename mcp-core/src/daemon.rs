@@ -1,6 +1,6 @@
 //! What the MCP daemons (`mcp-agent`, `mcp-master`) share around their
-//! libraries: log output, the signals that stop them, and the commands
-//! that manage their token files.
+//! libraries: their async runtime, log output, the signals that stop them,
+//! and the commands that manage their token files.
 
 use std::time::SystemTime;
 
@@ -26,6 +26,18 @@ pub fn dev_data_dir() -> Result<std::path::PathBuf, ConfigError> {
     dirs::data_dir()
         .map(|d| d.join("mcp"))
         .ok_or(ConfigError::NoHome("data"))
+}
+
+/// The runtime a daemon serves on: two worker threads (a daemon's work is
+/// mostly waiting on the network, podman and disks) and at most
+/// `max_blocking_threads` threads for blocking work (SQLite, files), which
+/// are made as needed and end after ten idle seconds.
+pub fn runtime(max_blocking_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(max_blocking_threads)
+        .enable_all()
+        .build()
 }
 
 /// Sends `tracing` output to standard error in `format`, filtered by

@@ -137,14 +137,17 @@ async fn serve(config: MasterConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Threads for blocking work. The master's is short SQLite work on one
+/// connection, so more threads would only wait for it: under a thousand
+/// heartbeating agents an unbounded pool grew to ninety threads (and as many
+/// allocator arenas), all waiting in turn.
+const BLOCKING_THREADS: usize = 4;
+
 fn main() {
     let mut args = Args::parse();
     let result = load_config(&args).and_then(|config| match args.command.take() {
         Some(Command::Token { command }) => token_command(&config, command),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
+        None => daemon::runtime(BLOCKING_THREADS)
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(serve(config))),
     });
