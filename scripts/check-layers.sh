@@ -9,7 +9,7 @@ set -eu
 status=0
 for package in mcp-core mcp-cli mcp-python; do
     found=$(cargo tree -p "$package" -e normal --prefix none --format '{p}' |
-        grep -E '^(rusqlite|libsqlite3-sys|mcp-runtime|mcp-agent|mcp-master) ' | sort -u || true)
+        grep -E '^(rusqlite|libsqlite3-sys|mcp-sqlite|mcp-runtime|mcp-agent|mcp-master) ' | sort -u || true)
     if [ -n "$found" ]; then
         echo "check-layers: $package depends on what it must not:" >&2
         echo "$found" | sed 's/^/  /' >&2

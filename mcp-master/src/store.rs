@@ -6,22 +6,22 @@
 //! Losing it loses nothing: a master started on an empty database learns
 //! the nodes and placements again from the agents' registrations.
 //!
-//! Like the agent's registry: WAL mode with `synchronous=NORMAL` (a process
-//! killed at any moment leaves a consistent database), a schema versioned
-//! with `PRAGMA user_version` and migrated in order at open, one
-//! transaction each, and a database of a newer version refused.
+//! Opened like the agent's registry, by [`mcp_sqlite`]: WAL mode with
+//! `synchronous=NORMAL` (a process killed at any moment leaves a consistent
+//! database), a schema versioned with `PRAGMA user_version` and migrated in
+//! order at open, one transaction each, and a database of a newer version
+//! refused.
 //! Timestamps are RFC 3339 UTC text with milliseconds, which sorts in time
 //! order.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use mcp_core::placement::{NodeRole, Resources};
 use mcp_core::servicedef::ServiceDef;
 use mcp_core::wire::timestamp;
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 /// The schema migrations, in order: entry `k` takes a database from version
 /// `k` to `k + 1`. Never edit a released entry; add a new one.
@@ -68,36 +68,24 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE nodes ADD COLUMN inventory_digest TEXT NOT NULL DEFAULT '';",
 ];
 
-/// The schema version this code writes.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+/// The master database's schema: [`MIGRATIONS`], opened the way
+/// [`mcp_sqlite`] opens every daemon database.
+pub const SCHEMA: mcp_sqlite::Schema = mcp_sqlite::Schema {
+    what: "master database",
+    program: "mcp-master",
+    migrations: MIGRATIONS,
+};
 
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: u32 = SCHEMA.version();
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database's directory could not be created.
-    #[error("cannot create the master's database directory {}: {source}", path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The database was written by a newer version.
-    #[error(
-        "master database {path} has schema version {found}, newer than the latest this version of mcp-master knows ({supported}); upgrade mcp-master"
-    )]
-    TooNew {
-        /// The database file.
-        path: String,
-        /// Its schema version.
-        found: i64,
-        /// The latest version this code knows.
-        supported: u32,
-    },
+    /// The database could not be opened: its directory, its file, or a
+    /// schema newer than this code's.
+    #[error(transparent)]
+    Open(#[from] mcp_sqlite::OpenError),
     /// SQLite failed while doing what `context` says.
     #[error("{context}: {source}")]
     Sqlite {
@@ -337,41 +325,18 @@ impl NodeRow {
 impl Store {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = path.as_ref();
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let shown = path.display().to_string();
-        let conn = Connection::open(path).context(|| format!("opening {shown}"))?;
-        Store::init(conn, shown, SCHEMA_VERSION)
+        let (conn, path) = mcp_sqlite::open(path.as_ref(), &SCHEMA, SCHEMA_VERSION)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
     }
 
     /// A database in memory, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let conn = Connection::open_in_memory().context(|| "opening in memory".into())?;
-        Store::init(conn, ":memory:".into(), SCHEMA_VERSION)
-    }
-
-    fn init(mut conn: Connection, path: String, version: u32) -> Result<Store, StoreError> {
-        let setup = || format!("configuring {path}");
-        conn.busy_timeout(BUSY_TIMEOUT).context(setup)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .context(setup)?;
-        if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
-            tracing::warn!(db = %path, journal_mode = %mode, "SQLite refused WAL mode");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .context(setup)?;
-        migrate(&mut conn, &path, version)?;
         Ok(Store {
-            conn: Mutex::new(conn),
-            path,
+            conn: Mutex::new(mcp_sqlite::open_in_memory(&SCHEMA)?),
+            path: ":memory:".into(),
         })
     }
 
@@ -388,7 +353,8 @@ impl Store {
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        let v = user_version(&self.conn()).context(|| "reading the schema version".into())?;
+        let v = mcp_sqlite::user_version(&self.conn())
+            .context(|| "reading the schema version".into())?;
         to_u32("schema version", v)
     }
 
@@ -677,49 +643,6 @@ fn insert_event(
         params![at, node, service, kind, detail],
     )
     .map(|_| ())
-}
-
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
-}
-
-/// Applies the migrations the database lacks, up to `target`, each in its
-/// own write-locked transaction (two processes opening one file at once do
-/// not both apply one).
-fn migrate(conn: &mut Connection, path: &str, target: u32) -> Result<(), StoreError> {
-    loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| format!("migrating {path}"))?;
-        let found =
-            user_version(&tx).context(|| format!("reading the schema version of {path}"))?;
-        let current = match u32::try_from(found) {
-            Ok(v) if v <= SCHEMA_VERSION => v,
-            Err(_) if found < 0 => {
-                return Err(StoreError::Corrupt {
-                    what: format!("schema version of {path}"),
-                    value: found.to_string(),
-                });
-            }
-            _ => {
-                return Err(StoreError::TooNew {
-                    path: path.to_string(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-        };
-        if current >= target {
-            return tx.commit().context(|| format!("migrating {path}"));
-        }
-        let next = current + 1;
-        let what = || format!("migrating {path} to schema version {next}");
-        tx.execute_batch(MIGRATIONS[current as usize])
-            .context(what)?;
-        tx.pragma_update(None, "user_version", next).context(what)?;
-        tx.commit().context(what)?;
-        tracing::info!(db = %path, version = next, "master database schema migrated");
-    }
 }
 
 const PLACEMENT_COLUMNS: &str =

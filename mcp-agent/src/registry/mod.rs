@@ -20,7 +20,8 @@
 //!
 //! The schema is versioned with `PRAGMA user_version`. [`Registry::open`]
 //! applies the missing entries of [`MIGRATIONS`] in order, each in its own
-//! transaction, and refuses a database written by a newer version.
+//! transaction, and refuses a database written by a newer version (the
+//! conventions of [`mcp_sqlite`], which the master's store follows too).
 //!
 //! Timestamps are stored and returned as RFC 3339 UTC text with
 //! milliseconds (`2024-05-01T12:00:00.123Z`, see [`mcp_core::wire::timestamp`]), which sorts
@@ -43,9 +44,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use mcp_core::wire::timestamp;
@@ -118,36 +118,24 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE services ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// The schema version this code writes: the number of [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+/// The registry's schema: [`MIGRATIONS`], opened the way
+/// [`mcp_sqlite`] opens every daemon database.
+pub const SCHEMA: mcp_sqlite::Schema = mcp_sqlite::Schema {
+    what: "registry",
+    program: "mcp",
+    migrations: MIGRATIONS,
+};
 
-/// How long a write waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+/// The schema version this code writes: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: u32 = SCHEMA.version();
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The database's directory could not be created.
-    #[error("cannot create registry directory {}: {source}", path.display())]
-    CreateDir {
-        /// The directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The database was written by a newer version of MCP.
-    #[error(
-        "registry {path} has schema version {found}, newer than the latest this version of mcp knows ({supported}); upgrade mcp"
-    )]
-    TooNew {
-        /// The database file.
-        path: String,
-        /// Its schema version.
-        found: i64,
-        /// The latest version this code knows.
-        supported: u32,
-    },
+    /// The database could not be opened: its directory, its file, or a
+    /// schema newer than this code's.
+    #[error(transparent)]
+    Open(#[from] mcp_sqlite::OpenError),
     /// SQLite failed while doing what `context` says.
     #[error("{context}: {source}")]
     Sqlite {
@@ -499,8 +487,11 @@ impl Registry {
 
     /// A registry in memory, for tests: everything but durability and WAL.
     pub fn open_in_memory() -> Result<Registry, RegistryError> {
-        let conn = Connection::open_in_memory().context(|| "opening registry in memory".into())?;
-        Self::init(conn, ":memory:".into(), SCHEMA_VERSION)
+        let conn = mcp_sqlite::open_in_memory(&SCHEMA)?;
+        Ok(Registry {
+            conn: Mutex::new(conn),
+            path: ":memory:".into(),
+        })
     }
 
     /// Opens the registry at `path` migrated only to schema version
@@ -520,34 +511,7 @@ impl Registry {
     }
 
     fn open_at(path: &Path, version: u32) -> Result<Registry, RegistryError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|source| RegistryError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let shown = path.display().to_string();
-        let conn = Connection::open(path).context(|| format!("opening registry {shown}"))?;
-        Self::init(conn, shown, version)
-    }
-
-    fn init(mut conn: Connection, path: String, version: u32) -> Result<Registry, RegistryError> {
-        let setup = || format!("configuring registry {path}");
-        // First, so that the pragmas below wait for other connections too.
-        conn.busy_timeout(BUSY_TIMEOUT).context(setup)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .context(setup)?;
-        if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
-            tracing::warn!(registry = %path, journal_mode = %mode, "SQLite refused WAL mode");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .context(setup)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .context(setup)?;
-        migrate(&mut conn, &path, version)?;
+        let (conn, path) = mcp_sqlite::open(path, &SCHEMA, version)?;
         Ok(Registry {
             conn: Mutex::new(conn),
             path,
@@ -567,7 +531,8 @@ impl Registry {
 
     /// The schema version of the database (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<u32, RegistryError> {
-        let v = user_version(&self.conn()).context(|| "reading schema version".into())?;
+        let v =
+            mcp_sqlite::user_version(&self.conn()).context(|| "reading schema version".into())?;
         u32::try_from(v).map_err(|_| RegistryError::Corrupt {
             what: "schema version".into(),
             value: v.to_string(),
@@ -1269,48 +1234,5 @@ impl ComponentRow {
             container_id: self.container_id,
             updated_at: self.updated_at,
         })
-    }
-}
-
-fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
-}
-
-/// Applies the migrations a database lacks, up to `target`, one transaction
-/// each. The version is re-read inside each (immediate, so write-locked)
-/// transaction, so two processes opening the same file at once do not both
-/// apply a migration.
-fn migrate(conn: &mut Connection, path: &str, target: u32) -> Result<(), RegistryError> {
-    loop {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| format!("migrating registry {path}"))?;
-        let found = user_version(&tx).context(|| format!("reading schema version of {path}"))?;
-        let current = match u32::try_from(found) {
-            Ok(v) if v <= SCHEMA_VERSION => v,
-            Err(_) if found < 0 => {
-                return Err(RegistryError::Corrupt {
-                    what: format!("schema version of {path}"),
-                    value: found.to_string(),
-                });
-            }
-            _ => {
-                return Err(RegistryError::TooNew {
-                    path: path.to_string(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-        };
-        if current >= target {
-            return tx.commit().context(|| format!("migrating registry {path}"));
-        }
-        let next = current + 1;
-        let what = || format!("migrating registry {path} to schema version {next}");
-        tx.execute_batch(MIGRATIONS[current as usize])
-            .context(what)?;
-        tx.pragma_update(None, "user_version", next).context(what)?;
-        tx.commit().context(what)?;
-        tracing::info!(registry = %path, version = next, "registry schema migrated");
     }
 }

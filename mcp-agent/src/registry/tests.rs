@@ -430,7 +430,7 @@ fn too_new_database_is_refused() {
     }
     let err = Registry::open(&path).expect_err("too new");
     assert!(
-        matches!(err, RegistryError::TooNew { found, supported, .. } if found == i64::from(SCHEMA_VERSION) + 1 && supported == SCHEMA_VERSION),
+        matches!(err, RegistryError::Open(mcp_sqlite::OpenError::TooNew { found, supported, .. }) if found == i64::from(SCHEMA_VERSION) + 1 && supported == SCHEMA_VERSION),
         "{err}"
     );
     assert!(err.to_string().contains("upgrade mcp"), "{err}");

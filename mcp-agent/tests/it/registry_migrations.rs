@@ -202,7 +202,13 @@ fn newer_database_is_refused() {
         .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .expect("bump version");
     let err = Registry::open(&path).expect_err("too new");
-    assert!(matches!(err, RegistryError::TooNew { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            RegistryError::Open(mcp_sqlite::OpenError::TooNew { .. })
+        ),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(
         msg.contains(&format!("schema version {}", SCHEMA_VERSION + 1)),
