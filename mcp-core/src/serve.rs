@@ -1,16 +1,19 @@
 //! What every MCP gRPC server (the agent, the master) sets up alike before
-//! its own services: the token validators its `[auth]` names, its TLS, and
-//! the HTTP/2 transport with the bounds that hold before any caller is
-//! authenticated; and the answer both give to `DeployStream`
-//! ([`deploy_updates`]).
+//! its own services: the token validators its `[auth]` names, its TLS, its
+//! listener, the HTTP/2 transport with the bounds that hold before any
+//! caller is authenticated, reflection over exactly what it serves, and
+//! the errors of all that ([`ServeError`]); and the answer both give to
+//! `DeployStream` ([`deploy_updates`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_proto::v1 as pb;
 
+use crate::auth::audit::AuditFileError;
 use crate::auth::local::LocalTokens;
 use crate::auth::mcias::Mcias;
 use crate::auth::{ChainValidator, TokenValidator};
@@ -50,6 +53,66 @@ pub enum SetupError {
         "no TLS certificate: set [tls] cert and key (an overlay CA's certificate for this host), or `insecure = true` in [tls] to serve plaintext gRPC"
     )]
     NoTls,
+}
+
+/// Why a server could not start or stopped with an error, in what every
+/// server sets up alike (each daemon adds its own causes: its
+/// configuration, its database).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Tokens, MCIAS or TLS could not be set up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The audit file cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditFileError),
+}
+
+/// Binds the server's listener.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The reflection services, `grpc.reflection.v1` and `v1alpha` (which
+/// grpcio's reflection module and older grpcurl speak), over exactly
+/// `descriptors`: the encoded descriptor sets of what the server serves.
+#[allow(clippy::type_complexity)]
+pub fn reflection(
+    descriptors: &[&[u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
+    let builder = || {
+        descriptors.iter().fold(
+            tonic_reflection::server::Builder::configure().include_reflection_service(false),
+            |b, set| b.register_encoded_file_descriptor_set(set),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
 /// The validator `auth` describes: local tokens first, then MCIAS when

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_core::auth::audit::{AuditFileError, AuditLog};
+use mcp_core::auth::audit::AuditLog;
 use mcp_core::auth::guard::GuardLayer;
 use mcp_core::config::ConfigError;
-use mcp_core::serve::{self, SetupError};
+use mcp_core::serve;
 use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
 use mcp_proto::v1::agent_service_server::AgentServiceServer;
@@ -51,26 +51,10 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The gRPC server failed.
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// Tokens, MCIAS or TLS could not be set up.
+    /// What every server sets up alike failed: its listener, TLS, tokens,
+    /// audit file, reflection, or the gRPC server itself.
     #[error(transparent)]
-    Setup(#[from] SetupError),
-    /// The audit file cannot be opened.
-    #[error(transparent)]
-    Audit(#[from] AuditFileError),
+    Serve(#[from] serve::ServeError),
 }
 
 /// A configured master, ready to serve.
@@ -88,19 +72,18 @@ impl Master {
     /// address.
     pub async fn open(config: MasterConfig) -> Result<Master, ServeError> {
         let addr = config.listen.bind_address()?;
-        let tls = serve::server_tls(&config.tls)?;
-        let auth = serve::validator(&config.auth, "mcp-master token add NAME --role admin")?;
+        let tls = serve::server_tls(&config.tls).map_err(serve::ServeError::from)?;
+        let auth = serve::validator(&config.auth, "mcp-master token add NAME --role admin")
+            .map_err(serve::ServeError::from)?;
         let audit = Arc::new(match &config.auth.audit_file {
-            Some(path) => AuditLog::with_file(path)?,
+            Some(path) => AuditLog::with_file(path).map_err(serve::ServeError::from)?,
             None => AuditLog::log_only(),
         });
         let store = Arc::new(Store::open(&config.db)?);
         let alerts = Alerter::new(config.monitor.clone(), store.clone());
         let fleet = Arc::new(Fleet::new(store, config.fleet, config.placement).with_alerts(alerts));
         let dispatch = Dispatch::new(fleet.clone(), Arc::new(Agents::new(&config.agents)));
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = serve::bind(addr).await?;
         let guard = GuardLayer::new(auth, audit).audit_required(config.auth.audit_required);
         Ok(Master {
             config,
@@ -162,14 +145,7 @@ impl Master {
         health_reporter
             .set_serving::<AgentServiceServer<Dispatch>>()
             .await;
-        let reflection = || {
-            SERVED_DESCRIPTORS.iter().fold(
-                tonic_reflection::server::Builder::configure().include_reflection_service(false),
-                |b, set| b.register_encoded_file_descriptor_set(set),
-            )
-        };
-        let (reflection, reflection_v1alpha) =
-            (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let (reflection, reflection_v1alpha) = serve::reflection(SERVED_DESCRIPTORS)?;
 
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -228,7 +204,7 @@ impl Master {
         if tokio::time::timeout(SHUTDOWN_GRACE, mover).await.is_err() {
             tracing::warn!("a move was still in flight at shutdown");
         }
-        served?;
+        served.map_err(serve::ServeError::from)?;
         tracing::info!("mcp-master stopped");
         Ok(())
     }

@@ -26,10 +26,10 @@ use crate::reconcile::Reconciler;
 use crate::registry::{Registry, RegistryError};
 use crate::supervise::{Supervisor, TASK_RESTARTED};
 use activity::Activity;
-use mcp_core::auth::audit::{AuditFileError, AuditLog};
+use mcp_core::auth::audit::AuditLog;
 use mcp_core::auth::guard::GuardLayer;
 use mcp_core::config::ConfigError;
-use mcp_core::serve::{self, SetupError};
+use mcp_core::serve;
 use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
 
@@ -73,26 +73,10 @@ pub enum ServeError {
         /// The cause.
         source: RegistryError,
     },
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The gRPC server failed.
-    #[error("grpc server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// Tokens, MCIAS or TLS could not be set up.
+    /// What every server sets up alike failed: its listener, TLS, tokens,
+    /// audit file, reflection, or the gRPC server itself.
     #[error(transparent)]
-    Setup(#[from] SetupError),
-    /// The audit file cannot be opened.
-    #[error(transparent)]
-    Audit(#[from] AuditFileError),
+    Serve(#[from] serve::ServeError),
 }
 
 /// A configured agent, ready to serve.
@@ -142,10 +126,11 @@ impl Agent {
     /// reachable yet) and binds the listen address.
     pub async fn open(config: AgentConfig) -> Result<Agent, ServeError> {
         let addr = config.bind_address()?;
-        let tls = serve::server_tls(&config.tls)?;
-        let auth = serve::validator(&config.auth, "mcp-agent token add NAME --role admin")?;
+        let tls = serve::server_tls(&config.tls).map_err(serve::ServeError::from)?;
+        let auth = serve::validator(&config.auth, "mcp-agent token add NAME --role admin")
+            .map_err(serve::ServeError::from)?;
         let audit = Arc::new(match &config.auth.audit_file {
-            Some(path) => AuditLog::with_file(path)?,
+            Some(path) => AuditLog::with_file(path).map_err(serve::ServeError::from)?,
             None => AuditLog::log_only(),
         });
         let registry = Registry::open(&config.db).map_err(|source| ServeError::Registry {
@@ -169,9 +154,7 @@ impl Agent {
                 .with_publish_address(config.publish_address)
                 .with_deploy_settings(config.deploy),
         );
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = serve::bind(addr).await?;
         let guard = GuardLayer::new(auth, audit.clone()).audit_required(config.auth.audit_required);
         Ok(Agent {
             config,
@@ -226,14 +209,7 @@ impl Agent {
         health_reporter
             .set_serving::<AgentServiceServer<AgentService>>()
             .await;
-        let reflection = || {
-            SERVED_DESCRIPTORS.iter().fold(
-                tonic_reflection::server::Builder::configure().include_reflection_service(false),
-                |b, set| b.register_encoded_file_descriptor_set(set),
-            )
-        };
-        let (reflection, reflection_v1alpha) =
-            (reflection().build_v1()?, reflection().build_v1alpha()?);
+        let (reflection, reflection_v1alpha) = serve::reflection(SERVED_DESCRIPTORS)?;
         let service = AgentService::new(
             config.node_name.clone(),
             reconciler,
@@ -280,7 +256,7 @@ impl Agent {
                     connection_limits,
                 );
                 tokio::select! {
-                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served.map_err(serve::ServeError::from)?,
                     () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping with RPCs still in flight (a followed log, say)"),
                 }
             }
@@ -288,7 +264,7 @@ impl Agent {
                 tracing::warn!(addr = ?addr, node = %config.node_name, "mcp-agent listening WITHOUT TLS (tls.insecure = true): tokens cross the network in plain text");
                 let incoming = tls::plain_incoming(listener, connection_limits);
                 tokio::select! {
-                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served?,
+                    served = router.serve_with_incoming_shutdown(incoming, shutdown) => served.map_err(serve::ServeError::from)?,
                     () = grace => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "stopping with RPCs still in flight (a followed log, say)"),
                 }
             }
