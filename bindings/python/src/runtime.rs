@@ -16,7 +16,10 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// The runtime and the process it was made in. A child made by `fork` has
 /// a copy of the memory but none of the runtime's threads, so it gets a
-/// runtime of its own (the parent's copy is leaked, never dropped).
+/// runtime of its own (the parent's copy is leaked, never dropped). That
+/// runtime shares no state with the parent's: tokio is built without
+/// parking_lot, whose process-wide table of parked threads the fork may
+/// have copied in the middle of a change by one of the parent's threads.
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
 /// The runtime of this process, made on first use.
