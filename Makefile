@@ -6,7 +6,7 @@ CARGO      ?= cargo
 ENV_DIR    ?= $(CURDIR)/.test-env
 TEST_ENV    = $(ENV_DIR)/env
 
-.PHONY: all build test test-env test-python python lint fmt proto mcp mcp-agent mcp-master demo demo-down demo-fleet demo-fleet-down bench clean
+.PHONY: all build test test-env test-python python lint fmt proto man mcp mcp-agent mcp-master demo demo-down demo-fleet demo-fleet-down bench clean
 
 all: lint test build
 
@@ -21,6 +21,15 @@ mcp-agent:
 
 mcp-master:
 	$(CARGO) build --release -p mcp-master --bin mcp-master
+
+# Writes man/ anew from the binaries' clap definitions: a page for mcp,
+# mcp-agent and mcp-master and one for each of their subcommands. A test
+# (e2e man_pages) fails while a committed page differs from what this writes.
+man:
+	$(CARGO) build --bins -p mcp-cli -p mcp-agent -p mcp-master
+	rm -f man/*.1
+	mkdir -p man
+	for bin in mcp mcp-agent mcp-master; do target/debug/$$bin generate-man man || exit 1; done
 
 # Regenerates the gRPC code from proto/ (a pure-Rust protobuf compiler runs in
 # mcp-proto's build script; no system protoc is needed).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use mcp_agent::config::AgentConfig;
 use mcp_agent::{Agent, dev};
 use mcp_core::auth::Role;
@@ -42,6 +42,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write the man pages of `mcp-agent` and its subcommands into DIR (`make
+    /// man`, the packages).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -182,12 +189,18 @@ const BLOCKING_THREADS: usize = 512;
 
 fn main() {
     let mut args = Args::parse();
-    let result = load_config(&args).and_then(|config| match args.command.take() {
-        Some(Command::Token { command }) => token_command(&config, command),
-        None => daemon::runtime(BLOCKING_THREADS)
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(serve(&args, config))),
-    });
+    let result = match args.command.take() {
+        Some(Command::GenerateMan { dir }) => clap_mangen::generate_to(Args::command(), &dir)
+            .with_context(|| format!("writing man pages into {}", dir.display())),
+        Some(Command::Token { command }) => {
+            load_config(&args).and_then(|config| token_command(&config, command))
+        }
+        None => load_config(&args).and_then(|config| {
+            daemon::runtime(BLOCKING_THREADS)
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(serve(&args, config)))
+        }),
+    };
     if let Err(err) = result {
         eprintln!("mcp-agent: error: {err:#}");
         std::process::exit(1);

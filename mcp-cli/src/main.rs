@@ -84,11 +84,23 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write the man pages of `mcp` and its subcommands into DIR (`make
+    /// man`, the packages).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 async fn run(cli: Cli, out: Output) -> anyhow::Result<Exit> {
     if let Command::Completions { shell } = &cli.command {
         clap_complete::generate(*shell, &mut Cli::command(), "mcp", &mut std::io::stdout());
+        return Ok(Exit::Ok);
+    }
+    if let Command::GenerateMan { dir } = &cli.command {
+        clap_mangen::generate_to(Cli::command(), dir)
+            .with_context(|| format!("writing man pages into {}", dir.display()))?;
         return Ok(Exit::Ok);
     }
     let session = Session::load(cli.config.as_deref(), cli.node, cli.token_file).context(
@@ -116,7 +128,7 @@ async fn run(cli: Cli, out: Output) -> anyhow::Result<Exit> {
         Command::Ls(args) => done(files::ls(&ctx, args).await),
         Command::Rm(args) => done(files::rm(&ctx, args).await),
         Command::Node { command } => done(node::run(&ctx, command).await),
-        Command::Completions { .. } => Ok(Exit::Ok),
+        Command::Completions { .. } | Command::GenerateMan { .. } => Ok(Exit::Ok),
     }
 }
 

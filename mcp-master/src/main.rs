@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
 use mcp_core::auth::Role;
 use mcp_core::auth::local::TokenStore;
 use mcp_core::daemon::{self, LogFormat};
@@ -40,6 +41,13 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Write the man pages of `mcp-master` and its subcommands into DIR (`make
+    /// man`, the packages).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -145,12 +153,18 @@ const BLOCKING_THREADS: usize = 4;
 
 fn main() {
     let mut args = Args::parse();
-    let result = load_config(&args).and_then(|config| match args.command.take() {
-        Some(Command::Token { command }) => token_command(&config, command),
-        None => daemon::runtime(BLOCKING_THREADS)
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(serve(config))),
-    });
+    let result = match args.command.take() {
+        Some(Command::GenerateMan { dir }) => clap_mangen::generate_to(Args::command(), &dir)
+            .with_context(|| format!("writing man pages into {}", dir.display())),
+        Some(Command::Token { command }) => {
+            load_config(&args).and_then(|config| token_command(&config, command))
+        }
+        None => load_config(&args).and_then(|config| {
+            daemon::runtime(BLOCKING_THREADS)
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(serve(config)))
+        }),
+    };
     if let Err(err) = result {
         eprintln!("mcp-master: error: {err:#}");
         std::process::exit(1);

@@ -11,6 +11,7 @@ mod flood;
 mod health;
 mod history;
 mod isolation;
+mod man_pages;
 mod monitor;
 mod output;
 mod security;
