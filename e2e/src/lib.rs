@@ -262,6 +262,9 @@ pub struct Node {
     /// For a node with its own podman storage: its loopback address
     /// (listen and publish address alike).
     pub isolated: Option<String>,
+    /// Environment the agent is started with besides the harness's own
+    /// (`NOTIFY_SOCKET`, say), from the next [`Node::start_agent`] on.
+    pub agent_env: Vec<(String, String)>,
     agent: Option<Child>,
     services: Vec<String>,
 }
@@ -367,6 +370,7 @@ impl Node {
             readonly_token,
             ca_cert: pki.ca_cert,
             isolated: isolated.map(str::to_string),
+            agent_env: Vec::new(),
             agent: None,
             services: Vec::new(),
         }
@@ -384,6 +388,7 @@ impl Node {
             .arg("--config")
             .arg(self.dir.path().join("agent.toml"))
             .env("RUST_LOG", "info")
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -32,6 +32,9 @@ pub struct Master {
     pub readonly_token: String,
     /// The join token agents use.
     pub node_token: String,
+    /// Environment the process is started with besides the harness's own
+    /// (`NOTIFY_SOCKET`, say), from the next [`Master::start_process`] on.
+    pub env: Vec<(String, String)>,
     process: Option<Child>,
 }
 
@@ -103,6 +106,7 @@ impl Master {
             admin_token,
             readonly_token,
             node_token,
+            env: Vec::new(),
             process: None,
         };
         master.start_process();
@@ -121,6 +125,7 @@ impl Master {
             .arg("--config")
             .arg(self.dir.path().join("master.toml"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -147,6 +152,23 @@ impl Master {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Child::id)
+    }
+
+    /// Stops the process with SIGTERM and waits for it (killed if it has
+    /// not stopped within a minute).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.process.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if crate::wait_for(Duration::from_secs(60), || c.try_wait().ok().flatten()).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "mcp-master did not stop within a minute of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
     }
 
     /// Kills the process with SIGKILL.

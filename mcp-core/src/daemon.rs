@@ -1,6 +1,8 @@
 //! What the MCP daemons (`mcp-agent`, `mcp-master`) share around their
 //! libraries: their async runtime, log output, the signals that stop them,
-//! and the commands that manage their token files.
+//! what they tell their service manager (readiness, status, the watchdog,
+//! stopping: systemd's notify protocol), and the commands that manage
+//! their token files.
 
 use std::time::SystemTime;
 
@@ -71,6 +73,74 @@ pub async fn shutdown_signal() {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+    notify_stopping();
+}
+
+/// Sends `states` to the service manager over `$NOTIFY_SOCKET` (nothing
+/// without it); a failure is only logged.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// Tells the service manager the daemon serves (`READY=1`), and what it is
+/// doing (`STATUS=`). Sent once everything it needs to answer is up.
+pub fn notify_ready(status: &str) {
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// Tells the service manager what the daemon is doing now (`STATUS=`,
+/// shown by `systemctl status`).
+pub fn notify_status(status: &str) {
+    notify(&[sd_notify::NotifyState::Status(status)]);
+}
+
+/// Tells the service manager the daemon is stopping (`STOPPING=1`).
+pub fn notify_stopping() {
+    notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// The service manager's watchdog interval (`WATCHDOG_USEC`, for this
+/// process), when it asks for one.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled()
+}
+
+/// Keeps the service manager's watchdog fed while the daemon works: every
+/// half of `interval` ([`watchdog_interval`]) `alive` is awaited, for at
+/// most that half, and `WATCHDOG=1` is sent only when it answered true.
+/// `alive` is to prove the daemon does its work (a query of its database on
+/// a blocking thread, say), not merely that a timer fires: a daemon wedged
+/// there is not fed, and the manager restarts it. Runs for ever.
+pub async fn watchdog<F, Fut>(interval: std::time::Duration, mut alive: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let half = interval / 2;
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "service manager watchdog on"
+    );
+    let mut ticks = tokio::time::interval(half);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match tokio::time::timeout(half, alive()).await {
+            Ok(true) => notify(&[sd_notify::NotifyState::Watchdog]),
+            Ok(false) => {
+                tracing::warn!("watchdog: the liveness check failed; not feeding the watchdog")
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = half.as_millis() as u64,
+                "watchdog: the liveness check did not answer in time; not feeding the watchdog"
+            ),
+        }
+    }
 }
 
 /// A `token` subcommand of a daemon.

@@ -12,9 +12,9 @@ use std::time::Duration;
 use mcp_core::auth::audit::AuditLog;
 use mcp_core::auth::guard::GuardLayer;
 use mcp_core::config::ConfigError;
-use mcp_core::serve;
 use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
+use mcp_core::{daemon, serve};
 use mcp_proto::v1::agent_service_server::AgentServiceServer;
 use mcp_proto::v1::fleet_service_server::FleetServiceServer;
 use tokio::net::TcpListener;
@@ -146,6 +146,18 @@ impl Master {
             .set_serving::<AgentServiceServer<Dispatch>>()
             .await;
         let (reflection, reflection_v1alpha) = serve::reflection(SERVED_DESCRIPTORS)?;
+        // Alive: the database answers a query on a blocking thread.
+        let watchdog = daemon::watchdog_interval().map(|interval| {
+            let store = fleet.store().clone();
+            tokio::spawn(daemon::watchdog(interval, move || {
+                let store = store.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || store.schema_version().is_ok())
+                        .await
+                        .unwrap_or(false)
+                }
+            }))
+        });
 
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -172,6 +184,9 @@ impl Master {
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20),
             );
+        // The listener is bound and the database open: connections queue
+        // until the server below accepts them.
+        daemon::notify_ready("serving");
         let served = match tls {
             Some(tls_config) => {
                 tracing::info!(addr = ?addr, client_certificates = config.tls.client_ca.is_some(), "mcp-master listening (TLS)");
@@ -196,6 +211,9 @@ impl Master {
                 }
             }
         };
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         // The sweep in progress ends before the master does: nothing holds
         // the database once `serve` has returned.
         let _ = stop_sweeping.send(true);

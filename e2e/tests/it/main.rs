@@ -13,6 +13,7 @@ mod history;
 mod isolation;
 mod man_pages;
 mod monitor;
+mod notify;
 mod output;
 mod security;
 mod unikernel;

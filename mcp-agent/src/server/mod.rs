@@ -29,9 +29,9 @@ use activity::Activity;
 use mcp_core::auth::audit::AuditLog;
 use mcp_core::auth::guard::GuardLayer;
 use mcp_core::config::ConfigError;
-use mcp_core::serve;
 use mcp_core::tls;
 use mcp_core::tls::admit::{ConnectionLimits, CountStreams};
+use mcp_core::{daemon, serve};
 
 /// The service name of events about the agent itself rather than one of
 /// its services (such as a background task restarted): `-`, which no
@@ -300,6 +300,21 @@ fn background_tasks(
     }));
     let r = reconciler.clone();
     tasks.spawn("runtime-watcher", move || watch_runtime(r.clone()));
+    if let Some(interval) = daemon::watchdog_interval() {
+        let registry = reconciler.registry().clone();
+        tasks.spawn("watchdog", move || {
+            let registry = registry.clone();
+            // Alive: the registry answers a query on a blocking thread.
+            daemon::watchdog(interval, move || {
+                let registry = registry.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || registry.schema_version().is_ok())
+                        .await
+                        .unwrap_or(false)
+                }
+            })
+        });
+    }
     let r = reconciler.clone();
     tasks.spawn("runtime-events", move || r.clone().follow_events());
     let (r, retention) = (reconciler.clone(), config.monitor.event_retention);
@@ -373,6 +388,12 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
             Ok(v) => {
                 if available != Some(true) {
                     tracing::info!(version = %v.version, "runtime available");
+                    let status = format!("serving; podman {}", v.version);
+                    if available.is_none() {
+                        daemon::notify_ready(&status);
+                    } else {
+                        daemon::notify_status(&status);
+                    }
                     match reconciler.recover().await {
                         Ok(recovery) => {
                             if !recovery.resolved.is_empty() {
@@ -399,6 +420,12 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
             Err(e) => {
                 if available != Some(false) {
                     tracing::warn!(error = %e, "runtime unavailable; RPCs that need it answer Unavailable until it returns");
+                    let status = "serving; podman unavailable, retrying every 2 s";
+                    if available.is_none() {
+                        daemon::notify_ready(status);
+                    } else {
+                        daemon::notify_status(status);
+                    }
                 }
                 false
             }
