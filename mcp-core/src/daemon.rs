@@ -43,7 +43,9 @@ pub fn runtime(max_blocking_threads: usize) -> std::io::Result<tokio::runtime::R
 }
 
 /// Sends `tracing` output to standard error in `format`, filtered by
-/// `RUST_LOG` (default `info`), in colour only on a terminal.
+/// `RUST_LOG` (default `info`), in colour only on a terminal. When standard
+/// error is the journal (systemd's `JOURNAL_STREAM` names it), text lines
+/// carry no time of their own: the journal stamps each.
 pub fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -54,8 +56,31 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
+        LogFormat::Text if stderr_is_the_journal() => builder.without_time().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Whether standard error is the stream `JOURNAL_STREAM` (`DEVICE:INODE`)
+/// names: set by systemd for a service's output, and inherited by
+/// processes whose output goes elsewhere, hence the comparison.
+fn stderr_is_the_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    journal_stream_is(&stream.to_string_lossy(), stat.st_dev, stat.st_ino)
+}
+
+/// Whether `JOURNAL_STREAM`'s value names the file of device `dev` and
+/// inode `ino`.
+fn journal_stream_is(value: &str, dev: u64, ino: u64) -> bool {
+    value
+        .split_once(':')
+        .and_then(|(d, i)| Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?)))
+        == Some((dev, ino))
 }
 
 /// Resolves at the first SIGTERM or SIGINT (never, if their handlers
@@ -227,4 +252,19 @@ pub fn token_command(store: &TokenStore, command: TokenCommand) -> Result<(), Co
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::journal_stream_is;
+
+    #[test]
+    fn journal_stream_names_one_file() {
+        assert!(journal_stream_is("8:12345", 8, 12345));
+        assert!(!journal_stream_is("8:12345", 8, 12346));
+        assert!(!journal_stream_is("9:12345", 8, 12345));
+        assert!(!journal_stream_is("", 8, 12345));
+        assert!(!journal_stream_is("8", 8, 12345));
+        assert!(!journal_stream_is("x:y", 8, 12345));
+    }
 }

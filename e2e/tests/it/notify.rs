@@ -1,7 +1,8 @@
 //! The agent and the master speak systemd's notify protocol: `READY=1`
 //! once they serve, `STATUS=` lines, `WATCHDOG=1` while their database
 //! answers, `STOPPING=1` on SIGTERM. The test plays the service manager: a
-//! datagram socket as `NOTIFY_SOCKET`.
+//! datagram socket as `NOTIFY_SOCKET`. And their log lines leave the time
+//! to the journal when their output is the journal (`JOURNAL_STREAM`).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -130,5 +131,50 @@ fn an_agent_without_podman_is_ready_and_says_what_it_waits_for() {
             .lines()
             .any(|l| l == "STATUS=serving; podman unavailable, retrying every 2 s"),
         "{ready:?}"
+    );
+}
+
+#[test]
+fn log_lines_leave_the_time_to_the_journal_only_when_they_go_to_it() {
+    use std::os::unix::fs::MetadataExt;
+    let mut node = Node::start();
+    node.stop_agent();
+    let log = node.dir.path().join("agent.log");
+    let meta = std::fs::metadata(&log).expect("agent.log");
+    // Per INFO line from `from` on: whether it starts with a time.
+    let stamped = |node: &Node, from: usize| -> Vec<bool> {
+        node.agent_log()[from..]
+            .lines()
+            .filter(|l| l.contains("INFO"))
+            .map(|l| l.starts_with("20"))
+            .collect()
+    };
+    // Standard error is the file JOURNAL_STREAM names: no time of its own.
+    let from = node.agent_log().len();
+    node.agent_env = vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", meta.dev(), meta.ino()),
+    )];
+    node.start_agent();
+    node.stop_agent();
+    let lines = stamped(&node, from);
+    assert!(
+        !lines.is_empty() && lines.iter().all(|s| !s),
+        "{}",
+        &node.agent_log()[from..]
+    );
+    // JOURNAL_STREAM inherited but naming another file: times as usual.
+    let from = node.agent_log().len();
+    node.agent_env = vec![(
+        "JOURNAL_STREAM".into(),
+        format!("{}:{}", meta.dev(), meta.ino() + 1),
+    )];
+    node.start_agent();
+    node.stop_agent();
+    let lines = stamped(&node, from);
+    assert!(
+        !lines.is_empty() && lines.iter().all(|s| *s),
+        "{}",
+        &node.agent_log()[from..]
     );
 }
