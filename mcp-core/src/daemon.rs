@@ -136,16 +136,17 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
 }
 
 /// Keeps the service manager's watchdog fed while the daemon works: every
-/// half of `interval` ([`watchdog_interval`]) `alive` is awaited, for at
-/// most that half, and `WATCHDOG=1` is sent only when it answered true.
-/// `alive` is to prove the daemon does its work (a query of its database on
-/// a blocking thread, say), not merely that a timer fires: a daemon wedged
-/// there is not fed, and the manager restarts it. Runs for ever.
-pub async fn watchdog<F, Fut>(interval: std::time::Duration, mut alive: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+/// half of `interval` ([`watchdog_interval`]) `alive` runs on a blocking
+/// thread, and `WATCHDOG=1` is sent only when it answered true within that
+/// half. `alive` is to prove the daemon does its work (a query of its
+/// database, say), not merely that a timer fires: a daemon wedged there (or
+/// out of blocking threads) is not fed, and the manager restarts it. Runs
+/// for ever.
+pub async fn watchdog(
+    interval: std::time::Duration,
+    alive: impl Fn() -> bool + Send + Sync + 'static,
+) {
+    let alive = std::sync::Arc::new(alive);
     let half = interval / 2;
     tracing::info!(
         interval_ms = interval.as_millis() as u64,
@@ -155,7 +156,10 @@ where
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match tokio::time::timeout(half, alive()).await {
+        let check = alive.clone();
+        let answer = tokio::task::spawn_blocking(move || check());
+        let answer = async { answer.await.unwrap_or(false) };
+        match tokio::time::timeout(half, answer).await {
             Ok(true) => notify(&[sd_notify::NotifyState::Watchdog]),
             Ok(false) => {
                 tracing::warn!("watchdog: the liveness check failed; not feeding the watchdog")

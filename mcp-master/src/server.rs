@@ -146,16 +146,11 @@ impl Master {
             .set_serving::<AgentServiceServer<Dispatch>>()
             .await;
         let (reflection, reflection_v1alpha) = serve::reflection(SERVED_DESCRIPTORS)?;
-        // Alive: the database answers a query on a blocking thread.
+        // Alive: the database answers a query.
         let watchdog = daemon::watchdog_interval().map(|interval| {
             let store = fleet.store().clone();
             tokio::spawn(daemon::watchdog(interval, move || {
-                let store = store.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || store.schema_version().is_ok())
-                        .await
-                        .unwrap_or(false)
-                }
+                store.schema_version().is_ok()
             }))
         });
 

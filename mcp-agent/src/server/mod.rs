@@ -304,15 +304,8 @@ fn background_tasks(
         let registry = reconciler.registry().clone();
         tasks.spawn("watchdog", move || {
             let registry = registry.clone();
-            // Alive: the registry answers a query on a blocking thread.
-            daemon::watchdog(interval, move || {
-                let registry = registry.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || registry.schema_version().is_ok())
-                        .await
-                        .unwrap_or(false)
-                }
-            })
+            // Alive: the registry answers a query.
+            daemon::watchdog(interval, move || registry.schema_version().is_ok())
         });
     }
     let r = reconciler.clone();
@@ -388,12 +381,7 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
             Ok(v) => {
                 if available != Some(true) {
                     tracing::info!(version = %v.version, "runtime available");
-                    let status = format!("serving; podman {}", v.version);
-                    if available.is_none() {
-                        daemon::notify_ready(&status);
-                    } else {
-                        daemon::notify_status(&status);
-                    }
+                    announce(available, &format!("serving; podman {}", v.version));
                     match reconciler.recover().await {
                         Ok(recovery) => {
                             if !recovery.resolved.is_empty() {
@@ -420,18 +408,24 @@ async fn watch_runtime(reconciler: Arc<Reconciler>) {
             Err(e) => {
                 if available != Some(false) {
                     tracing::warn!(error = %e, "runtime unavailable; RPCs that need it answer Unavailable until it returns");
-                    let status = "serving; podman unavailable, retrying every 2 s";
-                    if available.is_none() {
-                        daemon::notify_ready(status);
-                    } else {
-                        daemon::notify_status(status);
-                    }
+                    announce(available, "serving; podman unavailable, retrying every 2 s");
                 }
                 false
             }
         };
         available = Some(ok);
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Tells the service manager what the runtime's probe found: with
+/// `READY=1` after the first probe (`before` is `None`), as a new status
+/// after a change.
+fn announce(before: Option<bool>, status: &str) {
+    if before.is_none() {
+        daemon::notify_ready(status);
+    } else {
+        daemon::notify_status(status);
     }
 }
 
