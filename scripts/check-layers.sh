@@ -9,28 +9,22 @@
 set -eu
 
 status=0
-for package in mcp-core mcp-cli mcp-python; do
-    found=$(cargo tree -p "$package" -e normal --prefix none --format '{p}' |
-        grep -E '^(rusqlite|libsqlite3-sys|mcp-sqlite|mcp-runtime|mcp-agent|mcp-master) ' | sort -u || true)
+# forbid PACKAGE PATTERN WHAT: fails when PACKAGE's normal dependency tree
+# holds a crate whose name matches PATTERN, naming them.
+forbid() {
+    found=$(cargo tree -p "$1" -e normal --prefix none --format '{p}' |
+        grep -E "^($2) " | sort -u || true)
     if [ -n "$found" ]; then
-        echo "check-layers: $package depends on what it must not:" >&2
+        echo "check-layers: $1 $3:" >&2
         echo "$found" | sed 's/^/  /' >&2
         status=1
     fi
+}
+for package in mcp-core mcp-cli mcp-python; do
+    forbid "$package" 'rusqlite|libsqlite3-sys|mcp-sqlite|mcp-runtime|mcp-agent|mcp-master' \
+        'depends on what it must not'
 done
-found=$(cargo tree -p mcp-master -e normal --prefix none --format '{p}' |
-    grep -E '^(mcp-runtime|mcp-agent) ' | sort -u || true)
-if [ -n "$found" ]; then
-    echo "check-layers: mcp-master depends on what it must not:" >&2
-    echo "$found" | sed 's/^/  /' >&2
-    status=1
-fi
-found=$(cargo tree -p mcp-python -e normal --prefix none --format '{p}' |
-    grep -E '^(parking_lot|parking_lot_core) ' | sort -u || true)
-if [ -n "$found" ]; then
-    echo "check-layers: mcp-python links what is not fork-safe:" >&2
-    echo "$found" | sed 's/^/  /' >&2
-    status=1
-fi
+forbid mcp-master 'mcp-runtime|mcp-agent' 'depends on what it must not'
+forbid mcp-python 'parking_lot|parking_lot_core' 'links what is not fork-safe'
 [ "$status" -eq 0 ] && echo "check-layers: mcp-core, mcp-cli and mcp-python link no SQLite, runtime, agent or master; mcp-master no runtime or agent; mcp-python no parking_lot"
 exit "$status"

@@ -431,18 +431,8 @@ impl Node {
     /// Stops the agent with SIGTERM and waits for it; panics (having
     /// killed it) when it has not stopped within a minute.
     pub fn stop_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let stopped = wait_for(Duration::from_secs(60), || c.try_wait().ok().flatten());
-            if stopped.is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "mcp-agent did not stop within a minute of SIGTERM; log:\n{}",
-                    self.agent_log()
-                );
-            }
+        if let Some(c) = self.agent.take() {
+            terminate(c, "mcp-agent", || self.agent_log());
         }
     }
 
@@ -713,6 +703,22 @@ impl Drop for Node {
         if std::thread::panicking() {
             eprintln!("--- agent log of {} ---\n{}", self.name, self.agent_log());
         }
+    }
+}
+
+/// Stops `child` (a daemon named `what`) with SIGTERM and waits for it;
+/// panics, with `log()`, having killed it when it has not stopped within a
+/// minute.
+pub(crate) fn terminate(mut child: Child, what: &str, log: impl FnOnce() -> String) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if wait_for(Duration::from_secs(60), || child.try_wait().ok().flatten()).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} did not stop within a minute of SIGTERM; log:\n{}",
+            log()
+        );
     }
 }
 

@@ -157,17 +157,8 @@ impl Master {
     /// Stops the process with SIGTERM and waits for it (killed if it has
     /// not stopped within a minute).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.process.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            if crate::wait_for(Duration::from_secs(60), || c.try_wait().ok().flatten()).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!(
-                    "mcp-master did not stop within a minute of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
+        if let Some(c) = self.process.take() {
+            crate::terminate(c, "mcp-master", || self.log());
         }
     }
 
